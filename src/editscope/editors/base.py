@@ -1,0 +1,78 @@
+"""The interface every editor implements (ScopeEdit, M-ORE and the baselines).
+
+An editor owns a wrapped vision-language model (``self.vlm``) and changes it one edit at a
+time. Reading the model (``answer``, ``score``, ``logits``) is shared by all editors through
+``VisionLanguageModel``; only ``edit`` and the state handling differ.
+"""
+
+from __future__ import annotations
+
+import abc
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from editscope.types import EditRequest, EditResult, ImageInput, Probe, Score
+
+
+class Editor(abc.ABC):
+    """Common interface. Subclasses set ``name`` and implement the abstract methods."""
+
+    name: str = "editor"
+
+    def __init__(self, vlm: "VisionLanguageModel") -> None:  # noqa: F821 (defined in models)
+        self.vlm = vlm
+        self.edits_applied = 0
+
+    # -- writing ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def edit(self, request: EditRequest) -> EditResult:
+        """Apply one edit now. Raises ``EditRejected`` (state unchanged) when it cannot."""
+
+    def add_locality_anchors(self, probes: Sequence[Probe]) -> None:
+        """Add probes to the reference set used after each edit (editors without anchoring
+        ignore them)."""
+
+    # -- reading ---------------------------------------------------------------------------
+    def answer(self, image: ImageInput | None, prompt: str, max_new_tokens: int = 16) -> str:
+        return self.vlm.answer(image, prompt, max_new_tokens=max_new_tokens)
+
+    def score(self, image: ImageInput | None, prompt: str, target: str) -> Score:
+        return self.vlm.score(image, prompt, target)
+
+    def logits(self, image: ImageInput | None, prompt: str, target: str) -> torch.Tensor:
+        return self.vlm.logits(image, prompt, target)
+
+    # -- state -----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Every tensor needed to reproduce the edited model from the base model."""
+
+    @abc.abstractmethod
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None: ...
+
+    @abc.abstractmethod
+    def config_dict(self) -> dict[str, Any]:
+        """The editor's configuration as plain data (saved beside the state)."""
+
+    def state_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.state_dict().values())
+
+    def save(self, directory: str | Path) -> Path:
+        from editscope.state_io import save_editor
+
+        return save_editor(self, directory)
+
+    def load(self, directory: str | Path) -> None:
+        from editscope.state_io import load_editor_state
+
+        load_editor_state(self, directory)
+
+    def merge(self) -> torch.nn.Module:
+        """A plain Hugging Face model with the edits folded into its weights."""
+        raise NotImplementedError(f"{type(self).__name__} cannot merge its edits into the weights")
+
+
+class EditRejected(RuntimeError):
+    """An edit could not be applied; the editor state is exactly what it was before."""

@@ -1,0 +1,142 @@
+"""Plain data types shared by the model adapters, the editors, the evaluation harness and the store.
+
+Everything here is a frozen dataclass with no behaviour beyond validation, so that each layer of
+the package can exchange them without importing the others.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Union
+
+import torch
+from PIL import Image
+
+ImageInput = Union[str, Path, Image.Image]
+Scope = Literal["auto", "instance", "broad"]
+SCOPES: tuple[str, ...] = ("auto", "instance", "broad")
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A question with its expected answer, with or without an image.
+
+    Used as a locality anchor (folded into the preconditioners after an edit) and by the
+    evaluation harness as a scored probe.
+    """
+
+    prompt: str
+    answer: str
+    image: ImageInput | None = None
+
+
+@dataclass(frozen=True)
+class EditRequest:
+    """One correction: on ``image`` (or no image: a text-only edit), ``prompt`` must now be
+    answered with ``target``.
+
+    ``scope`` chooses how far the fix may spread: ``"auto"`` lets the evidence gate decide,
+    ``"instance"`` keeps the shared branch closed, ``"broad"`` forces the gate open.
+    ``anchors`` are locality probes folded into the local preconditioners after this edit, in
+    addition to the editor's configured reference set.
+    """
+
+    prompt: str
+    target: str
+    image: ImageInput | None = None
+    scope: Scope = "auto"
+    anchors: tuple[Probe, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.prompt, str):
+            raise TypeError(f"EditRequest.prompt must be a str, got {type(self.prompt).__name__}")
+        if not isinstance(self.target, str):
+            raise TypeError(f"EditRequest.target must be a str, got {type(self.target).__name__}")
+        if not self.prompt.strip():
+            raise ValueError("EditRequest.prompt is empty")
+        if not self.target.strip():
+            raise ValueError("EditRequest.target is empty or whitespace: an edit needs a target answer")
+        if self.scope not in SCOPES:
+            raise ValueError(f"EditRequest.scope must be one of {SCOPES}, got {self.scope!r}")
+        if self.image is not None and not isinstance(self.image, (str, Path, Image.Image)):
+            raise TypeError(
+                "EditRequest.image must be a path, a PIL.Image or None, "
+                f"got {type(self.image).__name__}"
+            )
+        object.__setattr__(self, "anchors", tuple(self.anchors))
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """One encoded example (batch of one) ready for the model.
+
+    - ``tensors``: keyword arguments of the model's ``forward`` (``input_ids`` (1, T),
+      ``attention_mask`` (1, T), ``pixel_values`` and whatever the architecture needs).
+    - ``target_ids`` (n,): the target's token ids (empty for a prompt-only encoding).
+    - ``target_positions`` (n,): positions in ``input_ids`` whose logits predict ``target_ids``
+      (the position just before each target token).
+    - ``image_positions`` (m,): positions in ``input_ids`` holding image tokens (empty when
+      there is no image).
+    """
+
+    tensors: dict[str, torch.Tensor]
+    target_ids: torch.Tensor
+    target_positions: torch.Tensor
+    image_positions: torch.Tensor
+
+    @property
+    def input_ids(self) -> torch.Tensor:
+        return self.tensors["input_ids"]
+
+    @property
+    def length(self) -> int:
+        return int(self.tensors["input_ids"].shape[-1])
+
+    def to(self, device: torch.device | str) -> "ModelInputs":
+        return ModelInputs(
+            tensors={k: v.to(device) for k, v in self.tensors.items()},
+            target_ids=self.target_ids.to(device),
+            target_positions=self.target_positions.to(device),
+            image_positions=self.image_positions.to(device),
+        )
+
+
+@dataclass(frozen=True)
+class GateValues:
+    """The evidence gate of one group for one step (means over the group's sites)."""
+
+    cos: float
+    support: float
+    g: float
+
+
+@dataclass(frozen=True)
+class EditResult:
+    edit_id: int
+    loss_before: float
+    loss_after: float
+    active_groups: tuple[str, ...]
+    gates: dict[str, GateValues] = field(default_factory=dict)
+    wall_time_s: float = 0.0
+    steps: int = 0
+
+
+@dataclass(frozen=True)
+class Score:
+    """Teacher-forced score of a target: per-token log-probabilities and top-1 agreement."""
+
+    target_ids: tuple[int, ...]
+    logprobs: tuple[float, ...]
+    predicted_ids: tuple[int, ...]
+
+    @property
+    def token_accuracy(self) -> float:
+        if not self.target_ids:
+            return 0.0
+        hits = sum(int(p == t) for p, t in zip(self.predicted_ids, self.target_ids))
+        return hits / len(self.target_ids)
+
+    @property
+    def mean_logprob(self) -> float:
+        return sum(self.logprobs) / max(len(self.logprobs), 1)
