@@ -1,0 +1,136 @@
+"""Typed editor configuration and named presets.
+
+A configuration is a frozen dataclass validated at construction. Presets are YAML files in
+``editscope/presets/`` (one per model family); unknown keys are rejected so that a typo never
+silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+BASES = ("orthogonal", "nested")
+
+
+@dataclass(frozen=True)
+class ScopeEditConfig:
+    """Hyper-parameters of ScopeEdit and M-ORE (see docs/method.md for the equations).
+
+    ``rank_local`` and ``rank_shared`` are the rows of the frozen bases ``A_l`` and ``A_g``;
+    the branch scaling is ``alpha / (rank_local + rank_shared)``. M-ORE uses one branch of
+    rank ``rank_local + rank_shared`` and ignores the shared-branch fields.
+    """
+
+    rank_local: int = 448
+    rank_shared: int = 64
+    alpha: float = 1024.0
+    top_k: int = 7
+    eta: float = 0.1
+    lambda_local: float = 1.0
+    n_last_layers: int = 12
+    include_projector: bool = True
+    projector_eta: float = 0.001
+    tau: float = 0.2
+    beta: float = 10.0
+    eta_shared: float = 1.0
+    lambda_shared: float = 1.0
+    shared_layers: int = 6
+    shared_on_projector: bool = False
+    steps_per_edit: int = 5
+    code_norm: bool = False
+    basis: str = "orthogonal"
+    seed: int = 0
+    anchors_per_edit: int = 2
+    gate_eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        for name in ("rank_local", "top_k", "n_last_layers", "steps_per_edit"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"ScopeEditConfig.{name} must be a positive integer, got {value!r}")
+        for name in ("rank_shared", "shared_layers", "anchors_per_edit", "seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"ScopeEditConfig.{name} must be a non-negative integer, got {value!r}")
+        for name in ("alpha", "eta", "lambda_local", "lambda_shared", "beta", "gate_eps"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+                raise ValueError(f"ScopeEditConfig.{name} must be a positive number, got {value!r}")
+        for name in ("projector_eta", "eta_shared", "tau"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value:
+                raise ValueError(f"ScopeEditConfig.{name} must be a number, got {value!r}")
+        if self.projector_eta < 0 or self.eta_shared < 0:
+            raise ValueError("ScopeEditConfig.projector_eta and eta_shared must be >= 0")
+        if self.basis not in BASES:
+            raise ValueError(f"ScopeEditConfig.basis must be one of {BASES}, got {self.basis!r}")
+        if self.basis == "nested" and self.rank_shared > self.rank_local:
+            raise ValueError("a nested basis needs rank_shared <= rank_local")
+
+    @property
+    def rank(self) -> int:
+        return self.rank_local + self.rank_shared
+
+    @property
+    def scaling(self) -> float:
+        return float(self.alpha) / self.rank
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> "ScopeEditConfig":
+        return dataclasses.replace(self, **changes)
+
+    def fingerprint(self) -> str:
+        """A short, stable hash of the configuration (recorded with saved state and journals)."""
+        text = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ScopeEditConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown ScopeEditConfig key(s) {unknown}; known keys are {sorted(known)}"
+            )
+        return cls(**dict(data))
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "ScopeEditConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"config file {path} must hold a mapping of keys to values")
+        try:
+            return cls.from_dict(data)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path}: {err}") from err
+
+
+def preset_names() -> list[str]:
+    """Names of the presets shipped with the package."""
+    root = resources.files("editscope") / "presets"
+    return sorted(p.name[: -len(".yaml")] for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_preset(name: str) -> ScopeEditConfig:
+    """Load a shipped preset by name (``llava-1.5-7b``, ``blip2-opt-2.7b``, ``tiny``, ...) or a
+    YAML file by path."""
+    if Path(name).suffix in (".yaml", ".yml", ".json") and Path(name).is_file():
+        return ScopeEditConfig.from_file(name)
+    resource = resources.files("editscope") / "presets" / f"{name}.yaml"
+    if not resource.is_file():
+        raise ValueError(f"unknown preset {name!r}; available presets: {preset_names()}")
+    with resources.as_file(resource) as path:
+        return ScopeEditConfig.from_file(path)

@@ -1,0 +1,65 @@
+"""Small linear-algebra building blocks of the editor: seeded orthonormal bases and the
+Sherman–Morrison update of a preconditioner."""
+
+from __future__ import annotations
+
+import zlib
+
+import torch
+
+
+def site_seed(seed: int, site_name: str) -> int:
+    """A per-site seed derived from the editor seed and the site's module path (stable across
+    runs and machines)."""
+    return (int(seed) * 1_000_003 + zlib.crc32(site_name.encode())) % (2**63 - 1)
+
+
+def orthonormal_bases(
+    d_in: int, rank_local: int, rank_shared: int, seed: int, basis: str = "orthogonal"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frozen bases ``A_l`` (rank_local, d_in) and ``A_g`` (rank_shared, d_in), float32.
+
+    ``"orthogonal"``: rows of one random orthogonal matrix, so each basis has orthonormal rows
+    and ``A_l @ A_g.T == 0`` (to float tolerance). ``"nested"`` (ablation): the shared rows are
+    the first ``rank_shared`` local rows. Built in float64 on the CPU from a seeded generator so
+    that the same seed gives the same bases everywhere.
+    """
+    total = rank_local + (rank_shared if basis == "orthogonal" else 0)
+    if total > d_in:
+        raise ValueError(
+            f"rank {total} exceeds the input width {d_in}: an edit site needs rank <= d_in "
+            "(lower rank_local/rank_shared for this model)"
+        )
+    generator = torch.Generator().manual_seed(seed)
+    gaussian = torch.randn(d_in, max(total, 1), generator=generator, dtype=torch.float64)
+    q, r = torch.linalg.qr(gaussian)
+    q = q * torch.sign(torch.diagonal(r)).unsqueeze(0)  # unique QR: positive diagonal
+    rows = q.T[:total]
+    a_local = rows[:rank_local]
+    if basis == "orthogonal":
+        a_shared = rows[rank_local:total]
+    elif basis == "nested":
+        a_shared = rows[:rank_shared]
+    else:
+        raise ValueError(f"unknown basis {basis!r}")
+    return a_local.float().contiguous(), a_shared.float().contiguous()
+
+
+def sherman_morrison(p: torch.Tensor, code: torch.Tensor, lam: float) -> torch.Tensor:
+    """One rank-one update of ``P = inv(lam*I + sum c c^T)`` with a new code ``c`` (r,).
+
+    ``P <- P - (P c)(P c)^T / (lam + c^T P c)``; O(r^2), no inversion.
+    """
+    pc = p @ code
+    return p - torch.outer(pc, pc) / (lam + code @ pc)
+
+
+def gated_sherman_morrison(
+    p: torch.Tensor, code: torch.Tensor, lam: float, open_: torch.Tensor
+) -> torch.Tensor:
+    """``sherman_morrison`` applied where ``open_`` (a 0-dim bool tensor) is true and ``p``
+    returned unchanged (bit for bit) where it is false, without a host-device sync."""
+    pc = p @ code
+    denominator = lam + code @ pc
+    step = torch.outer(pc, pc) / denominator
+    return torch.where(open_, p - step, p)

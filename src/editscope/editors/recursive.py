@@ -1,0 +1,336 @@
+"""Online recursive editors: M-ORE (one preconditioned branch per site) and ScopeEdit (a
+local branch plus an evidence-gated shared branch). See docs/method.md."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from editscope.config import ScopeEditConfig
+from editscope.core.capture import Capture, Positions, capture_codes
+from editscope.core.linalg import site_seed
+from editscope.core.site import STATE_NAMES, EditSite
+from editscope.core.update import fold_code, local_update, shared_update
+from editscope.editors.base import Editor, EditRejected
+from editscope.editors.transaction import Transaction
+from editscope.types import EditRequest, EditResult, GateValues, ModelInputs, Probe
+
+logger = logging.getLogger(__name__)
+
+PROJECTOR = "projector"
+EDIT_COUNT_KEY = "editor.edits_applied"
+
+
+class RecursiveEditor(Editor):
+    """Machinery shared by M-ORE and ScopeEdit: sites, group scoring, the local branch,
+    locality anchors, state handling and merging. Subclasses decide the branch ranks and
+    whether a shared step runs."""
+
+    name = "recursive"
+
+    def __init__(self, vlm: Any, config: ScopeEditConfig | None = None) -> None:
+        super().__init__(vlm)
+        self.config = config if config is not None else ScopeEditConfig()
+        self.model: nn.Module = vlm.model
+        self.model.requires_grad_(False)
+        self.model.eval()
+        self.groups: dict[str, list[str]] = vlm.site_paths(
+            self.config.n_last_layers, self.config.include_projector
+        )
+        rank_local, rank_shared = self._ranks()
+        self.sites: dict[str, EditSite] = {}
+        for group, paths in self.groups.items():
+            for path in paths:
+                base = self.model.get_submodule(path)
+                if isinstance(base, EditSite):
+                    raise ValueError(f"{path} already holds an edit site: remove() the other editor first")
+                self.sites[path] = EditSite(
+                    base,
+                    rank_local,
+                    rank_shared,
+                    scaling=self.config.scaling,
+                    seed=site_seed(self.config.seed, path),
+                    basis=self.config.basis,
+                    code_norm=self.config.code_norm,
+                )
+        for path, site in self.sites.items():
+            self.model.set_submodule(path, site)
+        self._group_of = {p: g for g, paths in self.groups.items() for p in paths}
+        self._reference: list[ModelInputs] = []
+
+    # -- configuration hooks for the variants ------------------------------------------------
+    def _ranks(self) -> tuple[int, int]:
+        raise NotImplementedError
+
+    def _shared_step(self, capture: Capture, grads: dict, active: list[str], scope: str, tx: Transaction) -> dict:
+        """Write the shared branch; returns per-group gate tensors. M-ORE has none."""
+        return {}
+
+    # -- the edit -----------------------------------------------------------------------------
+    def edit(self, request: EditRequest) -> EditResult:
+        if not isinstance(request, EditRequest):
+            raise TypeError(f"edit() takes an EditRequest, got {type(request).__name__}")
+        start = time.perf_counter()
+        inputs = self.vlm.encode(request.image, request.prompt, request.target)
+        anchors = [self.vlm.encode(p.image, p.prompt, p.answer) for p in request.anchors]
+        anchors += self._reference_anchors()
+        tx = Transaction()
+        try:
+            loss_before, touched_groups, gates = self._steps(inputs, request.scope, tx)
+            self._fold_anchors(anchors, touched_groups, tx)
+            with torch.no_grad():
+                loss_after = self._loss(inputs)
+            if not bool(torch.isfinite(loss_after)) or not tx.all_finite():
+                raise EditRejected("the edit produced non-finite values; the editor state is unchanged")
+        except BaseException:
+            tx.rollback()
+            raise
+        self.edits_applied += 1
+        gate_values = {
+            g: GateValues(cos=float(v[0]), support=float(v[1]), g=float(v[2]))
+            for g, v in ((g, t.tolist()) for g, t in gates.items())
+        }
+        return EditResult(
+            edit_id=self.edits_applied,
+            loss_before=loss_before,
+            loss_after=float(loss_after),
+            active_groups=tuple(sorted(touched_groups, key=self._group_order)),
+            gates=gate_values,
+            wall_time_s=time.perf_counter() - start,
+            steps=self.config.steps_per_edit,
+        )
+
+    def _group_order(self, group: str) -> tuple[int, int]:
+        return (1, 0) if group == PROJECTOR else (0, int(group.split(".")[-1]))
+
+    def _positions(self, inputs: ModelInputs) -> Positions:
+        return Positions(target=inputs.target_positions, image=inputs.image_positions)
+
+    def _loss(self, inputs: ModelInputs) -> torch.Tensor:
+        logits = self.vlm.forward(inputs)[0]
+        predicted = logits.index_select(0, inputs.target_positions.to(logits.device)).float()
+        return F.cross_entropy(predicted, inputs.target_ids.to(logits.device))
+
+    @contextmanager
+    def _trainable(self) -> Iterator[list[nn.Parameter]]:
+        params = [p for s in self.sites.values() for p in (s.B_local, s.B_shared) if p.numel()]
+        try:
+            for p in params:
+                p.requires_grad_(True)
+            yield params
+        finally:
+            for p in params:
+                p.requires_grad_(False)
+
+    def _key_sites(self, inputs: ModelInputs, scope: str) -> frozenset[str]:
+        return frozenset()
+
+    def _steps(self, inputs: ModelInputs, scope: str, tx: Transaction):
+        cfg = self.config
+        positions = self._positions(inputs)
+        projector_sites = frozenset(self.groups.get(PROJECTOR, ()))
+        key_sites = self._key_sites(inputs, scope)
+        group_names = list(self.groups)
+        k = min(cfg.top_k, len(group_names))
+        touched: set[str] = set()
+        loss_before = float("nan")
+        gates: dict = {}
+        for step in range(cfg.steps_per_edit):
+            with self._trainable() as params, capture_codes(
+                self.sites, positions, projector_sites, key_sites
+            ) as capture:
+                loss = self._loss(inputs)
+                grad_list = torch.autograd.grad(loss, params)
+            grads = {id(p): g for p, g in zip(params, grad_list)}
+            scores = torch.stack(
+                [
+                    sum(grads[id(self.sites[p].B_local)].norm().to(loss.device) for p in self.groups[g])
+                    for g in group_names
+                ]
+            )
+            finite = torch.isfinite(loss) & torch.isfinite(scores).all()
+            top = torch.topk(scores, k).indices
+            # The one host sync of a step: the loss, the finiteness flag and the chosen groups.
+            host = torch.cat([loss.detach().reshape(1), finite.reshape(1).float(), top.float()]).tolist()
+            if step == 0:
+                loss_before = host[0]
+            if host[1] != 1.0:
+                raise EditRejected(
+                    f"non-finite loss or gradient at step {step + 1}; the editor state is unchanged"
+                )
+            active = [group_names[int(i)] for i in host[2:]]
+            touched.update(active)
+            self._local_step(capture, grads, active, tx)
+            gates = self._shared_step(capture, grads, active, scope, tx)
+        return loss_before, touched, gates
+
+    def _local_step(self, capture: Capture, grads: dict, active: list[str], tx: Transaction) -> None:
+        cfg = self.config
+        with torch.no_grad():
+            for group in active:
+                eta = cfg.projector_eta if group == PROJECTOR else cfg.eta
+                for path in self.groups[group]:
+                    site = self.sites[path]
+                    tx.touch(site)
+                    local_update(site, grads[id(site.B_local)], capture.sites[path].z, eta, cfg.lambda_local)
+
+    # -- locality anchors ---------------------------------------------------------------------
+    def add_locality_anchors(self, probes: Sequence[Probe]) -> None:
+        """Add probes to the deployment reference set; ``anchors_per_edit`` of them are folded
+        into the local preconditioners of the active groups after each edit (round robin)."""
+        for probe in probes:
+            self._reference.append(self.vlm.encode(probe.image, probe.prompt, probe.answer))
+
+    def _reference_anchors(self) -> list[ModelInputs]:
+        n = min(self.config.anchors_per_edit, len(self._reference))
+        start = self.edits_applied * n
+        return [self._reference[(start + j) % len(self._reference)] for j in range(n)]
+
+    def _fold_anchors(self, anchors: list[ModelInputs], groups: set[str], tx: Transaction) -> None:
+        projector_sites = frozenset(self.groups.get(PROJECTOR, ()))
+        paths = [p for g in groups for p in self.groups[g]]
+        for anchor in anchors:
+            with torch.no_grad(), capture_codes(
+                {p: self.sites[p] for p in paths}, self._positions(anchor), projector_sites
+            ) as capture:
+                self.vlm.forward(anchor)
+                for path in paths:
+                    tx.touch(self.sites[path])
+                    fold_code(self.sites[path], capture.sites[path].z, self.config.lambda_local)
+
+    # -- state --------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        state = {
+            f"{path}.{name}": getattr(site, name).detach().clone()
+            for path, site in self.sites.items()
+            for name in STATE_NAMES
+        }
+        state[EDIT_COUNT_KEY] = torch.tensor(self.edits_applied, dtype=torch.int64)
+        return state
+
+    def state_bytes(self) -> int:
+        return sum(
+            getattr(s, n).numel() * getattr(s, n).element_size() for s in self.sites.values() for n in STATE_NAMES
+        )
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        expected = {f"{p}.{n}": getattr(s, n) for p, s in self.sites.items() for n in STATE_NAMES}
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected) - {EDIT_COUNT_KEY})
+        if missing or unexpected:
+            raise ValueError(
+                f"editor state does not match this editor: missing {missing[:5]}, unexpected {unexpected[:5]}"
+            )
+        for key, target in expected.items():
+            if tuple(state[key].shape) != tuple(target.shape):
+                raise ValueError(f"editor state {key}: shape {tuple(state[key].shape)} != {tuple(target.shape)}")
+            if not torch.isfinite(state[key]).all():
+                raise ValueError(f"editor state {key} holds non-finite values")
+        with torch.no_grad():
+            for key, target in expected.items():
+                target.copy_(state[key].to(device=target.device, dtype=target.dtype))
+        self.edits_applied = int(state[EDIT_COUNT_KEY]) if EDIT_COUNT_KEY in state else 0
+
+    def config_dict(self) -> dict[str, Any]:
+        return {"editor": self.name, "config": self.config.to_dict()}
+
+    def reset(self) -> None:
+        """Forget every edit: ``B = 0``, ``P = I``."""
+        with torch.no_grad():
+            for site in self.sites.values():
+                site.B_local.zero_()
+                site.B_shared.zero_()
+                site.P_local.copy_(torch.eye(site.rank_local, device=site.P_local.device))
+                site.P_shared.copy_(torch.eye(site.rank_shared, device=site.P_shared.device))
+        self.edits_applied = 0
+
+    def remove(self) -> nn.Module:
+        """Take the sites out of the model (which becomes the base model again) and return it."""
+        for path, site in self.sites.items():
+            self.model.set_submodule(path, site.base_layer)
+        self.sites = {}
+        return self.model
+
+    def merge(self) -> nn.Module:
+        """A copy of the model with ``W + s (B_l A_l + B_g A_g)`` in every site's weight and no
+        editor modules: a plain Hugging Face model. The live editor is not changed."""
+        weights = {}
+        for path, site in self.sites.items():
+            with torch.no_grad():
+                weight = site.merged_weight()
+            if not torch.isfinite(weight).all():
+                raise ValueError(f"merging {path} gives non-finite weights; nothing was merged")
+            weights[path] = weight
+        merged = copy.deepcopy(self.model)
+        with torch.no_grad():
+            for path, weight in weights.items():
+                linear = merged.get_submodule(path).base_layer
+                linear.weight.copy_(weight.to(linear.weight.dtype))
+                merged.set_submodule(path, linear)
+        return merged
+
+
+class MORE(RecursiveEditor):
+    """M-ORE: one preconditioned local branch per site (rank ``rank_local + rank_shared``)."""
+
+    name = "more"
+
+    def _ranks(self) -> tuple[int, int]:
+        return self.config.rank, 0
+
+
+class ScopeEdit(RecursiveEditor):
+    """ScopeEdit: a local branch for absorption and a shared branch whose writes are gated by
+    the agreement of textual and visual evidence."""
+
+    name = "scopeedit"
+
+    def _ranks(self) -> tuple[int, int]:
+        return self.config.rank_local, self.config.rank_shared
+
+    def _shared_groups(self, active: list[str]) -> list[str]:
+        decoder = sorted((g for g in active if g != PROJECTOR), key=self._group_order)
+        chosen = decoder[: self.config.shared_layers]
+        if self.config.shared_on_projector and PROJECTOR in active:
+            chosen.append(PROJECTOR)
+        return chosen
+
+    def _key_sites(self, inputs: ModelInputs, scope: str) -> frozenset[str]:
+        if scope == "instance" or inputs.image_positions.numel() == 0 or not self.config.rank_shared:
+            return frozenset()  # the gate is closed: no keys needed
+        return frozenset(p for g, paths in self.groups.items() if g != PROJECTOR for p in paths)
+
+    def _shared_step(self, capture: Capture, grads: dict, active: list[str], scope: str, tx: Transaction) -> dict:
+        cfg = self.config
+        gates: dict[str, torch.Tensor] = {}
+        for group in self._shared_groups(active):
+            values = []
+            for path in self.groups[group]:
+                site = self.sites[path]
+                record = capture.sites[path]
+                if record.k_text is None or record.k_image is None:
+                    continue  # a missing key closes the gate
+                tx.touch(site)
+                gate = shared_update(
+                    site,
+                    grads[id(site.B_shared)],
+                    record.k_text,
+                    record.k_image,
+                    eta=cfg.eta_shared,
+                    lam=cfg.lambda_shared,
+                    tau=cfg.tau,
+                    beta=cfg.beta,
+                    eps=cfg.gate_eps,
+                    force_open=scope == "broad",
+                )
+                values.append(torch.stack([gate.cos, gate.support, gate.g]))
+            if values:
+                gates[group] = torch.stack(values).mean(0)
+        return gates

@@ -1,0 +1,61 @@
+"""Saving and loading an editor's state: ``editor_state.safetensors`` (tensors) and
+``editor_config.json`` (which editor, its configuration and the model class)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from safetensors import SafetensorsError
+from safetensors.torch import load_file, save_file
+
+STATE_FILE = "editor_state.safetensors"
+CONFIG_FILE = "editor_config.json"
+
+
+def save_editor(editor: Any, directory: str | Path) -> Path:
+    """Write the editor's state and configuration into ``directory`` (created if needed)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in editor.state_dict().items()}
+    info = dict(editor.config_dict())
+    info["model_class"] = type(editor.vlm.model).__name__
+    tmp = directory / (STATE_FILE + ".tmp")
+    save_file(state, str(tmp), metadata={"editor": str(info.get("editor", ""))})
+    tmp.replace(directory / STATE_FILE)
+    (directory / CONFIG_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    return directory
+
+
+def read_editor_config(directory: str | Path) -> dict[str, Any]:
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no saved editor in {directory}: {CONFIG_FILE} is missing")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from err
+
+
+def load_editor_state(editor: Any, directory: str | Path) -> None:
+    """Load a saved state into ``editor``; the editor type, configuration and model class must
+    match what was saved. Nothing is changed if any check fails."""
+    directory = Path(directory)
+    info = read_editor_config(directory)
+    mine = editor.config_dict()
+    if info.get("editor") != mine.get("editor"):
+        raise ValueError(f"{directory} holds a {info.get('editor')!r} editor, not {mine.get('editor')!r}")
+    if info.get("config") != mine.get("config"):
+        raise ValueError(f"{directory} was saved with another configuration than this editor's")
+    model_class = type(editor.vlm.model).__name__
+    if info.get("model_class") != model_class:
+        raise ValueError(f"{directory} was saved for a {info.get('model_class')}, not a {model_class}")
+    path = directory / STATE_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no saved editor state: {path} is missing")
+    try:
+        state = load_file(str(path))
+    except (SafetensorsError, OSError, ValueError) as err:
+        raise ValueError(f"cannot read editor state {path}: {err}") from err
+    editor.load_state_dict(state)
