@@ -1,0 +1,376 @@
+"""Edit benchmarks read from disk and normalised into a stream of ``EditCase``.
+
+Formats (see docs/evaluation.md): MMEdit E-VQA and E-IC, VLKEB (MMEdit keys plus ``port_new``
+portability questions) and the built-in world's records (MMEdit keys plus text-only transfer,
+near-miss and other-fact probes). Every problem in a file is reported with the record index,
+the field and the file path. Image paths are resolved under an image root and checked once,
+at load time.
+
+A stream longer than the data re-edits facts that were already edited, each time to a new
+value (recursive edits): the in-scope probes of a re-edit ask for the new value, and the
+harness scores retention of a fact against its latest value only.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from PIL import Image
+
+from editscope.types import EditRequest, Probe
+
+VQA_TEMPLATE = "Question: {} Short answer:"
+RAW_TEMPLATE = "{}"
+
+
+class DataError(ValueError):
+    """A benchmark file or record is malformed; the message names record, field and path."""
+
+
+@dataclass(frozen=True)
+class EditCase:
+    """One edit of a stream with every probe used to score it.
+
+    ``request`` is the edit itself (reliability is scored on it). ``rephrase`` (T-Gen) and
+    ``image_rephrase`` (M-Gen) and ``text_transfer`` (text-only questions about the edited
+    subject) are in scope and expect the edit target. ``loc`` (T-Loc), ``m_loc`` (M-Loc),
+    ``near_miss`` (look-alike subjects) and ``other_fact`` (another fact of the same subject)
+    are out of scope: they are scored against the unedited model's own outputs.
+    ``portability`` questions expect answers that follow from the edit.
+    """
+
+    case_id: int
+    fact_id: str
+    record_index: int
+    request: EditRequest
+    rephrase: Probe | None = None
+    image_rephrase: Probe | None = None
+    loc: Probe | None = None
+    m_loc: Probe | None = None
+    portability: tuple[Probe, ...] = ()
+    text_transfer: tuple[Probe, ...] = ()
+    near_miss: tuple[Probe, ...] = ()
+    other_fact: tuple[Probe, ...] = ()
+    round: int = 0
+    previous_target: str | None = None
+    group: str = ""
+
+    @property
+    def target(self) -> str:
+        return self.request.target
+
+    def out_of_scope_probes(self) -> dict[str, tuple[Probe, ...]]:
+        """Out-of-scope probes by kind (kinds without probes are left out)."""
+        kinds = {
+            "loc": (self.loc,) if self.loc is not None else (),
+            "m_loc": (self.m_loc,) if self.m_loc is not None else (),
+            "near_miss": self.near_miss,
+            "other_fact": self.other_fact,
+        }
+        return {k: v for k, v in kinds.items() if v}
+
+
+# -- reading and validating records --------------------------------------------------------
+
+
+class _RecordReader:
+    """Typed access to one record's fields with errors that name record, field and file."""
+
+    def __init__(self, record: Any, index: int, path: Path, image_root: Path | None,
+                 check_images: bool) -> None:
+        if not isinstance(record, dict):
+            raise DataError(f"{path}: record {index} is a {type(record).__name__}, expected an object")
+        self.record = record
+        self.index = index
+        self.path = path
+        self.image_root = image_root
+        self.check_images = check_images
+
+    def error(self, key: str, message: str) -> DataError:
+        return DataError(f"{self.path}: record {self.index}, field {key!r}: {message}")
+
+    def has(self, key: str) -> bool:
+        value = self.record.get(key)
+        return value is not None and value != "" and value != []
+
+    def text(self, key: str, required: bool = True) -> str | None:
+        if key not in self.record or self.record[key] is None:
+            if required:
+                raise self.error(key, "missing")
+            return None
+        value = self.record[key]
+        if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            value = value[0]  # some datasets store several acceptable answers
+        if not isinstance(value, str):
+            raise self.error(key, f"expected a string, got {type(value).__name__}")
+        if not value.strip():
+            if required:
+                raise self.error(key, "empty")
+            return None
+        return value.strip()
+
+    def image(self, key: str, required: bool = True) -> Path | None:
+        name = self.text(key, required=required)
+        if name is None:
+            return None
+        path = Path(name)
+        if not path.is_absolute():
+            if self.image_root is None:
+                raise self.error(key, f"relative image path {name!r} but no image root was given")
+            path = self.image_root / path
+        if not path.is_file():
+            raise self.error(key, f"image not found: {path}")
+        if self.check_images:
+            try:
+                with Image.open(path) as img:
+                    img.verify()
+            except Exception as exc:  # PIL raises many types for unreadable files
+                raise self.error(key, f"unreadable image {path}: {exc}") from exc
+        return path
+
+
+def read_json_records(path: str | Path) -> list[Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"benchmark file not found: {path}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
+    if not data:
+        raise DataError(f"{path}: no records")
+    return data
+
+
+def _mmedit_case(r: _RecordReader, source: str, prompt_template: str, question_template: str) -> EditCase:
+    """The MMEdit keys shared by every format. ``prompt_template`` wraps ``src`` and
+    ``rephrase`` (raw for captions); ``question_template`` wraps ``m_loc_q``."""
+    image = r.image("image")
+    target = r.text("alt")
+    try:
+        request = EditRequest(prompt=prompt_template.format(r.text("src")), target=target, image=image)
+    except (TypeError, ValueError) as exc:
+        raise r.error("src", str(exc)) from exc
+    rephrase = None
+    if r.has("rephrase"):
+        rephrase = Probe(prompt_template.format(r.text("rephrase")), target, image)
+    image_rephrase = None
+    if r.has("image_rephrase"):
+        image_rephrase = Probe(request.prompt, target, r.image("image_rephrase"))
+    loc = None
+    if r.has("loc") or r.has("loc_ans"):
+        loc = Probe(r.text("loc"), r.text("loc_ans"), None)
+    m_loc = None
+    if r.has("m_loc") or r.has("m_loc_q") or r.has("m_loc_a"):
+        m_loc = Probe(question_template.format(r.text("m_loc_q")), r.text("m_loc_a"), r.image("m_loc"))
+    return EditCase(
+        case_id=r.index, fact_id=f"{source}:{r.index}", record_index=r.index, request=request,
+        rephrase=rephrase, image_rephrase=image_rephrase, loc=loc, m_loc=m_loc,
+    )
+
+
+def _portability(r: _RecordReader, image: Path | None, template: str) -> tuple[Probe, ...]:
+    raw = r.record.get("port_new")
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise r.error("port_new", f"expected a list, got {type(raw).__name__}")
+    probes = []
+    for j, item in enumerate(raw):
+        key = f"port_new[{j}]"
+        qa = item.get("Q&A") if isinstance(item, dict) else None
+        if not isinstance(qa, dict):
+            raise r.error(key, "expected an object with a 'Q&A' object")
+        question, answer = qa.get("Question"), qa.get("Answer")
+        if isinstance(answer, list) and answer:
+            answer = answer[0]
+        for name, value in (("Question", question), ("Answer", answer)):
+            if not isinstance(value, str) or not value.strip():
+                raise r.error(f"{key}.Q&A.{name}", "missing or empty")
+        probes.append(Probe(template.format(question.strip()), answer.strip(), image))
+    return tuple(probes)
+
+
+# World records: extra keys (name of the key holding the question / answer / image).
+WORLD_TEXT_TRANSFER = ("text_q", "text_a")
+WORLD_NEAR_MISS = ("near_miss", "near_miss_q", "near_miss_a")
+WORLD_OTHER_FACT = ("other_fact_q", "other_fact_a")
+WORLD_GROUP = "relation"
+
+
+def _world_extras(r: _RecordReader, case: EditCase, template: str) -> EditCase:
+    text_transfer = ()
+    if r.has(WORLD_TEXT_TRANSFER[0]):
+        text_transfer = (Probe(template.format(r.text(WORLD_TEXT_TRANSFER[0])), case.target, None),)
+    near_miss = ()
+    if r.has(WORLD_NEAR_MISS[0]):
+        question = r.text(WORLD_NEAR_MISS[1], required=False) or case.request.prompt
+        if r.has(WORLD_NEAR_MISS[1]):
+            question = template.format(question)
+        near_miss = (Probe(question, r.text(WORLD_NEAR_MISS[2]), r.image(WORLD_NEAR_MISS[0])),)
+    other_fact = ()
+    if r.has(WORLD_OTHER_FACT[0]):
+        other_fact = (
+            Probe(template.format(r.text(WORLD_OTHER_FACT[0])), r.text(WORLD_OTHER_FACT[1]),
+                  case.request.image),
+        )
+    group = r.text(WORLD_GROUP, required=False) or ""
+    return replace(case, text_transfer=text_transfer, near_miss=near_miss, other_fact=other_fact,
+                   group=group)
+
+
+def load_records(
+    fmt: str,
+    path: str | Path,
+    image_root: str | Path | None = None,
+    *,
+    check_images: bool = True,
+    prompt_template: str | None = None,
+) -> list[EditCase]:
+    """Read one benchmark file as a list of cases (one per record, in file order).
+
+    ``fmt`` is ``"mmedit-vqa"``, ``"mmedit-ic"``, ``"vlkeb"`` or ``"world"``. The image root
+    defaults to the file's directory. ``prompt_template`` overrides the question wrapping
+    (default ``Question: {} Short answer:`` for E-VQA and VLKEB, raw ``src`` for E-IC, and
+    raw questions for the world, whose model is trained on bare questions).
+    """
+    path = Path(path)
+    root = Path(image_root) if image_root is not None else path.parent
+    templates: dict[str, tuple[str, str]] = {
+        "mmedit-vqa": (VQA_TEMPLATE, VQA_TEMPLATE),
+        "mmedit-ic": (RAW_TEMPLATE, VQA_TEMPLATE),
+        "vlkeb": (VQA_TEMPLATE, VQA_TEMPLATE),
+        "world": (RAW_TEMPLATE, RAW_TEMPLATE),
+    }
+    if fmt not in templates:
+        raise DataError(f"unknown benchmark format {fmt!r}; expected one of {sorted(templates)}")
+    prompt_t, question_t = templates[fmt]
+    if prompt_template is not None:
+        prompt_t = question_t = prompt_template
+    if "{}" not in prompt_t:
+        raise DataError(f"prompt template {prompt_t!r} has no '{{}}' placeholder")
+    source = path.stem
+    cases = []
+    for index, record in enumerate(read_json_records(path)):
+        r = _RecordReader(record, index, path, root, check_images)
+        case = _mmedit_case(r, source, prompt_t, question_t)
+        if fmt == "vlkeb":
+            case = replace(case, portability=_portability(r, case.request.image, question_t))
+        elif fmt == "world":
+            case = _world_extras(r, case, question_t)
+        cases.append(case)
+    return cases
+
+
+# -- streams with recursive re-edits -------------------------------------------------------
+
+
+def build_stream(cases: Sequence[EditCase], n_edits: int, seed: int = 0) -> list[EditCase]:
+    """The first ``n_edits`` edits of a stream over ``cases``.
+
+    When ``n_edits`` exceeds the data, the stream goes over the data again in a seeded order
+    and each later pass re-edits the same facts to new values: the new target is drawn from
+    the targets of other records of the same group (the world's relation, or the whole
+    file), never the fact's current or original value. Probes that expected the old target
+    (rephrases, text transfer) expect the new one; portability answers no longer follow and
+    are dropped; out-of-scope probes are kept.
+    """
+    if n_edits < 1:
+        raise ValueError(f"n_edits must be >= 1, got {n_edits}")
+    if not cases:
+        raise ValueError("no cases to build a stream from")
+    stream = [replace(c, case_id=i) for i, c in enumerate(cases[:n_edits])]
+    pools: dict[str, list[str]] = {}
+    for c in cases:
+        pools.setdefault(c.group, [])
+        if c.target not in pools[c.group]:
+            pools[c.group].append(c.target)
+    current = {c.fact_id: c for c in cases}
+    rng = random.Random(seed)
+    round_ = 0
+    while len(stream) < n_edits:
+        round_ += 1
+        order = list(range(len(cases)))
+        rng.shuffle(order)
+        for j in order:
+            if len(stream) >= n_edits:
+                break
+            previous = current[cases[j].fact_id]
+            new_target = _new_value(previous, cases[j].target, pools[previous.group], rng)
+            case = _re_edit(previous, new_target, case_id=len(stream), round_=round_)
+            current[case.fact_id] = case
+            stream.append(case)
+    return stream
+
+
+def _new_value(previous: EditCase, original: str, pool: list[str], rng: random.Random) -> str:
+    banned = {previous.target, original}
+    candidates = [v for v in pool if v not in banned]
+    if candidates:
+        return rng.choice(candidates)
+    return f"{previous.target} {previous.round + 2}"  # a pool of one value: still a new answer
+
+
+def _re_edit(previous: EditCase, target: str, case_id: int, round_: int) -> EditCase:
+    def retarget(p: Probe | None) -> Probe | None:
+        return None if p is None else replace(p, answer=target)
+
+    return replace(
+        previous,
+        case_id=case_id,
+        request=replace(previous.request, target=target),
+        rephrase=retarget(previous.rephrase),
+        image_rephrase=retarget(previous.image_rephrase),
+        text_transfer=tuple(replace(p, answer=target) for p in previous.text_transfer),
+        portability=(),
+        round=round_,
+        previous_target=previous.target,
+    )
+
+
+def latest_per_fact(stream: Sequence[EditCase]) -> list[EditCase]:
+    """The latest case of every fact in ``stream``, in the order of their latest edit."""
+    latest: dict[str, EditCase] = {}
+    for case in stream:
+        latest.pop(case.fact_id, None)
+        latest[case.fact_id] = case
+    return list(latest.values())
+
+
+# -- data specifications of the command line -----------------------------------------------
+
+WorldMaker = Callable[[str, Path], Path]
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """A parsed ``--data`` value: ``world:test``, ``mmedit:FILE``, ``vlkeb:FILE``..."""
+
+    fmt: str
+    location: str
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def parse_data_spec(spec: str) -> DataSpec:
+    kind, sep, rest = spec.partition(":")
+    if not sep or not rest:
+        raise DataError(f"--data {spec!r}: expected KIND:VALUE, e.g. world:test or mmedit:FILE")
+    kind = kind.lower()
+    if kind == "world":
+        if rest not in ("dev", "test"):
+            raise DataError(f"--data {spec!r}: the world has splits 'dev' and 'test'")
+        return DataSpec("world", rest)
+    if kind == "mmedit":
+        name = Path(rest).name.lower()
+        fmt = "mmedit-ic" if ("caption" in name or "e-ic" in name) else "mmedit-vqa"
+        return DataSpec(fmt, rest)
+    if kind in ("mmedit-vqa", "mmedit-ic", "vlkeb"):
+        return DataSpec(kind, rest)
+    raise DataError(f"--data {spec!r}: unknown kind {kind!r}; expected world, mmedit, "
+                    "mmedit-vqa, mmedit-ic or vlkeb")

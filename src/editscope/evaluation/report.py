@@ -1,0 +1,218 @@
+"""Aggregates, ``results.json``, ``summary.md`` and plots of a comparison.
+
+Layout of ``results.json``::
+
+    {"command": "...", "created": "...", "config": {...}, "stream": [{case}, ...],
+     "editors": {name: {
+         "config": {...},
+         "online":    {"<N>": {metric: value}},   # the first N edits, each scored right after it
+         "retention": {"<N>": {metric: value}},   # all facts edited so far, scored after N edits
+         "cost": {...},                           # edit times, memory, state bytes
+         "edits": [per-edit rows], "retention_rows": {"<N>": [rows]}}}}
+
+Metric keys: ``rel t_gen m_gen t_loc m_loc exact_match port text_transfer near_miss_leak
+proper_share under_share over_share entangled_share edit_time_median_s`` and the variants
+named in ``EXTRA_METRICS``. A metric the data cannot measure is ``null``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from editscope.evaluation import metrics as M
+from editscope.evaluation.protocol import EditorRun
+
+MAIN_METRICS: tuple[str, ...] = (
+    "rel", "t_gen", "m_gen", "t_loc", "m_loc", "exact_match", "port", "text_transfer",
+    "near_miss_leak", "proper_share", "under_share", "over_share", "entangled_share",
+    "edit_time_median_s",
+)
+EXTRA_METRICS: tuple[str, ...] = (
+    "t_gen_exact_match", "m_gen_exact_match", "t_loc_full", "m_loc_full_top1", "m_loc_full_top10",
+    "other_fact_loc", "transfer", "leak_rate", "n_scored", "n_classified",
+)
+_ROW_MEANS = ("rel", "t_gen", "m_gen", "t_loc", "m_loc", "exact_match", "port", "text_transfer",
+              "near_miss_leak", "t_gen_exact_match", "m_gen_exact_match", "t_loc_full",
+              "m_loc_full_top1", "m_loc_full_top10", "other_fact_loc", "transfer")
+
+
+def aggregate(rows: Sequence[dict[str, Any]], edit_times: Sequence[float]) -> dict[str, Any]:
+    """Means of the per-case metrics over ``rows``, the scope shares, and the median edit time."""
+    out: dict[str, Any] = {k: M.mean_or_none(r.get(k) for r in rows) for k in _ROW_MEANS}
+    out.update(M.scope_shares(r.get("scope_class") for r in rows))
+    out["leak_rate"] = M.leak_rate(bool(r.get("leaked")) for r in rows)
+    out["edit_time_median_s"] = M.median_or_none(list(edit_times))
+    out["n_scored"] = len(rows)
+    out["n_classified"] = sum(r.get("scope_class") is not None for r in rows)
+    return {k: out.get(k) for k in (*MAIN_METRICS, *EXTRA_METRICS)}
+
+
+def window_size(n: int) -> int:
+    """Edits in the 'start' and 'end' windows of a stream of ``n`` edits (100 for 1000)."""
+    return min(100, max(1, n // 10))
+
+
+def cost_summary(run: EditorRun) -> dict[str, Any]:
+    times = [r["edit_time_s"] for r in run.edits]
+    w = window_size(len(times))
+    ratios = [r["edit_time_s"] / (r["steps"] * run.fwd_bwd_s)
+              for r in run.edits if run.fwd_bwd_s and r.get("steps")]
+    return {
+        "edit_time_median_s": M.median_or_none(times),
+        "edit_time_p95_s": M.quantile(times, 0.95),
+        "edit_time_start_median_s": M.median_or_none(times[:w]),
+        "edit_time_end_median_s": M.median_or_none(times[-w:]),
+        "window": w,
+        "fwd_bwd_s": run.fwd_bwd_s,
+        "overhead_ratio": M.median_or_none(ratios),
+        "peak_rss_bytes": max((r["peak_rss_bytes"] for r in run.edits), default=None),
+        "peak_gpu_bytes": max((r.get("peak_gpu_bytes", 0) for r in run.edits), default=None) or None,
+        "state_bytes_first": run.edits[0]["state_bytes"] if run.edits else None,
+        "state_bytes_last": run.edits[-1]["state_bytes"] if run.edits else None,
+        "rejected_edits": sum(r.get("rejected") is not None for r in run.edits),
+    }
+
+
+def editor_results(run: EditorRun, checkpoints: Iterable[int]) -> dict[str, Any]:
+    times = [r["edit_time_s"] for r in run.edits]
+    online, retention = {}, {}
+    for n in checkpoints:
+        online[str(n)] = aggregate(run.edits[:n], times[:n])
+        if n in run.retention:
+            retention[str(n)] = aggregate(run.retention[n], times[:n])
+    cost = cost_summary(run)
+    for block in (*online.values(), *retention.values()):
+        block["edit_time_start_median_s"] = cost["edit_time_start_median_s"]
+        block["edit_time_end_median_s"] = cost["edit_time_end_median_s"]
+    return {
+        "config": run.config, "online": online, "retention": retention, "cost": cost,
+        "edits": run.edits, "retention_rows": {str(n): rows for n, rows in run.retention.items()},
+    }
+
+
+def build_results(runs: Sequence[EditorRun], checkpoints: Sequence[int], config: dict[str, Any],
+                  stream: Sequence[dict[str, Any]], command: str, created: str) -> dict[str, Any]:
+    return {
+        "command": command,
+        "created": created,
+        "config": config,
+        "stream": list(stream),
+        "editors": {run.name: editor_results(run, checkpoints) for run in runs},
+    }
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write_results(results: dict[str, Any], out_dir: str | Path) -> Path:
+    path = Path(out_dir) / "results.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_json_safe(results), indent=1) + "\n", encoding="utf-8")
+    return path
+
+
+# -- summary.md ----------------------------------------------------------------------------
+
+_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("rel", "Rel"), ("exact_match", "EM"), ("t_gen", "T-Gen"), ("m_gen", "M-Gen"),
+    ("text_transfer", "Text"), ("port", "Port"), ("t_loc", "T-Loc"), ("m_loc", "M-Loc"),
+    ("m_loc_full_top10", "M-Loc@10 full"), ("near_miss_leak", "Near-miss leak"),
+    ("proper_share", "Proper"), ("under_share", "Under"), ("over_share", "Over"),
+    ("entangled_share", "Entangled"),
+)
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _fmt_time(seconds: float | None) -> str:
+    return "n/a" if seconds is None else f"{seconds * 1000:.1f} ms"
+
+
+def _fmt_bytes(n: int | None) -> str:
+    if n is None:
+        return "n/a"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _table(results: dict[str, Any], block: str, n: str) -> list[str]:
+    columns = [c for c in _COLUMNS if any(
+        e[block].get(n, {}).get(c[0]) is not None for e in results["editors"].values())]
+    head = ["editor", *[label for _, label in columns], "edit time (median)", "start", "end"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, entry in results["editors"].items():
+        agg = entry[block].get(n)
+        if agg is None:
+            continue
+        cells = [name, *[_fmt(agg.get(key)) for key, _ in columns],
+                 _fmt_time(agg.get("edit_time_median_s")), _fmt_time(agg.get("edit_time_start_median_s")),
+                 _fmt_time(agg.get("edit_time_end_median_s"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def summary_markdown(results: dict[str, Any]) -> str:
+    cfg = results["config"]
+    checkpoints = [str(n) for n in cfg["checkpoints"]]
+    last = checkpoints[-1]
+    out = [
+        "# Edit benchmark",
+        "",
+        f"Command: `{results['command']}`",
+        "",
+        f"Model: `{cfg.get('model')}` · data: `{cfg.get('data')}` · edits: {cfg.get('edits')} · "
+        f"seed: {cfg.get('seed')} · preset: `{cfg.get('preset')}` · scope threshold: "
+        f"{cfg.get('scope_threshold')} · created {results['created']}",
+        "",
+        "Retention: after N edits, every fact edited so far is scored on the final model "
+        "(against its latest value). T-Loc and M-Loc are top-1 agreement with the unedited "
+        "model on the answer tokens; M-Loc@10 full is the field's top-10 agreement over the "
+        "whole sequence. Scope shares are over reliable edits (Rel = 1). Edit time: median over "
+        "the first N edits, and over the first and last "
+        f"{results['editors'][next(iter(results['editors']))]['cost']['window'] if results['editors'] else 0} "
+        "edits of the stream.",
+        "",
+    ]
+    for n in checkpoints:
+        out += [f"## Retention after {n} edits", "", *_table(results, "retention", n), ""]
+    out += [f"## Online (each edit scored right after it), {last} edits", "",
+            *_table(results, "online", last), ""]
+    out += ["## Cost per edit", "",
+            "| editor | median | p95 | start | end | fwd+bwd | overhead ratio | peak RSS | state (first) | state (last) | rejected |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, entry in results["editors"].items():
+        c = entry["cost"]
+        out.append("| " + " | ".join([
+            name, _fmt_time(c["edit_time_median_s"]), _fmt_time(c["edit_time_p95_s"]),
+            _fmt_time(c["edit_time_start_median_s"]), _fmt_time(c["edit_time_end_median_s"]),
+            _fmt_time(c["fwd_bwd_s"]), _fmt(c["overhead_ratio"], 2), _fmt_bytes(c["peak_rss_bytes"]),
+            _fmt_bytes(c["state_bytes_first"]), _fmt_bytes(c["state_bytes_last"]), str(c["rejected_edits"]),
+        ]) + " |")
+    out.append("")
+    return "\n".join(out)
+
+
+def write_summary(results: dict[str, Any], out_dir: str | Path) -> Path:
+    path = Path(out_dir) / "summary.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(summary_markdown(results), encoding="utf-8")
+    return path

@@ -1,0 +1,81 @@
+"""Aggregates and report files from hand-made runs (no model)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from editscope.evaluation.plots import tradeoff_point, write_plots
+from editscope.evaluation.protocol import EditorRun, ProtocolConfig
+from editscope.evaluation.report import (
+    MAIN_METRICS, aggregate, build_results, summary_markdown, window_size, write_results, write_summary,
+)
+
+
+def _row(i: int, rel: float, t_gen: float, leaked: bool, scope: str | None, time_s: float) -> dict:
+    return {"edit_index": i, "case_id": i, "fact_id": f"f{i}", "round": 0, "edit_time_s": time_s,
+            "steps": 2, "state_bytes": 100, "peak_rss_bytes": 1 << 20, "rel": rel, "exact_match": rel,
+            "t_gen": t_gen, "m_gen": 1.0, "t_loc": 1.0, "m_loc": 0.0 if leaked else 1.0,
+            "m_loc_full_top10": 0.9, "near_miss_leak": 1.0 if leaked else 0.0, "transfer": t_gen,
+            "leaked": leaked, "scope_class": scope}
+
+
+def _run(name: str) -> EditorRun:
+    rows = [_row(0, 1.0, 1.0, False, "proper", 0.1), _row(1, 1.0, 0.0, True, "entangled", 0.3),
+            _row(2, 0.5, 1.0, False, None, 0.2)]
+    return EditorRun(name=name, config={"lr": 1.0}, edits=rows,
+                     retention={1: rows[:1], 3: rows}, fwd_bwd_s=0.05)
+
+
+def test_aggregate_hand_computed() -> None:
+    run = _run("x")
+    agg = aggregate(run.edits, [0.1, 0.3, 0.2])
+    assert set(MAIN_METRICS) <= set(agg)
+    assert agg["rel"] == pytest.approx(2.5 / 3)
+    assert agg["t_gen"] == pytest.approx(2 / 3)
+    assert agg["m_loc"] == pytest.approx(2 / 3)
+    assert agg["near_miss_leak"] == pytest.approx(1 / 3)
+    assert agg["proper_share"] == 0.5 and agg["entangled_share"] == 0.5 and agg["under_share"] == 0.0
+    assert agg["edit_time_median_s"] == pytest.approx(0.2)
+    assert agg["port"] is None and agg["text_transfer"] is None
+    assert agg["n_classified"] == 2 and agg["n_scored"] == 3
+
+
+def test_window_size() -> None:
+    assert window_size(1000) == 100 and window_size(5000) == 100
+    assert window_size(50) == 5 and window_size(3) == 1
+
+
+def test_results_summary_and_plots(tmp_path: Path) -> None:
+    cfg = ProtocolConfig(checkpoints=(1, 10))
+    checkpoints = cfg.checkpoints_for(3)
+    assert checkpoints == (1, 3)
+    config = {"model": "tiny", "data": "x", "edits": 3, "seed": 0, "preset": None,
+              "checkpoints": list(checkpoints), "scope_threshold": 0.5}
+    results = build_results([_run("a"), _run("b")], checkpoints, config, [{"case_id": 0}],
+                            "editscope bench --edits 3", "2026-01-01T00:00:00Z")
+    path = write_results(results, tmp_path)
+    loaded = json.loads(path.read_text())
+    assert loaded["command"] == "editscope bench --edits 3"
+    ret = loaded["editors"]["a"]["retention"]
+    assert set(ret) == {"1", "3"}
+    assert ret["1"]["rel"] == 1.0 and ret["3"]["rel"] == pytest.approx(2.5 / 3)
+    assert loaded["editors"]["a"]["online"]["1"]["edit_time_median_s"] == pytest.approx(0.1)
+    cost = loaded["editors"]["a"]["cost"]
+    assert cost["edit_time_start_median_s"] == pytest.approx(0.1)
+    assert cost["edit_time_end_median_s"] == pytest.approx(0.2)
+    assert cost["overhead_ratio"] == pytest.approx(2.0)  # median of 0.1/0.1, 0.3/0.1, 0.2/0.1
+    md = write_summary(results, tmp_path).read_text()
+    assert "editscope bench --edits 3" in md
+    assert "## Retention after 1 edits" in md and "## Retention after 3 edits" in md
+    assert md.count("| a |") >= 3 and "| b |" in md
+    for png in write_plots(results, tmp_path):
+        assert png.stat().st_size > 1000 and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_tradeoff_point() -> None:
+    assert tradeoff_point({"t_loc": 1.0, "m_loc": 0.5, "near_miss_leak": 0.25, "t_gen": 1.0,
+                           "m_gen": 0.0, "text_transfer": None}) == (pytest.approx(0.75), 0.5)
+    assert tradeoff_point({}) == (None, None)
