@@ -1,0 +1,117 @@
+"""Auditing the applied edits against the current editor state.
+
+Each applied edit is re-scored on its own probe (image, prompt, target) and on its stored
+rephrases (same image and target, another wording). An edit *holds* when every target token is
+the model's top-1 prediction on its own probe. An edit is *superseded* when a later applied
+edit has the same prompt and image; a superseded edit is reported as such, not as a failure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from editscope.editors.base import Editor
+from editscope.store.journal import EditRecord
+
+
+@dataclass(frozen=True)
+class ProbeCheck:
+    prompt: str
+    token_accuracy: float
+    mean_logprob: float
+
+    @property
+    def holds(self) -> bool:
+        return self.token_accuracy >= 1.0
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    edit_id: int
+    prompt: str
+    target: str
+    image_sha256: str | None
+    own: ProbeCheck
+    rephrases: tuple[ProbeCheck, ...]
+    superseded_by: int | None
+
+    @property
+    def holds(self) -> bool:
+        return self.own.holds
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    """``failing``: applied edits, not superseded, whose own probe no longer holds;
+    ``superseded``: applied edits overridden by a later edit of the same prompt and image."""
+
+    state: tuple[int, ...]
+    entries: tuple[AuditEntry, ...]
+    audit_id: int | None = None
+    created_at: str | None = None
+
+    @property
+    def failing(self) -> list[int]:
+        return [e.edit_id for e in self.entries if e.superseded_by is None and not e.holds]
+
+    @property
+    def superseded(self) -> list[int]:
+        return [e.edit_id for e in self.entries if e.superseded_by is not None]
+
+    @property
+    def holding(self) -> list[int]:
+        return [e.edit_id for e in self.entries if e.superseded_by is None and e.holds]
+
+    def entry(self, edit_id: int) -> AuditEntry:
+        for entry in self.entries:
+            if entry.edit_id == edit_id:
+                return entry
+        raise KeyError(f"edit {edit_id} is not in this audit (audited: {list(self.state)})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "audit_id": self.audit_id,
+            "created_at": self.created_at,
+            "state": list(self.state),
+            "failing": self.failing,
+            "superseded": self.superseded,
+            "holding": self.holding,
+            "entries": [
+                {**asdict(e), "holds": e.holds, "rephrases": [asdict(r) | {"holds": r.holds} for r in e.rephrases]}
+                for e in self.entries
+            ],
+        }
+
+
+def _check(editor: Editor, image: Path | None, prompt: str, target: str) -> ProbeCheck:
+    score = editor.score(image, prompt, target)
+    return ProbeCheck(prompt, float(score.token_accuracy), float(score.mean_logprob))
+
+
+def run_audit(
+    editor: Editor,
+    applied: Sequence[EditRecord],
+    image_path: Callable[[str | None], Path | None],
+) -> AuditReport:
+    """Score every record of ``applied`` (the edits in effect, in order) with ``editor``."""
+    latest: dict[tuple[str, str | None], int] = {}
+    for record in applied:
+        latest[(record.prompt, record.image_sha256)] = record.id
+    entries = []
+    for record in applied:
+        image = image_path(record.image_sha256)
+        last = latest[(record.prompt, record.image_sha256)]
+        entries.append(
+            AuditEntry(
+                edit_id=record.id,
+                prompt=record.prompt,
+                target=record.target,
+                image_sha256=record.image_sha256,
+                own=_check(editor, image, record.prompt, record.target),
+                rephrases=tuple(_check(editor, image, p, record.target) for p in record.rephrases),
+                superseded_by=last if last != record.id else None,
+            )
+        )
+    return AuditReport(state=tuple(r.id for r in applied), entries=tuple(entries))

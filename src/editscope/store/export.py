@@ -1,0 +1,76 @@
+"""Writing a store's current state out as a deployable artifact.
+
+Both writers build the artifact in a temporary directory beside ``out`` and move it into place
+at the end, so a failed export leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from safetensors.torch import save_file
+
+from editscope.editors.base import Editor
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(handle, "w") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def _build_then_move(out: Path, fill: Callable[[Path], None]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        fill(staging)
+        if out.exists():
+            out.rmdir()  # checked empty by the caller
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
+    (directory / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def export_merged(editor: Editor, vlm: Any, out: Path, manifest: dict[str, Any]) -> None:
+    """``editor.merge()`` saved with ``save_pretrained``, the processor beside it, and the
+    manifest: loadable with plain ``from_pretrained``."""
+
+    def fill(directory: Path) -> None:
+        model = editor.merge()
+        model.save_pretrained(directory)
+        vlm.processor.save_pretrained(directory)
+        _write_manifest(directory, manifest)
+
+    _build_then_move(out, fill)
+
+
+def export_adapter(editor: Editor, vlm: Any, out: Path, manifest: dict[str, Any]) -> None:
+    """The editor state (``adapter.safetensors``), its configuration (``editor.json``) and the
+    manifest; the base model is not copied."""
+
+    def fill(directory: Path) -> None:
+        state = {k: v.detach().to("cpu").contiguous() for k, v in editor.state_dict().items()}
+        save_file(state, str(directory / "adapter.safetensors"))
+        config = {"editor": manifest["editor"]["name"], "config": editor.config_dict()}
+        (directory / "editor.json").write_text(json.dumps(config, indent=2) + "\n")
+        _write_manifest(directory, manifest)
+
+    _build_then_move(out, fill)

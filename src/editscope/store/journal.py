@@ -1,0 +1,399 @@
+"""The edit journal: one row per edit request, plus rows for snapshots and for the store's own
+operations (rollbacks, reverts, audits, recoveries, exports).
+
+Storage sits behind the small ``Journal`` interface so that another database can be added
+later; ``SQLiteJournal`` is the implementation (standard-library ``sqlite3``, WAL mode). Nothing
+is ever deleted: an edit's row only changes status (pending -> applied/rejected, applied ->
+reverted/rolled_back, and back to applied when a rollback restores a state that contained it).
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import json
+import sqlite3
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+PENDING = "pending"
+APPLIED = "applied"
+REJECTED = "rejected"
+REVERTED = "reverted"
+ROLLED_BACK = "rolled_back"
+STATUSES: tuple[str, ...] = (PENDING, APPLIED, REJECTED, REVERTED, ROLLED_BACK)
+
+EVENT_KINDS: tuple[str, ...] = ("rollback", "revert", "audit", "recover", "export")
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+@dataclass(frozen=True)
+class AnchorRecord:
+    """A locality anchor of an edit as stored: the image is referenced by its SHA-256."""
+
+    prompt: str
+    answer: str
+    image_sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class EditDraft:
+    """What is known about an edit request before it is applied."""
+
+    prompt: str
+    target: str
+    scope: str
+    image_sha256: str | None
+    tags: tuple[str, ...] = ()
+    rephrases: tuple[str, ...] = ()
+    anchors: tuple[AnchorRecord, ...] = ()
+    config_hash: str = ""
+
+
+@dataclass(frozen=True)
+class EditRecord:
+    """One row of the journal. ``result`` holds the editor's ``EditResult`` as plain data (loss
+    before/after, active groups, gate values, wall time) once the edit is applied; ``error`` the
+    reason when it was rejected."""
+
+    id: int
+    created_at: str
+    updated_at: str
+    prompt: str
+    target: str
+    scope: str
+    image_sha256: str | None
+    tags: tuple[str, ...]
+    rephrases: tuple[str, ...]
+    anchors: tuple[AnchorRecord, ...]
+    status: str
+    result: dict[str, Any] | None
+    error: str | None
+    config_hash: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "prompt": self.prompt,
+            "target": self.target,
+            "scope": self.scope,
+            "image_sha256": self.image_sha256,
+            "tags": list(self.tags),
+            "rephrases": list(self.rephrases),
+            "anchors": [a.__dict__ for a in self.anchors],
+            "status": self.status,
+            "result": self.result,
+            "error": self.error,
+            "config_hash": self.config_hash,
+        }
+
+
+@dataclass(frozen=True)
+class SnapshotRecord:
+    """A saved editor state. ``lineage`` lists the applied edit ids (in order) it contains."""
+
+    id: int
+    created_at: str
+    name: str
+    trigger: str  # "initial", "auto" or "manual"
+    file: str  # relative to the store directory
+    sha256: str
+    lineage: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    id: int
+    created_at: str
+    kind: str
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+class Journal(abc.ABC):
+    """Storage interface of the journal."""
+
+    @abc.abstractmethod
+    def transaction(self) -> contextlib.AbstractContextManager[None]:
+        """Group several writes so that they are committed together or not at all."""
+
+    @abc.abstractmethod
+    def add_edit(self, draft: EditDraft) -> int:
+        """Insert a pending edit and return its id."""
+
+    @abc.abstractmethod
+    def set_status(
+        self,
+        edit_ids: Sequence[int],
+        status: str,
+        *,
+        result: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> None: ...
+
+    @abc.abstractmethod
+    def get_edit(self, edit_id: int) -> EditRecord | None: ...
+
+    @abc.abstractmethod
+    def edits(self, *, tag: str | None = None, status: str | None = None) -> list[EditRecord]:
+        """Edits in id order, optionally only those with ``tag`` and/or ``status``."""
+
+    @abc.abstractmethod
+    def add_snapshot(self, name: str, trigger: str, file: str, sha256: str, lineage: Sequence[int]) -> SnapshotRecord: ...
+
+    @abc.abstractmethod
+    def snapshots(self) -> list[SnapshotRecord]: ...
+
+    @abc.abstractmethod
+    def add_event(self, kind: str, payload: dict[str, Any]) -> EventRecord: ...
+
+    @abc.abstractmethod
+    def events(self, kind: str | None = None) -> list[EventRecord]: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    def get_snapshot(self, name: str) -> SnapshotRecord | None:
+        for snap in self.snapshots():
+            if snap.name == name:
+                return snap
+        return None
+
+    def applied_ids(self) -> list[int]:
+        """The edits currently in effect, in the order they are applied."""
+        return [record.id for record in self.edits(status=APPLIED)]
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS edits (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    prompt TEXT NOT NULL,
+    target TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    image_sha256 TEXT,
+    rephrases TEXT NOT NULL,
+    anchors TEXT NOT NULL,
+    status TEXT NOT NULL,
+    result TEXT,
+    error TEXT,
+    config_hash TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS edit_tags (
+    edit_id INTEGER NOT NULL REFERENCES edits(id),
+    tag TEXT NOT NULL,
+    PRIMARY KEY (edit_id, tag)
+);
+CREATE INDEX IF NOT EXISTS edit_tags_by_tag ON edit_tags(tag);
+CREATE TABLE IF NOT EXISTS snapshots (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at TEXT NOT NULL,
+    name TEXT NOT NULL UNIQUE,
+    trigger TEXT NOT NULL,
+    file TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    lineage TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    payload TEXT NOT NULL
+);
+"""
+
+
+class SQLiteJournal(Journal):
+    """The journal in one SQLite file (WAL mode, synchronous=FULL: a committed row survives a
+    killed process)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.execute("PRAGMA foreign_keys=ON")
+        self._lock = threading.RLock()
+        self._depth = 0
+        with self.transaction():
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                self._conn.execute(statement)
+
+    # -- transactions ------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self._lock:
+            outer = self._depth == 0
+            if outer:
+                self._conn.execute("BEGIN IMMEDIATE")
+            self._depth += 1
+            try:
+                yield
+            except BaseException:
+                self._depth -= 1
+                if outer:
+                    self._conn.execute("ROLLBACK")
+                raise
+            self._depth -= 1
+            if outer:
+                self._conn.execute("COMMIT")
+
+    # -- edits -------------------------------------------------------------------------------
+    def add_edit(self, draft: EditDraft) -> int:
+        now = utc_now()
+        with self.transaction():
+            cursor = self._conn.execute(
+                "INSERT INTO edits (created_at, updated_at, prompt, target, scope, image_sha256,"
+                " rephrases, anchors, status, config_hash) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    now,
+                    now,
+                    draft.prompt,
+                    draft.target,
+                    draft.scope,
+                    draft.image_sha256,
+                    json.dumps(list(draft.rephrases)),
+                    json.dumps([a.__dict__ for a in draft.anchors]),
+                    PENDING,
+                    draft.config_hash,
+                ),
+            )
+            edit_id = int(cursor.lastrowid)
+            self._conn.executemany(
+                "INSERT OR IGNORE INTO edit_tags (edit_id, tag) VALUES (?, ?)",
+                [(edit_id, tag) for tag in draft.tags],
+            )
+        return edit_id
+
+    def set_status(
+        self,
+        edit_ids: Sequence[int],
+        status: str,
+        *,
+        result: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> None:
+        if status not in STATUSES:
+            raise ValueError(f"unknown edit status {status!r}; expected one of {STATUSES}")
+        now = utc_now()
+        with self.transaction():
+            for edit_id in edit_ids:
+                assignments = ["status = ?", "updated_at = ?"]
+                values: list[Any] = [status, now]
+                if result is not None:
+                    assignments.append("result = ?")
+                    values.append(json.dumps(result))
+                if error is not None:
+                    assignments.append("error = ?")
+                    values.append(error)
+                cursor = self._conn.execute(
+                    f"UPDATE edits SET {', '.join(assignments)} WHERE id = ?", (*values, edit_id)
+                )
+                if cursor.rowcount != 1:
+                    raise KeyError(f"no edit with id {edit_id} in journal {self.path}")
+
+    def get_edit(self, edit_id: int) -> EditRecord | None:
+        rows = self._select_edits("WHERE e.id = ?", (int(edit_id),))
+        return rows[0] if rows else None
+
+    def edits(self, *, tag: str | None = None, status: str | None = None) -> list[EditRecord]:
+        clauses, values = [], []
+        if tag is not None:
+            clauses.append("e.id IN (SELECT edit_id FROM edit_tags WHERE tag = ?)")
+            values.append(tag)
+        if status is not None:
+            if status not in STATUSES:
+                raise ValueError(f"unknown edit status {status!r}; expected one of {STATUSES}")
+            clauses.append("e.status = ?")
+            values.append(status)
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        return self._select_edits(where, tuple(values))
+
+    def _select_edits(self, where: str, values: tuple[Any, ...]) -> list[EditRecord]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT e.id, e.created_at, e.updated_at, e.prompt, e.target, e.scope,"
+                " e.image_sha256, e.rephrases, e.anchors, e.status, e.result, e.error,"
+                " e.config_hash FROM edits e " + where + " ORDER BY e.id",
+                values,
+            ).fetchall()
+            tags: dict[int, list[str]] = {}
+            for edit_id, tag in self._conn.execute(
+                "SELECT edit_id, tag FROM edit_tags ORDER BY edit_id, tag"
+            ):
+                tags.setdefault(edit_id, []).append(tag)
+        return [
+            EditRecord(
+                id=row[0],
+                created_at=row[1],
+                updated_at=row[2],
+                prompt=row[3],
+                target=row[4],
+                scope=row[5],
+                image_sha256=row[6],
+                tags=tuple(tags.get(row[0], ())),
+                rephrases=tuple(json.loads(row[7])),
+                anchors=tuple(AnchorRecord(**a) for a in json.loads(row[8])),
+                status=row[9],
+                result=json.loads(row[10]) if row[10] is not None else None,
+                error=row[11],
+                config_hash=row[12],
+            )
+            for row in rows
+        ]
+
+    # -- snapshots ---------------------------------------------------------------------------
+    def add_snapshot(
+        self, name: str, trigger: str, file: str, sha256: str, lineage: Sequence[int]
+    ) -> SnapshotRecord:
+        now = utc_now()
+        with self.transaction():
+            cursor = self._conn.execute(
+                "INSERT INTO snapshots (created_at, name, trigger, file, sha256, lineage)"
+                " VALUES (?,?,?,?,?,?)",
+                (now, name, trigger, file, sha256, json.dumps([int(i) for i in lineage])),
+            )
+        return SnapshotRecord(int(cursor.lastrowid), now, name, trigger, file, sha256, tuple(lineage))
+
+    def snapshots(self) -> list[SnapshotRecord]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT id, created_at, name, trigger, file, sha256, lineage FROM snapshots ORDER BY id"
+            ).fetchall()
+        return [
+            SnapshotRecord(r[0], r[1], r[2], r[3], r[4], r[5], tuple(json.loads(r[6]))) for r in rows
+        ]
+
+    # -- events ------------------------------------------------------------------------------
+    def add_event(self, kind: str, payload: dict[str, Any]) -> EventRecord:
+        if kind not in EVENT_KINDS:
+            raise ValueError(f"unknown event kind {kind!r}; expected one of {EVENT_KINDS}")
+        now = utc_now()
+        with self.transaction():
+            cursor = self._conn.execute(
+                "INSERT INTO events (created_at, kind, payload) VALUES (?,?,?)",
+                (now, kind, json.dumps(payload)),
+            )
+        return EventRecord(int(cursor.lastrowid), now, kind, payload)
+
+    def events(self, kind: str | None = None) -> list[EventRecord]:
+        query = "SELECT id, created_at, kind, payload FROM events"
+        values: tuple[Any, ...] = ()
+        if kind is not None:
+            query += " WHERE kind = ?"
+            values = (kind,)
+        with self._lock:
+            rows = self._conn.execute(query + " ORDER BY id", values).fetchall()
+        return [EventRecord(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

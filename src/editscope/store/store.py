@@ -1,0 +1,508 @@
+"""``EditStore``: an editing session on one base model, kept in a directory.
+
+Layout of a store directory::
+
+    store.json        base model (source + weights fingerprint), editor name and config, K
+    journal.sqlite    the journal (edits, snapshots, rollbacks, reverts, audits, exports)
+    images/           content-addressed images
+    snapshots/        editor states (safetensors)
+    lock              held (flock) by the one process that has the store open for writing
+
+The invariant: the editor's state equals the replay, from the initial state, of the edits whose
+status is ``applied``, in id order. Every operation keeps it: an edit is journaled as pending
+before it is applied and as applied after; rollback and revert rebuild the state first and then
+commit their journal rows in one transaction; opening restores the snapshot that covers the
+longest prefix of the applied edits and replays the rest. A failing operation restores the
+editor state it started from and writes nothing.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from editscope.editors.base import Editor, EditRejected
+from editscope.store import journal as jr
+from editscope.store.audit import AuditReport, run_audit
+from editscope.store.backend import Backend, DefaultBackend, weights_fingerprint
+from editscope.store.export import export_adapter, export_merged, write_atomically
+from editscope.store.images import ImageStore, ImageStoreError
+from editscope.store.journal import AnchorRecord, EditDraft, EditRecord, SnapshotRecord, SQLiteJournal
+from editscope.store.replay import config_hash, request_for, result_to_dict
+from editscope.store.snapshots import SnapshotError, SnapshotFiles, check_snapshot_name
+from editscope.types import EditRequest, ImageInput
+
+log = logging.getLogger(__name__)
+
+STORE_FORMAT = "editscope-store/1"
+DEFAULT_SNAPSHOT_EVERY = 10
+
+
+class StoreError(RuntimeError):
+    """A store operation failed; the store (files, journal, editor state) is unchanged."""
+
+
+@dataclass(frozen=True)
+class StateChange:
+    """What a rollback or revert did: the edits in effect afterwards, those taken out of
+    effect, those put back in effect, and the snapshot the state was rebuilt from."""
+
+    kind: str
+    target: str
+    applied: tuple[int, ...]
+    removed: tuple[int, ...]
+    restored: tuple[int, ...]
+    from_snapshot: str
+
+
+class EditStore:
+    """Open with ``EditStore.init(...)`` or ``EditStore.open(...)``; use as a context manager
+    (or call ``close()``)."""
+
+    def __init__(self, directory: Path, manifest: dict[str, Any], journal: jr.Journal) -> None:
+        self.directory = directory
+        self.manifest = manifest
+        self.journal = journal
+        self.images = ImageStore(directory / "images")
+        self.snapshot_files = SnapshotFiles(directory / "snapshots")
+        self.snapshot_every = int(manifest["snapshot_every"])
+        self._editor: Editor | None = None
+        self._vlm: Any = None
+        self._lock_handle: Any = None
+        self._since_snapshot = 0
+
+    # -- creating and opening ----------------------------------------------------------------
+    @classmethod
+    def init(
+        cls,
+        directory: str | Path,
+        model_source: str | Path,
+        preset: str | None = None,
+        *,
+        editor: str = "scopeedit",
+        snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
+        backend: Backend | None = None,
+    ) -> "EditStore":
+        """Create a store in ``directory`` (absent or empty) for the base model at
+        ``model_source`` (a checkpoint directory or ``"builtin"``) and return it open."""
+        backend = backend or DefaultBackend()
+        directory = Path(directory)
+        if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+            raise StoreError(f"cannot create a store in {directory}: it exists and is not an empty directory")
+        if not isinstance(snapshot_every, int) or snapshot_every < 1:
+            raise StoreError(f"snapshot_every must be a positive integer, got {snapshot_every!r}")
+        source = _normalise_source(model_source)
+        try:
+            vlm = backend.load_model(source)
+            fingerprint = weights_fingerprint(vlm.model)
+            config = backend.default_config(editor, preset)
+            built = backend.build_editor(vlm, editor, config)
+        except (OSError, ValueError, KeyError) as error:
+            raise StoreError(f"cannot create a store on model {source!r}: {error}") from error
+        manifest = {
+            "format": STORE_FORMAT,
+            "created_at": jr.utc_now(),
+            "base_model": {"source": source, "fingerprint": fingerprint},
+            "editor": {"name": editor, "preset": preset, "config": built.config_dict()},
+            "snapshot_every": snapshot_every,
+        }
+        created = not directory.exists()
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            write_atomically(directory / "store.json", json.dumps(manifest, indent=2) + "\n")
+            store = cls(directory, manifest, SQLiteJournal(directory / "journal.sqlite"))
+            store._acquire_lock()
+            store._vlm, store._editor = vlm, built
+            store._write_snapshot("initial", "initial", ())
+        except BaseException:
+            if created:
+                shutil.rmtree(directory, ignore_errors=True)
+            raise
+        log.info("created store %s on %s (%s)", directory, source, fingerprint)
+        return store
+
+    @classmethod
+    def open(
+        cls,
+        directory: str | Path,
+        model_source: str | Path | None = None,
+        *,
+        load_model: bool = True,
+        backend: Backend | None = None,
+    ) -> "EditStore":
+        """Open the store in ``directory``. With ``load_model`` (the default) the base model is
+        loaded (from ``model_source`` or the recorded source), checked against the recorded
+        fingerprint, and the editor state is restored: last covering snapshot, then replay of
+        the applied edits after it; pending rows left by a killed process are marked rejected.
+        Without it, only the journal is available (``log``, ``get``, ``snapshots``)."""
+        directory = Path(directory)
+        manifest_path = directory / "store.json"
+        if not manifest_path.is_file():
+            raise StoreError(f"{directory} is not an editscope store (no store.json)")
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("format") != STORE_FORMAT:
+            raise StoreError(f"{manifest_path}: unknown store format {manifest.get('format')!r}")
+        store = cls(directory, manifest, SQLiteJournal(directory / "journal.sqlite"))
+        if not load_model:
+            return store
+        try:
+            store._acquire_lock()
+            store._load_editor(backend or DefaultBackend(), model_source)
+            store._restore(store.journal.applied_ids())
+            store._recover_pending()
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    def close(self) -> None:
+        self.journal.close()
+        if self._lock_handle is not None:
+            fcntl.flock(self._lock_handle, fcntl.LOCK_UN)
+            self._lock_handle.close()
+            self._lock_handle = None
+
+    def __enter__(self) -> "EditStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- properties --------------------------------------------------------------------------
+    @property
+    def editor(self) -> Editor:
+        if self._editor is None:
+            raise StoreError(f"store {self.directory} was opened without its model")
+        return self._editor
+
+    @property
+    def vlm(self) -> Any:
+        self.editor  # noqa: B018 (raises when the model is not loaded)
+        return self._vlm
+
+    def applied_ids(self) -> list[int]:
+        return self.journal.applied_ids()
+
+    # -- editing -----------------------------------------------------------------------------
+    def edit(
+        self, request: EditRequest, tags: Iterable[str] = (), rephrases: Iterable[str] = ()
+    ) -> EditRecord:
+        """Journal ``request`` as pending, apply it, journal the outcome. Returns the row:
+        status ``applied`` with the result, or ``rejected`` with the editor's reason."""
+        editor = self.editor
+        tags, rephrases = tuple(tags), tuple(rephrases)
+        for text in (*tags, *rephrases):
+            if not isinstance(text, str) or not text.strip():
+                raise StoreError(f"tags and rephrases must be non-empty strings, got {text!r}")
+        try:
+            for image in (request.image, *(a.image for a in request.anchors)):
+                if image is not None:
+                    self.images.hash_of(image)  # every image readable before anything is written
+            image_sha = self.images.put(request.image) if request.image is not None else None
+            anchors = tuple(
+                AnchorRecord(a.prompt, a.answer, self.images.put(a.image) if a.image is not None else None)
+                for a in request.anchors
+            )
+        except ImageStoreError as error:
+            raise StoreError(str(error)) from error
+        draft = EditDraft(
+            prompt=request.prompt,
+            target=request.target,
+            scope=request.scope,
+            image_sha256=image_sha,
+            tags=tags,
+            rephrases=rephrases,
+            anchors=anchors,
+            config_hash=config_hash(editor),
+        )
+        edit_id = self.journal.add_edit(draft)
+        record = self.journal.get_edit(edit_id)
+        try:
+            result = editor.edit(request_for(record, self.images))
+        except EditRejected as error:
+            self.journal.set_status([edit_id], jr.REJECTED, error=str(error) or type(error).__name__)
+            return self.journal.get_edit(edit_id)
+        except BaseException as error:
+            # Not a clean rejection: the editor state may be partly changed. Rebuild it from
+            # the journal (this edit is not applied) before reporting the failure.
+            self.journal.set_status([edit_id], jr.REJECTED, error=f"{type(error).__name__}: {error}")
+            self._restore(self.journal.applied_ids())
+            raise
+        self.journal.set_status([edit_id], jr.APPLIED, result=result_to_dict(result))
+        self._since_snapshot += 1
+        self._maybe_auto_snapshot()
+        return self.journal.get_edit(edit_id)
+
+    def query(self, image: ImageInput | None, prompt: str, max_new_tokens: int = 16) -> str:
+        """The current state's greedy answer to ``prompt`` on ``image``."""
+        if image is not None:
+            image = _readable_image(image)
+        return self.editor.answer(image, prompt, max_new_tokens=max_new_tokens)
+
+    # -- reading the journal -----------------------------------------------------------------
+    def get(self, edit_id: int) -> EditRecord:
+        record = self.journal.get_edit(int(edit_id))
+        if record is None:
+            raise StoreError(f"no edit with id {edit_id} in store {self.directory}")
+        return record
+
+    def log(self, tag: str | None = None, status: str | None = None) -> list[EditRecord]:
+        if status is not None and status not in jr.STATUSES:
+            raise StoreError(f"unknown status {status!r}; expected one of {jr.STATUSES}")
+        return self.journal.edits(tag=tag, status=status)
+
+    def snapshots(self) -> list[SnapshotRecord]:
+        return self.journal.snapshots()
+
+    def audits(self) -> list[jr.EventRecord]:
+        return self.journal.events("audit")
+
+    # -- snapshots, rollback, revert ---------------------------------------------------------
+    def snapshot(self, name: str) -> SnapshotRecord:
+        """Save the current editor state under ``name`` (unique within the store)."""
+        self.editor  # noqa: B018
+        try:
+            check_snapshot_name(name)
+        except SnapshotError as error:
+            raise StoreError(str(error)) from error
+        if self.journal.get_snapshot(name) is not None:
+            raise StoreError(f"a snapshot named {name!r} already exists in store {self.directory}")
+        return self._write_snapshot(name, "manual", tuple(self.applied_ids()))
+
+    def rollback(self, to: int | str) -> StateChange:
+        """Return to the state right after edit ``to`` (an applied edit id: later applied
+        edits become ``rolled_back``) or to snapshot ``to`` (its exact state: the edits it
+        contains are applied again, all others rolled back). Nothing is deleted."""
+        applied = self.applied_ids()
+        snapshot = None
+        if isinstance(to, str) and not to.strip().isdigit():
+            snapshot = self.journal.get_snapshot(to)
+            if snapshot is None:
+                raise StoreError(f"no snapshot named {to!r} in store {self.directory}")
+            target = list(snapshot.lineage)
+        else:
+            record = self.get(int(to))
+            if record.status != jr.APPLIED:
+                raise StoreError(
+                    f"cannot roll back to edit {record.id}: its status is {record.status}; "
+                    "rollback needs an applied edit id or a snapshot name"
+                )
+            target = [i for i in applied if i <= record.id]
+        removed = [i for i in applied if i not in target]
+        restored = [i for i in target if i not in applied]
+        label = snapshot.name if snapshot else f"edit {int(to)}"
+        change = self._change_state(
+            "rollback", label, target, snapshot=snapshot, removed=removed, restored=restored
+        )
+        with self.journal.transaction():
+            self.journal.set_status(removed, jr.ROLLED_BACK)
+            self.journal.set_status(restored, jr.APPLIED)
+            self.journal.add_event("rollback", _change_payload(change))
+        return change
+
+    def revert(self, edit_id: int) -> StateChange:
+        """Take one applied edit out: restore the last snapshot before it and replay the later
+        applied edits. The edit's row becomes ``reverted``."""
+        record = self.get(edit_id)
+        if record.status != jr.APPLIED:
+            raise StoreError(f"cannot revert edit {record.id}: its status is {record.status}, not applied")
+        target = [i for i in self.applied_ids() if i != record.id]
+        change = self._change_state("revert", f"edit {record.id}", target, removed=[record.id], restored=[])
+        with self.journal.transaction():
+            self.journal.set_status([record.id], jr.REVERTED)
+            self.journal.add_event("revert", _change_payload(change))
+        return change
+
+    # -- audit and export --------------------------------------------------------------------
+    def audit(self) -> AuditReport:
+        """Re-score every applied edit against the current state and journal the report."""
+        applied = self.log(status=jr.APPLIED)
+        try:
+            report = run_audit(self.editor, applied, self._image_path)
+        except ImageStoreError as error:
+            raise StoreError(str(error)) from error
+        event = self.journal.add_event("audit", report.to_dict())
+        return AuditReport(report.state, report.entries, event.id, event.created_at)
+
+    def export(self, out: str | Path, merged: bool = False) -> Path:
+        """Write a deployable artifact to ``out`` (absent or empty): with ``merged``, a plain
+        Hugging Face checkpoint (edits folded into the weights, processor included); without,
+        the editor state (adapter) and its config. Both carry ``manifest.json``: the edits."""
+        out = Path(out)
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise StoreError(f"cannot export to {out}: it exists and is not an empty directory")
+        applied = self.log(status=jr.APPLIED)
+        manifest = {
+            "format": "editscope-export/1",
+            "merged": merged,
+            "exported_at": jr.utc_now(),
+            "store": str(self.directory.resolve()),
+            "base_model": self.manifest["base_model"],
+            "editor": self.manifest["editor"],
+            "edits": [_manifest_edit(r) for r in applied],
+        }
+        writer = export_merged if merged else export_adapter
+        try:
+            writer(self.editor, self._vlm, out, manifest)
+        except NotImplementedError as error:
+            raise StoreError(f"cannot export merged weights: {error}") from error
+        self.journal.add_event("export", {"out": str(out.resolve()), "merged": merged, "edits": [r.id for r in applied]})
+        return out
+
+    # -- internals ---------------------------------------------------------------------------
+    def _acquire_lock(self) -> None:
+        handle = open(self.directory / "lock", "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise StoreError(f"store {self.directory} is open in another process") from None
+        self._lock_handle = handle
+
+    def _load_editor(self, backend: Backend, model_source: str | Path | None) -> None:
+        recorded = self.manifest["base_model"]
+        source = _normalise_source(model_source) if model_source is not None else recorded["source"]
+        try:
+            vlm = backend.load_model(source)
+        except (OSError, ValueError) as error:
+            raise StoreError(f"cannot load the base model of store {self.directory} from {source!r}: {error}") from error
+        fingerprint = weights_fingerprint(vlm.model)
+        if fingerprint != recorded["fingerprint"]:
+            raise StoreError(
+                f"wrong base model for store {self.directory}: the model at {source!r} has weights "
+                f"fingerprint {fingerprint}, the store was created on {recorded['source']!r} with "
+                f"{recorded['fingerprint']}"
+            )
+        editor = self.manifest["editor"]
+        self._vlm = vlm
+        self._editor = backend.build_editor(vlm, editor["name"], editor["config"])
+
+    def _image_path(self, sha256: str | None) -> Path | None:
+        return self.images.get(sha256) if sha256 is not None else None
+
+    def _best_snapshot(self, target: Sequence[int]) -> SnapshotRecord:
+        """The snapshot whose lineage is the longest prefix of ``target`` (latest on ties)."""
+        best = None
+        for snap in self.journal.snapshots():
+            n = len(snap.lineage)
+            if tuple(target[:n]) == snap.lineage and (best is None or n >= len(best.lineage)):
+                best = snap
+        if best is None:
+            raise StoreError(f"store {self.directory} has no initial snapshot; its journal is damaged")
+        return best
+
+    def _load_snapshot(self, snapshot: SnapshotRecord) -> None:
+        try:
+            state = self.snapshot_files.read(snapshot.name, snapshot.file, snapshot.sha256)
+            self.editor.load_state_dict(state)
+        except SnapshotError as error:
+            raise StoreError(str(error)) from error
+
+    def _restore(self, target: Sequence[int], snapshot: SnapshotRecord | None = None) -> str:
+        """Make the editor state the replay of ``target``; returns the snapshot used."""
+        snapshot = snapshot or self._best_snapshot(target)
+        self._load_snapshot(snapshot)
+        replay = list(target[len(snapshot.lineage):])
+        for edit_id in replay:
+            record = self.get(edit_id)
+            try:
+                self.editor.edit(request_for(record, self.images))
+            except ImageStoreError as error:
+                raise StoreError(f"cannot replay edit {edit_id}: {error}") from error
+            except EditRejected as error:
+                raise StoreError(
+                    f"replaying edit {edit_id} was rejected ({error}); the state of store "
+                    f"{self.directory} cannot be reproduced"
+                ) from error
+        self._since_snapshot = len(replay)
+        log.info("restored snapshot %r and replayed %d edit(s)", snapshot.name, len(replay))
+        return snapshot.name
+
+    def _change_state(
+        self,
+        kind: str,
+        label: str,
+        target: Sequence[int],
+        *,
+        removed: Sequence[int],
+        restored: Sequence[int],
+        snapshot: SnapshotRecord | None = None,
+    ) -> StateChange:
+        """Rebuild the state for ``target``; on any failure put the old state back."""
+        before = {k: v.detach().clone() for k, v in self.editor.state_dict().items()}
+        since = self._since_snapshot
+        try:
+            used = self._restore(target, snapshot)
+        except BaseException:
+            self.editor.load_state_dict(before)
+            self._since_snapshot = since
+            raise
+        return StateChange(kind, label, tuple(target), tuple(removed), tuple(restored), used)
+
+    def _write_snapshot(self, name: str, trigger: str, lineage: Sequence[int]) -> SnapshotRecord:
+        state = self.editor.state_dict()
+        file_name, digest = self.snapshot_files.write(name, state, lineage)
+        record = self.journal.add_snapshot(name, trigger, file_name, digest, lineage)
+        self._since_snapshot = 0
+        return record
+
+    def _maybe_auto_snapshot(self) -> None:
+        if self._since_snapshot < self.snapshot_every:
+            return
+        lineage = tuple(self.applied_ids())
+        name = f"auto-{len(self.journal.snapshots())}-e{lineage[-1] if lineage else 0}"
+        self._write_snapshot(name, "auto", lineage)
+
+    def _recover_pending(self) -> None:
+        pending = [r.id for r in self.journal.edits(status=jr.PENDING)]
+        if not pending:
+            return
+        with self.journal.transaction():
+            self.journal.set_status(
+                pending, jr.REJECTED, error="abandoned: the process stopped before the edit was applied"
+            )
+            self.journal.add_event("recover", {"abandoned": pending})
+        log.warning("store %s: marked %d abandoned pending edit(s) rejected: %s", self.directory, len(pending), pending)
+
+
+def _normalise_source(source: str | Path) -> str:
+    text = str(source)
+    if text == "builtin":
+        return text
+    path = Path(text)
+    if not path.exists():
+        raise StoreError(f"model checkpoint not found: {path}")
+    return str(path.resolve())
+
+
+def _readable_image(image: ImageInput) -> ImageInput:
+    if isinstance(image, (str, Path)) and not Path(image).is_file():
+        raise StoreError(f"image file not found: {image}")
+    return image
+
+
+def _change_payload(change: StateChange) -> dict[str, Any]:
+    return {
+        "target": change.target,
+        "applied": list(change.applied),
+        "removed": list(change.removed),
+        "restored": list(change.restored),
+        "from_snapshot": change.from_snapshot,
+    }
+
+
+def _manifest_edit(record: EditRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "created_at": record.created_at,
+        "prompt": record.prompt,
+        "target": record.target,
+        "scope": record.scope,
+        "image_sha256": record.image_sha256,
+        "tags": list(record.tags),
+    }
