@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 STATE_FILE = "editor_state.safetensors"
@@ -56,6 +56,6 @@ def load_editor_state(editor: Any, directory: str | Path) -> None:
         raise FileNotFoundError(f"no saved editor state: {path} is missing")
     try:
         state = load_file(str(path))
-    except (SafetensorsError, OSError, ValueError) as err:
+    except (SafetensorError, OSError, ValueError) as err:
         raise ValueError(f"cannot read editor state {path}: {err}") from err
     editor.load_state_dict(state)

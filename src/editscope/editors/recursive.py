@@ -147,16 +147,15 @@ class RecursiveEditor(Editor):
                 self.sites, positions, projector_sites, key_sites
             ) as capture:
                 loss = self._loss(inputs)
-                grad_list = torch.autograd.grad(loss, params)
+                grad_list = torch.autograd.grad(loss, params, allow_unused=True)
             grads = {id(p): g for p, g in zip(params, grad_list)}
+            # Groups the forward did not reach (the projector on a text-only edit) sit out.
+            used = [g for g in group_names if all(p in capture.sites for p in self.groups[g])]
             scores = torch.stack(
-                [
-                    sum(grads[id(self.sites[p].B_local)].norm().to(loss.device) for p in self.groups[g])
-                    for g in group_names
-                ]
+                [sum(grads[id(self.sites[p].B_local)].norm().to(loss.device) for p in self.groups[g]) for g in used]
             )
             finite = torch.isfinite(loss) & torch.isfinite(scores).all()
-            top = torch.topk(scores, k).indices
+            top = torch.topk(scores, min(k, len(used))).indices
             # The one host sync of a step: the loss, the finiteness flag and the chosen groups.
             host = torch.cat([loss.detach().reshape(1), finite.reshape(1).float(), top.float()]).tolist()
             if step == 0:
@@ -165,7 +164,7 @@ class RecursiveEditor(Editor):
                 raise EditRejected(
                     f"non-finite loss or gradient at step {step + 1}; the editor state is unchanged"
                 )
-            active = [group_names[int(i)] for i in host[2:]]
+            active = [used[int(i)] for i in host[2:]]
             touched.update(active)
             self._local_step(capture, grads, active, tx)
             gates = self._shared_step(capture, grads, active, scope, tx)
