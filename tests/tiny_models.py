@@ -9,7 +9,8 @@ downloaded.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import contextlib
+from typing import Any, Callable, Iterator
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -153,8 +154,271 @@ def _build_llava() -> tuple[Any, Any]:
     return LlavaForConditionalGeneration(config), processor
 
 
+# -- LLaVA-NeXT ------------------------------------------------------------------------------
+def _build_llava_next() -> tuple[Any, Any]:
+    """LLaVA-NeXT (anyres): CLIP tower 32px/patch 8, grid pinpoints of 32 and 64 px; no chat
+    template, so the spec's LLaVA fallback prompt is used."""
+    from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextProcessor
+    from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
+
+    pinpoints = [[IMAGE_SIZE, IMAGE_SIZE], [IMAGE_SIZE, 2 * IMAGE_SIZE], [2 * IMAGE_SIZE, IMAGE_SIZE]]
+    tokenizer = _llama_tokenizer()
+    image_processor = LlavaNextImageProcessorPil(
+        size={"shortest_edge": IMAGE_SIZE},
+        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        image_grid_pinpoints=pinpoints,
+    )
+    processor = LlavaNextProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=8,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+    )
+    config = LlavaNextConfig(
+        vision_config=_clip_vision_config(),
+        text_config=_llama_text_config(tokenizer),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-1,
+        image_grid_pinpoints=pinpoints,
+    )
+    return LlavaNextForConditionalGeneration(config), processor
+
+
+# -- Qwen2-VL / Qwen2.5-VL ------------------------------------------------------------------------
+QWEN_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for item in message['content'] %}{% if item['type'] == 'image' %}"
+    "<|vision_start|><|image_pad|><|vision_end|>{% elif item['type'] == 'text' %}{{ item['text'] }}"
+    "{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+QWEN_SPECIALS = [
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+    "<|image_pad|>", "<|video_pad|>",
+]  # fmt: skip
+
+
+def _qwen_parts(tokenizer: PreTrainedTokenizerFast) -> dict[str, Any]:
+    """Text config (head_dim 16, so mrope_section sums to 8) and the special-token ids."""
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIALS}
+    text_config = dict(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=256,
+        rope_parameters=dict(rope_type="default", rope_theta=1e4, mrope_section=[2, 3, 3]),
+        bos_token_id=None,
+        eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"],
+    )
+    return dict(
+        text_config=text_config,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+
+
+def _qwen_processor(processor_class: type) -> Any:
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    tokenizer = make_tokenizer(
+        QWEN_SPECIALS, bos=None, eos="<|im_end|>", pad="<|endoftext|>", add_bos=False,
+        extra_special_tokens={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>"},
+    )  # fmt: skip
+    # 8px patches merged 2x2: a 32x32 image is a 4x4 patch grid, 4 image tokens.
+    image_processor = Qwen2VLImageProcessorPil(
+        patch_size=8, temporal_patch_size=2, merge_size=2, min_pixels=IMAGE_SIZE**2, max_pixels=IMAGE_SIZE**2
+    )
+    with _video_processor_optional():
+        return processor_class(
+            image_processor=image_processor, tokenizer=tokenizer, video_processor=None, chat_template=QWEN_CHAT_TEMPLATE
+        )
+
+
+@contextlib.contextmanager
+def _video_processor_optional() -> Iterator[None]:
+    """Let a Qwen processor be built with ``video_processor=None``.
+
+    transformers 5.24 checks every processor attribute's class, and without torchvision the
+    video-processor base class cannot be resolved, so even ``None`` fails. The tiny models never
+    process videos; this skips the check for ``None`` arguments only, during construction only.
+    """
+    from transformers.processing_utils import ProcessorMixin
+
+    original = ProcessorMixin.check_argument_for_proper_class
+
+    def check(self: Any, argument_name: str, argument: Any) -> Any:
+        return None if argument is None else original(self, argument_name, argument)
+
+    ProcessorMixin.check_argument_for_proper_class = check  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        ProcessorMixin.check_argument_for_proper_class = original  # type: ignore[method-assign]
+
+
+def _build_qwen2_vl() -> tuple[Any, Any]:
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
+
+    processor = _qwen_processor(Qwen2VLProcessor)
+    vision_config = dict(
+        depth=2, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2, patch_size=8,
+        spatial_merge_size=2, temporal_patch_size=2,
+    )  # fmt: skip
+    config = Qwen2VLConfig(vision_config=vision_config, **_qwen_parts(processor.tokenizer))
+    return Qwen2VLForConditionalGeneration(config), processor
+
+
+def _build_qwen2_5_vl() -> tuple[Any, Any]:
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
+
+    processor = _qwen_processor(Qwen2_5_VLProcessor)
+    vision_config = dict(
+        depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, patch_size=8,
+        spatial_merge_size=2, temporal_patch_size=2, window_size=32, fullatt_block_indexes=[1],
+    )  # fmt: skip
+    config = Qwen2_5_VLConfig(vision_config=vision_config, **_qwen_parts(processor.tokenizer))
+    return Qwen2_5_VLForConditionalGeneration(config), processor
+
+
+# -- BLIP-2 (OPT) --------------------------------------------------------------------------------
+BLIP2_QUERY_TOKENS = 4
+
+
+def _build_blip2() -> tuple[Any, Any]:
+    """BLIP-2 with an OPT decoder: 4 query tokens (the image positions) before <s>; no chat
+    template. ``image_token_index`` is set and ``query_tokens`` re-initialised (std 0.02): from a
+    config they are zeros, which makes the Q-Former's LayerNorm gradients explode."""
+    from transformers import (
+        Blip2Config,
+        Blip2ForConditionalGeneration,
+        Blip2Processor,
+        Blip2QFormerConfig,
+        Blip2VisionConfig,
+        OPTConfig,
+    )
+    from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
+
+    # No image token in the tokenizer: Blip2Processor adds "<image>" itself.
+    tokenizer = make_tokenizer(["<unk>", "<s>", "</s>", "<pad>"], bos="<s>", eos="</s>", pad="<pad>", add_bos=True)
+    image_processor = BlipImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    processor = Blip2Processor(image_processor, tokenizer, num_query_tokens=BLIP2_QUERY_TOKENS)
+    config = Blip2Config(
+        vision_config=Blip2VisionConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+            image_size=IMAGE_SIZE, patch_size=8, initializer_range=0.02,  # default 1e-10: a blind tower
+        ),
+        qformer_config=Blip2QFormerConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+            encoder_hidden_size=32, vocab_size=len(tokenizer), max_position_embeddings=64,
+        ),
+        text_config=OPTConfig(
+            hidden_size=64, ffn_dim=128, num_hidden_layers=3, num_attention_heads=4, word_embed_proj_dim=64,
+            vocab_size=len(tokenizer), max_position_embeddings=256, bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        ),
+        num_query_tokens=BLIP2_QUERY_TOKENS,
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+    )  # fmt: skip
+    model = Blip2ForConditionalGeneration(config)
+    with torch.no_grad():
+        model.query_tokens.normal_(mean=0.0, std=0.02)
+    return model, processor
+
+
+# -- Idefics3 (SmolVLM) --------------------------------------------------------------------------
+IDEFICS3_CHAT_TEMPLATE = (
+    "<|im_start|>{% for message in messages %}{{ message['role'] | capitalize }}"
+    "{% if message['content'][0]['type'] == 'image' %}{{ ':' }}{% else %}{{ ': ' }}{% endif %}"
+    "{% for line in message['content'] %}{% if line['type'] == 'text' %}{{ line['text'] }}"
+    "{% elif line['type'] == 'image' %}{{ '<image>' }}{% endif %}{% endfor %}<end_of_utterance>\n"
+    "{% endfor %}{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
+)
+IDEFICS3_IMAGE_TOKENS = (IMAGE_SIZE // 8) ** 2 // 2**2  # patches / scale_factor^2
+
+
+def _build_idefics3() -> tuple[Any, Any]:
+    """Idefics3 / SmolVLM: SigLIP-like tower 32px/patch 8, pixel shuffle x2 -> 4 image tokens
+    between <fake_token_around_image><global-img> and <fake_token_around_image>; no splitting."""
+    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
+    from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
+
+    tokenizer = make_tokenizer(
+        ["<unk>", "<|im_start|>", "<end_of_utterance>", "<pad>", "<image>", "<fake_token_around_image>",
+         "<global-img>"],
+        bos="<|im_start|>", eos="<end_of_utterance>", pad="<pad>", add_bos=False,
+    )  # fmt: skip
+    image_processor = Idefics3ImageProcessorPil(
+        do_image_splitting=False, size={"longest_edge": IMAGE_SIZE}, max_image_size={"longest_edge": IMAGE_SIZE}
+    )
+    processor = Idefics3Processor(
+        image_processor, tokenizer, image_seq_len=IDEFICS3_IMAGE_TOKENS, chat_template=IDEFICS3_CHAT_TEMPLATE
+    )
+    config = Idefics3Config(
+        vision_config=dict(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+            image_size=IMAGE_SIZE, patch_size=8,
+        ),
+        text_config=_llama_text_config(tokenizer, vocab_size=len(tokenizer)),
+        scale_factor=2,
+        image_token_id=processor.image_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    return Idefics3ForConditionalGeneration(config), processor
+
+
+# -- PaliGemma -----------------------------------------------------------------------------------
+PALIGEMMA_IMAGE_TOKENS = (IMAGE_SIZE // 8) ** 2
+
+
+def _build_paligemma() -> tuple[Any, Any]:
+    """PaliGemma: SigLIP tower 32px/patch 8 (16 image tokens before <bos>), Gemma decoder; the
+    processor adds its <loc>/<seg> tokens to the tokenizer; no chat template."""
+    from transformers import GemmaConfig, PaliGemmaConfig, PaliGemmaForConditionalGeneration, PaliGemmaProcessor
+    from transformers import SiglipVisionConfig
+    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+
+    tokenizer = make_tokenizer(
+        ["<pad>", "<eos>", "<bos>", "<unk>", "<image>"], bos="<bos>", eos="<eos>", pad="<pad>", add_bos=True,
+        extra_special_tokens={"image_token": "<image>"},
+    )  # fmt: skip
+    image_processor = SiglipImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    image_processor.image_seq_length = PALIGEMMA_IMAGE_TOKENS
+    processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    config = PaliGemmaConfig(
+        vision_config=SiglipVisionConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+            image_size=IMAGE_SIZE, patch_size=8, projection_dim=64,
+        ),
+        text_config=GemmaConfig(
+            hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+            num_key_value_heads=1, head_dim=16, vocab_size=len(tokenizer), max_position_embeddings=256,
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        ),
+        projection_dim=64,
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    return PaliGemmaForConditionalGeneration(config), processor
+
+
 _BUILDERS: dict[str, Callable[[], tuple[Any, Any]]] = {
     "LlavaForConditionalGeneration": _build_llava,
+    "LlavaNextForConditionalGeneration": _build_llava_next,
+    "Qwen2VLForConditionalGeneration": _build_qwen2_vl,
+    "Qwen2_5_VLForConditionalGeneration": _build_qwen2_5_vl,
+    "Blip2ForConditionalGeneration": _build_blip2,
+    "Idefics3ForConditionalGeneration": _build_idefics3,
+    "PaliGemmaForConditionalGeneration": _build_paligemma,
 }
 ARCHITECTURES: tuple[str, ...] = tuple(_BUILDERS)
 

@@ -55,8 +55,9 @@ class ArchitectureSpec:
     - ``projector_sites``: dotted paths from the root to the projector's ``nn.Linear`` modules.
     - ``image_token_config_key``: attribute of the model config holding the image-token id.
     - ``prompt_format`` / ``text_prompt_format``: prompt layout with / without an image, used when
-      the processor has no chat template; ``{prompt}`` is the question and ``{image}`` is
-      ``image_placeholder`` with ``{image_token}`` replaced by the processor's image token.
+      the processor has no chat template; ``{prompt}`` is the question, ``{bos}`` the
+      tokenizer's BOS token and ``{image}`` is ``image_placeholder`` with ``{image_token}``
+      replaced by the image token.
     - ``extra_inputs``: names (keys of ``EXTRA_INPUT_BUILDERS``) of per-token tensors that
       ``forward`` needs besides ``input_ids`` and ``attention_mask``.
     - ``text_only_with_tokenizer``: encode a prompt without an image with the bare tokenizer
@@ -116,12 +117,14 @@ class ArchitectureSpec:
             )
         return int(value)
 
-    def format_prompt(self, prompt: str, image_token: str | None) -> str:
+    def format_prompt(self, prompt: str, image_token: str | None, bos_token: str = "") -> str:
         """The prompt text in the fallback layout; ``image_token=None`` gives the text-only one."""
         if image_token is None:
-            return self.text_prompt_format.replace("{prompt}", prompt)
-        image = self.image_placeholder.replace("{image_token}", image_token)
-        return self.prompt_format.replace("{image}", image).replace("{prompt}", prompt)
+            layout = self.text_prompt_format
+        else:
+            image = self.image_placeholder.replace("{image_token}", image_token)
+            layout = self.prompt_format.replace("{image}", image)
+        return layout.replace("{bos}", bos_token).replace("{prompt}", prompt)
 
 
 _LLAMA_MLP = ("mlp.up_proj", "mlp.down_proj")
@@ -186,14 +189,14 @@ BUILTIN_SPECS: tuple[ArchitectureSpec, ...] = (
         text_prompt_format="<|im_start|>User:{prompt}<end_of_utterance>\nAssistant:",
     ),
     ArchitectureSpec(
-        # The processor puts the image tokens and <bos> before the prompt and "\n" after it.
+        # The processor adds <bos> after the image tokens and "\n" after the prompt; without an
+        # image the bare tokenizer runs (it adds no <bos>: the processor turned that off).
         name="PaliGemmaForConditionalGeneration",
         decoder_layers="model.language_model.layers",
         mlp_sites=_LLAMA_MLP,
         projector_sites=("model.multi_modal_projector.linear",),
-        prompt_format="{prompt}",
-        text_prompt_format="{prompt}\n",
-        image_placeholder="",
+        prompt_format="{image}{prompt}",
+        text_prompt_format="{bos}{prompt}\n",
         extra_inputs=("token_type_ids",),
         text_only_with_tokenizer=True,
     ),

@@ -20,9 +20,10 @@ from editscope.types import ImageInput, ModelInputs, Score
 
 logger = logging.getLogger(__name__)
 
-# Per-token tensors a processor or tokenizer may return for the prompt alone; they are rebuilt
-# for the whole sequence from the spec's ``extra_inputs`` (or dropped when the spec has none).
-_PER_TOKEN_OUTPUTS = ("input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids")
+# Per-token tensors a processor or tokenizer may return for the prompt alone: they are rebuilt
+# for the whole sequence (the spec's ``extra_inputs``) or dropped. ``labels`` (PaliGemma's
+# processor returns them) are never passed: losses are computed by the caller.
+_PER_TOKEN_OUTPUTS = ("input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids", "labels")
 
 
 class VisionLanguageModel:
@@ -63,7 +64,7 @@ class VisionLanguageModel:
             messages = [{"role": "user", "content": content}]
             return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         image_token = self.tokenizer.convert_ids_to_tokens(self.image_token_id) if with_image else None
-        return self.spec.format_prompt(prompt, image_token)
+        return self.spec.format_prompt(prompt, image_token, self.tokenizer.bos_token or "")
 
     def encode_target(self, target: str) -> torch.Tensor:
         """Token ids (n,) of ``" " + target.strip()`` without special tokens."""
