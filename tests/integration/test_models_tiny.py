@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 from torch import nn
 
+import editscope
 from editscope.models import VisionLanguageModel, load
 from tiny_models import ARCHITECTURES, IMAGE_SIZE, build_tiny
 
@@ -35,6 +38,16 @@ def _image(seed: int, size: tuple[int, int] = (48, 40), mode: str = "RGB") -> Im
     pixels = np.random.default_rng(seed).integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
     image = Image.fromarray(pixels, mode="RGB")
     return image if mode == "RGB" else image.convert(mode)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a shared 2-core machine two
+    spinning threads make each small matmul up to 100x slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module", params=ARCHITECTURES)
@@ -157,6 +170,19 @@ def test_answer_returns_text(vlm: VisionLanguageModel) -> None:
     assert with_image == with_image.strip()
 
 
+def test_generation_continues_the_prompt(vlm: VisionLanguageModel) -> None:
+    """``answer`` slices the prompt off ``generate``'s output: check that the output starts with
+    the prompt and that the first new token is the teacher-forced argmax after the prompt."""
+    for image in (_image(5), None):
+        inputs = vlm.encode(image, PROMPT, None)
+        output = vlm.generate(inputs, max_new_tokens=2)
+        with torch.no_grad():
+            last = vlm.forward(inputs)[0, -1]
+        assert output.shape == (1, inputs.length + 2)
+        assert torch.equal(output[:, : inputs.length], inputs.input_ids)
+        assert output[0, inputs.length].item() == last.argmax().item()
+
+
 def test_site_paths_are_linears(vlm: VisionLanguageModel) -> None:
     n_layers = len(vlm.decoder_layers())
     groups = vlm.site_paths(2, include_projector=True)
@@ -242,3 +268,13 @@ def test_load_built_model(vlm: VisionLanguageModel) -> None:
     assert wrapped.spec == vlm.spec
     with pytest.raises(ValueError, match="processor"):
         load(vlm.model)
+
+
+BUILTIN_CONFIG = Path(editscope.__file__).resolve().parent / "builtin" / "config.json"
+
+
+@pytest.mark.skipif(not BUILTIN_CONFIG.is_file(), reason="the built-in model is not in this checkout")
+def test_load_builtin() -> None:
+    vlm = load("builtin")
+    assert isinstance(vlm.answer(_image(9), PROMPT, max_new_tokens=4), str)
+    assert vlm.site_paths(1, include_projector=True)

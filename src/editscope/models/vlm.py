@@ -128,20 +128,30 @@ class VisionLanguageModel:
         ).to(self.device)
 
     # -- running ----------------------------------------------------------------------------
-    def _runner(self, inputs: ModelInputs) -> nn.Module:
-        """The module that runs ``inputs``: the root, or the spec's text-only module when there
-        are no pixels and the architecture needs it (BLIP-2)."""
-        if "pixel_values" not in inputs.tensors and self.spec.text_only_module:
-            return self.model.get_submodule(self.spec.text_only_module)
-        return self.model
+    def _runner(self, inputs: ModelInputs) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+        """The module that runs ``inputs`` and its keyword arguments: the root, or the spec's
+        text-only module (with ids and mask only) when there are no pixels and the architecture
+        needs it (BLIP-2)."""
+        if "pixel_values" in inputs.tensors or not self.spec.text_only_module:
+            return self.model, inputs.tensors
+        tensors = {k: v for k, v in inputs.tensors.items() if k in ("input_ids", "attention_mask")}
+        return self.model.get_submodule(self.spec.text_only_module), tensors
 
     def forward(self, inputs: ModelInputs) -> torch.Tensor:
         """Logits (1, T, V) in the model's dtype, with autograd enabled (editors backpropagate)."""
-        runner = self._runner(inputs)
-        tensors = inputs.tensors
-        if runner is not self.model:
-            tensors = {k: v for k, v in tensors.items() if k in ("input_ids", "attention_mask")}
+        runner, tensors = self._runner(inputs)
         return runner(**tensors, use_cache=False).logits
+
+    def generate(self, inputs: ModelInputs, max_new_tokens: int = 16) -> torch.Tensor:
+        """Greedy ``generate`` on prompt-only ``inputs``: ids (1, T + new), prompt first."""
+        runner, tensors = self._runner(inputs)
+        pad_id = self.tokenizer.pad_token_id
+        if pad_id is None:
+            pad_id = min(self._eos_ids(), default=0)
+        with torch.no_grad():
+            return runner.generate(
+                **tensors, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=pad_id
+            )
 
     def logits(self, image: ImageInput | None, prompt: str, target: str) -> torch.Tensor:
         """Float32 logits (T, V) of the whole teacher-forced sequence, without gradients."""
@@ -162,32 +172,22 @@ class VisionLanguageModel:
         )
 
     def _eos_ids(self) -> set[int]:
-        eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        """End-of-sequence ids: the generation config's, else the tokenizer's."""
+        generation_config = getattr(self.model, "generation_config", None)
+        eos = generation_config.eos_token_id if generation_config is not None else None
         if eos is None:
             eos = self.tokenizer.eos_token_id
-        return set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
+        if eos is None:
+            return set()
+        return {int(e) for e in eos} if isinstance(eos, (list, tuple)) else {int(eos)}
 
     def answer(self, image: ImageInput | None, prompt: str, max_new_tokens: int = 16) -> str:
         """Greedy answer: the decoded new tokens up to the first EOS, stripped."""
         inputs = self.encode(image, prompt, None)
-        runner = self._runner(inputs)
-        tensors = inputs.tensors
-        if runner is not self.model:
-            tensors = {k: v for k, v in tensors.items() if k in ("input_ids", "attention_mask")}
-        pad_id = self.tokenizer.pad_token_id
-        if pad_id is None:
-            pad_id = next(iter(self._eos_ids()), 0)
-        with torch.no_grad():
-            output = runner.generate(
-                **tensors, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=pad_id
-            )
-        new_ids = output[0, inputs.length :].tolist()
+        new_ids = self.generate(inputs, max_new_tokens)[0, inputs.length :].tolist()
         eos_ids = self._eos_ids()
-        for index, token in enumerate(new_ids):
-            if token in eos_ids:
-                new_ids = new_ids[:index]
-                break
-        return self.tokenizer.decode(new_ids, skip_special_tokens=True).strip()
+        end = next((i for i, token in enumerate(new_ids) if token in eos_ids), len(new_ids))
+        return self.tokenizer.decode(new_ids[:end], skip_special_tokens=True).strip()
 
     # -- edit sites -------------------------------------------------------------------------
     def _linear(self, path: str) -> nn.Linear:
