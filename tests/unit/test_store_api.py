@@ -308,6 +308,6 @@ def test_export_adapter_and_merged(tmp_path, store_dir, images):
         assert [e.payload["merged"] for e in store.journal.events("export")] == [False, True]
     manifest = json.loads((adapter / "manifest.json").read_text())
     assert [e["id"] for e in manifest["edits"]] == [1] and manifest["merged"] is False
-    assert {p.name for p in adapter.iterdir()} == {"adapter.safetensors", "editor.json", "manifest.json"}
+    assert {p.name for p in adapter.iterdir()} == {"editor_state.safetensors", "editor_config.json", "manifest.json"}
     assert {p.name for p in merged.iterdir()} == {"model.safetensors", "processor.json", "manifest.json"}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

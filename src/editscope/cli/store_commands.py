@@ -1,9 +1,239 @@
-"""CLI commands of the store area (filled in by that area)."""
+"""CLI commands of the store area: a thin layer over ``editscope.store.EditStore``.
+
+Every command takes ``--store DIR``. Errors are printed as one line on stderr, with exit code 1.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import sys
+from pathlib import Path
+from typing import Any, Iterator, List, Optional, TextIO
+
 import typer
+
+from editscope.store import AuditReport, EditRecord, EditStore, StoreError
+from editscope.types import EditRequest
+
+STORE = typer.Option(..., "--store", help="The store directory.")
+STREAM_KEYS = {"image", "prompt", "target", "scope", "tags", "rephrases"}
+
+
+class CommandError(Exception):
+    """A user error found by the CLI itself (bad stream line, conflicting options)."""
+
+
+@contextlib.contextmanager
+def _errors() -> Iterator[None]:
+    """Print a failing command's error as one line and exit with status 1."""
+    try:
+        yield
+    except (StoreError, CommandError, ValueError, OSError, KeyError, TypeError) as error:
+        message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _print_record(record: EditRecord) -> None:
+    image = record.image_sha256[:12] if record.image_sha256 else "-"
+    tags = ",".join(record.tags) or "-"
+    typer.echo(
+        f"{record.id:>5}  {record.status:<11}  {record.created_at[:19]}  {record.scope:<8}  "
+        f"image={image}  tags={tags}  {record.prompt!r} -> {record.target!r}"
+    )
+
+
+def _ack(record: EditRecord, where: str = "") -> str:
+    if record.status == "applied":
+        return f"applied edit {record.id}{where}: {record.prompt!r} -> {record.target!r}"
+    return f"rejected edit {record.id}{where}: {record.error}"
+
+
+def _stream_requests(lines: TextIO, base: Path) -> Iterator[tuple[int, EditRequest, list[str], list[str]]]:
+    """Parse JSONL edits: ``{"image", "prompt", "target", "scope", "tags", "rephrases"}``;
+    relative image paths are relative to ``base``."""
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            if not isinstance(item, dict):
+                raise ValueError("expected a JSON object")
+            unknown = sorted(set(item) - STREAM_KEYS)
+            if unknown:
+                raise ValueError(f"unknown key(s) {unknown}; known keys are {sorted(STREAM_KEYS)}")
+            image = item.get("image")
+            if image is not None:
+                image = Path(image) if Path(image).is_absolute() else base / image
+            request = EditRequest(
+                prompt=item.get("prompt"), target=item.get("target"), image=image, scope=item.get("scope", "auto")
+            )
+            tags, rephrases = list(item.get("tags", [])), list(item.get("rephrases", []))
+        except (ValueError, TypeError) as error:
+            raise CommandError(f"stream line {number}: {error}") from error
+        yield number, request, tags, rephrases
+
+
+def _run_stream(store: EditStore, source: str) -> None:
+    from tqdm import tqdm
+
+    if source == "-":
+        handle, base, total = sys.stdin, Path.cwd(), None
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise CommandError(f"stream file not found: {path}")
+        handle, base = path.open(), path.parent
+        total = sum(1 for line in path.open() if line.strip())
+    applied = rejected = 0
+    with tqdm(total=total, unit="edit", file=sys.stderr, desc="editing") as bar:
+        for number, request, tags, rephrases in _stream_requests(handle, base):
+            try:
+                record = store.edit(request, tags=tags, rephrases=rephrases)
+            except StoreError as error:
+                raise CommandError(f"stream line {number}: {error}") from error
+            applied += record.status == "applied"
+            rejected += record.status != "applied"
+            print(_ack(record, f" (line {number})"), flush=True)
+            bar.update(1)
+    print(f"done: {applied} applied, {rejected} rejected", flush=True)
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the main app."""
+
+    @app.command("init")
+    def init_command(
+        store: Path = STORE,
+        model: str = typer.Option(..., "--model", help="'builtin' or a checkpoint directory."),
+        preset: Optional[str] = typer.Option(None, "--preset", help="Editor preset name or YAML file."),
+        editor: str = typer.Option("scopeedit", "--editor", help="scopeedit or more."),
+        snapshot_every: int = typer.Option(10, "--snapshot-every", help="Snapshot every K applied edits."),
+    ) -> None:
+        """Create an edit store for one base model."""
+        with _errors(), EditStore.init(store, model, preset, editor=editor, snapshot_every=snapshot_every) as s:
+            base = s.manifest["base_model"]
+            typer.echo(f"created store {store} on {base['source']} ({base['fingerprint'][:23]}…)")
+
+    @app.command("edit")
+    def edit_command(
+        store: Path = STORE,
+        image: Optional[Path] = typer.Option(None, "--image", help="The edit's image (omit: text-only)."),
+        prompt: Optional[str] = typer.Option(None, "--prompt"),
+        target: Optional[str] = typer.Option(None, "--target"),
+        scope: str = typer.Option("auto", "--scope", help="auto, instance or broad."),
+        tag: List[str] = typer.Option([], "--tag", help="A tag (repeatable)."),
+        rephrase: List[str] = typer.Option([], "--rephrase", help="A rephrased prompt kept for audits (repeatable)."),
+        stream: Optional[str] = typer.Option(None, "--stream", help="JSONL file of edits, or '-' for stdin."),
+    ) -> None:
+        """Apply one edit, or a stream of JSONL edits (one acknowledgement line per edit)."""
+        with _errors():
+            if stream is not None and (image or prompt or target):
+                raise CommandError("--stream reads image, prompt and target from the stream; do not pass them too")
+            if stream is None and (prompt is None or target is None):
+                raise CommandError("edit needs --prompt and --target (or --stream FILE)")
+            request = None
+            if stream is None:
+                request = EditRequest(prompt=prompt, target=target, image=image, scope=scope)
+            with EditStore.open(store) as s:
+                if request is None:
+                    _run_stream(s, stream)
+                    return
+                record = s.edit(request, tags=tag, rephrases=rephrase)
+                typer.echo(_ack(record))
+                if record.status != "applied":
+                    raise typer.Exit(2)
+
+    @app.command("query")
+    def query_command(
+        store: Path = STORE,
+        image: Optional[Path] = typer.Option(None, "--image"),
+        prompt: str = typer.Option(..., "--prompt"),
+        max_new_tokens: int = typer.Option(16, "--max-new-tokens"),
+    ) -> None:
+        """Answer a prompt with the current state of the store."""
+        with _errors(), EditStore.open(store) as s:
+            typer.echo(s.query(image, prompt, max_new_tokens=max_new_tokens))
+
+    @app.command("log")
+    def log_command(
+        store: Path = STORE,
+        tag: Optional[str] = typer.Option(None, "--tag"),
+        status: Optional[str] = typer.Option(None, "--status", help="pending, applied, rejected, reverted, rolled_back."),
+        as_json: bool = typer.Option(False, "--json"),
+    ) -> None:
+        """The journal of edits (no model is loaded)."""
+        with _errors(), EditStore.open(store, load_model=False) as s:
+            records = s.log(tag=tag, status=status)
+            if as_json:
+                typer.echo(json.dumps([r.to_dict() for r in records], indent=2))
+                return
+            for record in records:
+                _print_record(record)
+
+    @app.command("snapshot")
+    def snapshot_command(store: Path = STORE, name: str = typer.Option(..., "--name")) -> None:
+        """Save the current editor state under a name."""
+        with _errors(), EditStore.open(store) as s:
+            snap = s.snapshot(name)
+            typer.echo(f"snapshot {snap.name}: {len(snap.lineage)} applied edit(s), {snap.file}")
+
+    @app.command("rollback")
+    def rollback_command(
+        store: Path = STORE, to: str = typer.Option(..., "--to", help="An applied edit id or a snapshot name.")
+    ) -> None:
+        """Return to the state right after an edit, or to a snapshot (nothing is deleted)."""
+        with _errors(), EditStore.open(store) as s:
+            change = s.rollback(to=int(to) if to.isdigit() else to)
+            typer.echo(
+                f"rolled back to {change.target}: {len(change.applied)} edit(s) in effect, "
+                f"rolled back {list(change.removed)}, restored {list(change.restored)}"
+            )
+
+    @app.command("revert")
+    def revert_command(edit_id: int = typer.Argument(..., help="The applied edit to take out."), store: Path = STORE) -> None:
+        """Take one edit out: restore the snapshot before it and replay the later edits."""
+        with _errors(), EditStore.open(store) as s:
+            change = s.revert(edit_id)
+            replayed = len(change.applied) - len(s.journal.get_snapshot(change.from_snapshot).lineage)
+            typer.echo(f"reverted edit {edit_id}: from snapshot {change.from_snapshot}, replayed {replayed} edit(s)")
+
+    @app.command("audit")
+    def audit_command(store: Path = STORE, as_json: bool = typer.Option(False, "--json")) -> None:
+        """Re-score every applied edit against the current state (the audit is journaled)."""
+        with _errors(), EditStore.open(store) as s:
+            report = s.audit()
+            if as_json:
+                typer.echo(json.dumps(report.to_dict(), indent=2))
+                return
+            _print_audit(report)
+
+    @app.command("export")
+    def export_command(
+        store: Path = STORE,
+        out: Path = typer.Option(..., "--out"),
+        merged: bool = typer.Option(False, "--merged", help="Fold the edits into the weights (plain HF checkpoint)."),
+    ) -> None:
+        """Write the current state out: merged checkpoint, or the adapter state only."""
+        with _errors(), EditStore.open(store) as s:
+            s.export(out, merged=merged)
+            kind = "merged checkpoint" if merged else "adapter"
+            typer.echo(f"exported {kind} with {len(s.applied_ids())} edit(s) to {out}")
+
+
+def _print_audit(report: AuditReport) -> None:
+    for entry in report.entries:
+        if entry.superseded_by is not None:
+            verdict = f"superseded by {entry.superseded_by}"
+        else:
+            verdict = "holds" if entry.holds else "FAILS"
+        rephrased = "".join(f", rephrase {r.token_accuracy:.2f}" for r in entry.rephrases)
+        typer.echo(f"{entry.edit_id:>5}  {verdict:<18}  accuracy {entry.own.token_accuracy:.2f}{rephrased}  {entry.prompt!r} -> {entry.target!r}")
+    typer.echo(
+        f"audit {report.audit_id}: {len(report.holding)} hold, {len(report.failing)} fail, "
+        f"{len(report.superseded)} superseded"
+    )
+
+
+__all__: list[Any] = ["register"]

@@ -13,8 +13,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from safetensors.torch import save_file
-
 from editscope.editors.base import Editor
 
 
@@ -63,14 +61,12 @@ def export_merged(editor: Editor, vlm: Any, out: Path, manifest: dict[str, Any])
 
 
 def export_adapter(editor: Editor, vlm: Any, out: Path, manifest: dict[str, Any]) -> None:
-    """The editor state (``adapter.safetensors``), its configuration (``editor.json``) and the
-    manifest; the base model is not copied."""
+    """The editor state and configuration as ``editor.save`` writes them (loadable with
+    ``editor.load(out)`` on the same base model), and the manifest; the base model is not
+    copied."""
 
     def fill(directory: Path) -> None:
-        state = {k: v.detach().to("cpu").contiguous() for k, v in editor.state_dict().items()}
-        save_file(state, str(directory / "adapter.safetensors"))
-        config = {"editor": manifest["editor"]["name"], "config": editor.config_dict()}
-        (directory / "editor.json").write_text(json.dumps(config, indent=2) + "\n")
+        editor.save(directory)
         _write_manifest(directory, manifest)
 
     _build_then_move(out, fill)

@@ -108,7 +108,7 @@ class EditStore:
             "format": STORE_FORMAT,
             "created_at": jr.utc_now(),
             "base_model": {"source": source, "fingerprint": fingerprint},
-            "editor": {"name": editor, "preset": preset, "config": built.config_dict()},
+            "editor": {"name": editor, "preset": preset, "config": config},
             "snapshot_every": snapshot_every,
         }
         created = not directory.exists()
