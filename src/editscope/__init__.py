@@ -1,3 +1,46 @@
-"""editscope: online, scope-aware knowledge editing of multimodal LLMs."""
+"""editscope: online, scope-aware knowledge editing of multimodal LLMs.
+
+Typical use::
+
+    import editscope
+    vlm = editscope.load("builtin")                     # or a local llava-hf checkpoint path
+    editor = editscope.ScopeEdit(vlm, editscope.load_preset("builtin"))
+    editor.edit(editscope.EditRequest(image="cat.png", prompt="What is this?", target="a lynx"))
+    editor.answer("cat.png", "What is this?")
+"""
+
+from editscope.config import ScopeEditConfig, load_preset, preset_names
+from editscope.editors.base import Editor, EditRejected
+from editscope.editors.recursive import MORE, ScopeEdit
+from editscope.models import (
+    ArchitectureSpec,
+    UnsupportedModelError,
+    VisionLanguageModel,
+    load,
+    register_architecture,
+    supported_architectures,
+)
+from editscope.types import EditRequest, EditResult, GateValues, Probe, Score
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "MORE",
+    "ArchitectureSpec",
+    "EditRejected",
+    "EditRequest",
+    "EditResult",
+    "Editor",
+    "GateValues",
+    "Probe",
+    "Score",
+    "ScopeEdit",
+    "ScopeEditConfig",
+    "UnsupportedModelError",
+    "VisionLanguageModel",
+    "load",
+    "load_preset",
+    "preset_names",
+    "register_architecture",
+    "supported_architectures",
+]

@@ -1,9 +1,56 @@
-"""CLI commands of the core area (filled in by that area)."""
+"""Core CLI commands: ``editscope cost`` (the cost benchmark) and ``editscope demo``."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Optional
+
 import typer
+
+COST_MODELS = ("tiny-llava", "builtin")
+
+
+def _vlm_factory(model: str):
+    if model == "tiny-llava":
+        from editscope.benchmarks.tiny import build_tiny_llava
+        from editscope.models import VisionLanguageModel
+
+        def factory():
+            built, processor = build_tiny_llava(seed=0)
+            return VisionLanguageModel(built, processor)
+
+        return factory
+    from editscope.models import load
+
+    return lambda: load(model)
+
+
+def cost(
+    model: str = typer.Option("tiny-llava", "--model", help="tiny-llava (built from a config), builtin, or a checkpoint PATH."),
+    edits: int = typer.Option(1000, "--edits", min=1, help="Number of edits in the stream."),
+    editor: str = typer.Option("scopeedit", "--editor", help="scopeedit or more."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Preset name or YAML file (default: tiny for tiny-llava, builtin otherwise)."),
+    seed: int = typer.Option(0, "--seed"),
+    as_json: bool = typer.Option(False, "--json", help="Print the figures as one JSON object."),
+) -> None:
+    """Apply a stream of edits and print per-edit time (start vs end), the editor's overhead
+    over its forward+backward passes, state bytes and peak memory."""
+    from editscope.benchmarks.cost import EDITORS, run_cost
+    from editscope.config import load_preset
+
+    if editor not in EDITORS:
+        raise typer.BadParameter(f"unknown editor {editor!r}; choose from {sorted(EDITORS)}", param_hint="--editor")
+    config = load_preset(preset or ("tiny" if model == "tiny-llava" else "builtin"))
+    image_size = 32 if model == "tiny-llava" else 64
+    figures = run_cost(_vlm_factory(model), edits=edits, editor=editor, config=config, seed=seed, image_size=image_size)
+    figures["model"] = model
+    if as_json:
+        typer.echo(json.dumps(figures, indent=2))
+        return
+    for key, value in figures.items():
+        typer.echo(f"{key:28s} {value}")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this area's commands to the main app."""
+    app.command("cost")(cost)

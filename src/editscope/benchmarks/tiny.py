@@ -1,0 +1,114 @@
+"""A small random LLaVA built from a config, with a real processor, for cost measurements.
+
+Nothing is downloaded: the tokenizer is a byte-level BPE trained in memory on a fixed word
+list, the image processor is CLIP's with a small image size. Seeded, so two builds are equal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+WORDS = (
+    "what which who where when how is are the a an of in on this that object image picture color "
+    "shape made from language spoken city year maker red green blue yellow black white orange "
+    "purple circle square triangle star striped dotted plain USER ASSISTANT Question Short answer"
+).split()
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] == 'user' %}USER: {% endif %}"
+    "{% for item in message['content'] %}{% if item['type'] == 'image' %}<image>\n"
+    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %}"
+    "{% if message['role'] == 'user' %} {% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class TinyLlavaSize:
+    hidden: int = 128
+    intermediate: int = 512
+    layers: int = 4
+    vision_hidden: int = 64
+    vision_layers: int = 4
+    image_size: int = 32
+    patch: int = 8
+    vocab: int = 512
+
+
+def build_tiny_llava(seed: int = 0, size: TinyLlavaSize = TinyLlavaSize()):
+    """Return ``(model, processor)``: a ``LlavaForConditionalGeneration`` (float32, eval) and
+    its ``LlavaProcessor``."""
+    from transformers import (
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+        PreTrainedTokenizerFast,
+    )
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=size.vocab,
+        special_tokens=["<unk>", "<s>", "</s>", "<pad>", "<image>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator([" ".join(WORDS)] * 4, trainer)
+    backend.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", backend.token_to_id("<s>"))]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        extra_special_tokens={"image_token": "<image>"},
+    )
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": size.image_size},
+        crop_size={"height": size.image_size, "width": size.image_size},
+    )
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=size.patch,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=CHAT_TEMPLATE,
+    )
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(
+            hidden_size=size.vision_hidden,
+            intermediate_size=4 * size.vision_hidden,
+            num_hidden_layers=size.vision_layers,
+            num_attention_heads=4,
+            image_size=size.image_size,
+            patch_size=size.patch,
+        ),
+        text_config=LlamaConfig(
+            hidden_size=size.hidden,
+            intermediate_size=size.intermediate,
+            num_hidden_layers=size.layers,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            vocab_size=len(tokenizer),
+            max_position_embeddings=512,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        ),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-1,
+    )
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config).eval()
+    return model, processor
