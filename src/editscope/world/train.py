@@ -1,0 +1,194 @@
+"""Train the built-in model from scratch on the world (CPU, deterministic given the seed).
+
+Every step mixes three kinds of examples: visual fact questions and visual attribute questions
+(one image sub-batch) and text-only fact questions (one text sub-batch, which needs no padding
+to the image length). Images are fresh random augmentations most of the time and one of the
+fixed "seen" renders otherwise. AdamW with linear warm-up and cosine decay.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from editscope.world.data import Encoded, Encoder, collate, shifted_loss_terms
+from editscope.world.evaluate import SEEN_RENDERS, evaluate
+from editscope.world.modeling import ModelSpec, build_model, build_processor
+from editscope.world.render import Augmentation, fixed_render, render
+from editscope.world.templates import ATTRIBUTE_TEMPLATES, attribute_question, fact_question, fact_templates
+from editscope.world.tokenizer import DEFAULT_VOCAB_SIZE, build_tokenizer
+from editscope.world.world import ATTRIBUTES, FACTS, WORLD_FILE, World, WorldConfig, build_world
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training hyper-parameters. ``visual``, ``attribute`` and ``text`` are the number of each
+    kind of example per step; ``fresh`` is the probability that an image is a new augmentation."""
+
+    seed: int = 0
+    steps: int = 6000
+    visual: int = 24
+    attribute: int = 12
+    text: int = 16
+    fresh: float = 0.75
+    lr: float = 1.5e-3
+    min_lr_ratio: float = 0.05
+    warmup: int = 200
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    threads: int = 1
+    vocab_size: int = DEFAULT_VOCAB_SIZE
+    eval_every: int = 1000
+    save_every: int = 500
+    world: WorldConfig = field(default_factory=WorldConfig)
+    model: ModelSpec = field(default_factory=ModelSpec)
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.warmup < 0:
+            raise ValueError(f"TrainConfig needs steps >= 1 and warmup >= 0, got {self.steps}, {self.warmup}")
+        if min(self.visual, self.attribute, self.text) < 1:
+            raise ValueError("TrainConfig needs at least one example of each kind per step")
+        if not 0.0 <= self.fresh <= 1.0:
+            raise ValueError(f"TrainConfig.fresh must be in [0, 1], got {self.fresh}")
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """Linear warm-up to ``lr``, then cosine decay to ``lr * min_lr_ratio`` at the last step."""
+    if step < config.warmup:
+        return config.lr * (step + 1) / config.warmup
+    progress = (step - config.warmup) / max(config.steps - config.warmup, 1)
+    cosine = 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+    return config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * cosine)
+
+
+class Sampler:
+    """Draws the examples of each step from a seeded :class:`random.Random`."""
+
+    def __init__(self, world: World, encoder: Encoder, config: TrainConfig) -> None:
+        self.world, self.encoder, self.config = world, encoder, config
+        self.rng = random.Random(f"train/{config.seed}")
+        self.seen = {(s.index, k): fixed_render(s, "seen", k, world.config.seed)
+                     for s in world.subjects for k in range(SEEN_RENDERS)}
+
+    def _image(self, subject_index: int):
+        if self.rng.random() < self.config.fresh:
+            return render(self.world.subject(subject_index), Augmentation.sample(self.rng))
+        return self.seen[(subject_index, self.rng.randrange(SEEN_RENDERS))]
+
+    def step(self) -> tuple[list[Encoded], list[Encoded]]:
+        """``(image examples, text examples)`` of one step."""
+        rng, subjects = self.rng, self.world.subjects
+        images: list[Encoded] = []
+        for _ in range(self.config.visual):
+            s = rng.choice(subjects)
+            fact = rng.choice(FACTS)
+            q = fact_question(s, fact, rng.choice(fact_templates(fact, "train")), image=True)
+            images.append(self.encoder.encode(q, self._image(s.index)))
+        for _ in range(self.config.attribute):
+            s = rng.choice(subjects)
+            attribute = rng.choice(ATTRIBUTES)
+            q = attribute_question(s, attribute, rng.choice(ATTRIBUTE_TEMPLATES[attribute]["train"]))
+            images.append(self.encoder.encode(q, self._image(s.index)))
+        texts = []
+        for _ in range(self.config.text):
+            s = rng.choice(subjects)
+            fact = rng.choice(FACTS)
+            q = fact_question(s, fact, rng.choice(fact_templates(fact, "train")), image=False)
+            texts.append(self.encoder.encode(q, None))
+        return images, texts
+
+
+def save_model(model, processor, out: Path, meta: dict[str, Any], half: bool = True) -> None:
+    """Write a directory loadable by ``from_pretrained``, with ``world.json`` beside it."""
+    out.mkdir(parents=True, exist_ok=True)
+    to_save = model
+    if half:
+        to_save = type(model)(model.config)
+        to_save.load_state_dict(model.state_dict())
+        to_save = to_save.to(torch.float16)
+        to_save.generation_config = model.generation_config
+    to_save.save_pretrained(out)
+    processor.save_pretrained(out)
+    (out / WORLD_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+def config_dict(config: TrainConfig) -> dict[str, Any]:
+    data = asdict(config)
+    data["world"] = config.world.to_dict()
+    data["model"] = config.model.to_dict()
+    return data
+
+
+def train(config: TrainConfig, out: Path, work_dir: Path | None = None, command: str = "",
+          max_minutes: float | None = None, progress: bool = True) -> dict[str, Any]:
+    """Train, save the half-precision model to ``out`` and return the ``world.json`` data.
+
+    ``work_dir`` receives a loadable snapshot (``latest/``) every ``save_every`` steps.
+    ``max_minutes`` stops early (then the result depends on the machine's speed).
+    """
+    torch.set_num_threads(config.threads)
+    world = build_world(config.world)
+    tokenizer = build_tokenizer(world, config.vocab_size)
+    processor = build_processor(config.model, tokenizer)
+    model = build_model(config.model, tokenizer, config.seed)
+    encoder = Encoder(tokenizer, config.model.image_tokens)
+    sampler = Sampler(world, encoder, config)
+    n_params = sum(p.numel() for p in model.parameters())
+    logger.info("model has %.2fM parameters", n_params / 1e6)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.lr, betas=(0.9, 0.98))
+    meta: dict[str, Any] = {"train": config_dict(config), "command": command, "parameters": n_params}
+    start = time.monotonic()
+    bar = tqdm(range(config.steps), desc="train", mininterval=10.0, disable=not progress)
+    step = 0
+    for step in bar:
+        model.train()
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(config, step)
+        total_loss, total_count = torch.zeros(()), torch.zeros((), dtype=torch.long)
+        for examples in sampler.step():
+            batch = collate(examples, tokenizer.pad_token_id)
+            labels = batch.pop("labels")
+            loss, count = shifted_loss_terms(model(**batch).logits, labels)
+            total_loss, total_count = total_loss + loss, total_count + count
+        loss = total_loss / total_count
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}", refresh=False)
+        done = step + 1
+        if config.eval_every and done % config.eval_every == 0 and done < config.steps:
+            quick = evaluate(model, encoder, world, stride=8)
+            logger.info("step %d quick eval %s", done, quick)
+            bar.write(f"step {done} loss {loss.item():.4f} quick eval {json.dumps(quick)}")
+        if work_dir is not None and config.save_every and done % config.save_every == 0:
+            save_model(model, processor, work_dir / "latest", {**meta, "steps_done": done})
+        if max_minutes is not None and time.monotonic() - start > 60 * max_minutes:
+            logger.warning("stopping at step %d of %d: %.1f minutes elapsed", done, config.steps, max_minutes)
+            break
+    meta["steps_done"] = step + 1
+    meta["train_wall_time_s"] = round(time.monotonic() - start, 1)
+    save_model(model, processor, out, meta)
+    return meta
+
+
+def save_metrics(out: Path, metrics: dict[str, float]) -> None:
+    """Record the final evaluation of the model in ``out`` in its ``world.json``."""
+    path = out / WORLD_FILE
+    meta = json.loads(path.read_text())
+    meta["metrics"] = metrics
+    path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
