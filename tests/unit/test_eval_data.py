@@ -152,10 +152,11 @@ def test_missing_file_and_unknown_format(root: Path) -> None:
 
 
 def test_data_specs() -> None:
-    assert parse_data_spec("world:test").fmt == "world"
+    assert parse_data_spec("world:test").split == "test"
+    assert parse_data_spec("world:/d/e.json").split is None
     assert parse_data_spec("vlkeb:/x/y.json").location == "/x/y.json"
     assert parse_data_spec("mmedit:/x/vqa_eval.json").fmt == "mmedit-vqa"
-    for bad in ("world:train", "foo:bar", "mmedit", "mmedit:"):
+    for bad in ("world:train", "world:x.txt", "foo:bar", "mmedit", "mmedit:"):
         with pytest.raises(DataError):
             parse_data_spec(bad)
 

@@ -1,9 +1,77 @@
-"""CLI commands of the bench area (filled in by that area)."""
+"""CLI commands of the bench area: ``editscope bench``."""
 
 from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Optional
 
 import typer
 
 
+def _command_line(ctx: typer.Context) -> str:
+    """The command as given: the options set on the command line, in their canonical form."""
+    words = ["editscope", ctx.info_name or "bench"]
+    for param in ctx.command.params:
+        source = ctx.get_parameter_source(param.name)
+        if source is None or source.name != "COMMANDLINE":
+            continue
+        value = ctx.params[param.name]
+        flag = param.opts[0]
+        if isinstance(value, bool):
+            if value:
+                words.append(flag)
+        else:
+            words += [flag, str(value)]
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def bench(
+    ctx: typer.Context,
+    data: str = typer.Option(..., "--data", help="world:test | world:dev | mmedit:FILE | mmedit-ic:FILE | vlkeb:FILE"),
+    out: Path = typer.Option(..., "--out", help="directory for results.json, summary.md and the plots"),
+    model: str = typer.Option("builtin", "--model", help="'builtin' or a local checkpoint directory"),
+    images: Optional[str] = typer.Option(None, "--images", help="image root (default: the data file's folder)"),
+    editors: str = typer.Option("scopeedit,more,lora,ft,grace", "--editors",
+                                help="comma-separated: scopeedit, more, lora, ft, grace, none"),
+    edits: int = typer.Option(100, "--edits", help="length of the edit stream (re-edits facts beyond the data)"),
+    checkpoints: str = typer.Option("1,10,100,1000", "--checkpoints", help="retention checkpoints"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="ScopeEdit preset name or YAML file "
+                                         "(default: 'builtin' for the built-in model, else the reference values)"),
+    seed: int = typer.Option(0, "--seed", help="seed of the stream order and re-edit values"),
+    editor_config: Optional[str] = typer.Option(None, "--editor-config",
+                                                help="YAML {editor: {key: value}} overriding editor configs"),
+    threshold: float = typer.Option(0.5, "--scope-threshold", help="in-scope transfer threshold of the scope classes"),
+    no_exact_match: bool = typer.Option(False, "--no-exact-match", help="skip greedy generation (faster)"),
+    device: Optional[str] = typer.Option(None, "--device", help="e.g. cpu or cuda (default: where the model loads)"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (1 is fastest for "
+                                          "small models on a busy machine)"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
+) -> None:
+    """Compare editors on one model, one stream of edits, in the same order."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    from editscope.evaluation.bench import BenchSpec, parse_checkpoints, parse_list, run_bench
+    from editscope.evaluation.data import DataError
+
+    try:
+        spec = BenchSpec(
+            model=model, data=data, out=out, editors=parse_list(editors, "--editors"), edits=edits,
+            checkpoints=parse_checkpoints(checkpoints), images=images, preset=preset, seed=seed,
+            scope_threshold=threshold, exact_match=not no_exact_match, editor_config=editor_config,
+            device=device,
+        )
+        results = run_bench(spec, _command_line(ctx), progress=not quiet, echo=typer.echo)
+    except (DataError, ValueError, FileNotFoundError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo((out / "summary.md").read_text())
+    typer.echo(f"wrote {out / 'results.json'}, {out / 'summary.md'} and plots "
+               f"({len(results['editors'])} editors)")
+
+
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the main app."""
+    app.command("bench")(bench)

@@ -17,7 +17,7 @@ import json
 import random
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from PIL import Image
 
@@ -345,26 +345,32 @@ def latest_per_fact(stream: Sequence[EditCase]) -> list[EditCase]:
 
 # -- data specifications of the command line -----------------------------------------------
 
-WorldMaker = Callable[[str, Path], Path]
-
-
 @dataclass(frozen=True)
 class DataSpec:
-    """A parsed ``--data`` value: ``world:test``, ``mmedit:FILE``, ``vlkeb:FILE``..."""
+    """A parsed ``--data`` value. ``split`` is set for the built-in world's generated splits
+    (``world:dev``, ``world:test``); otherwise ``location`` is a records file."""
 
     fmt: str
     location: str
-    extra: dict[str, str] = field(default_factory=dict)
+    split: str | None = None
+
+
+WORLD_SPLITS = ("dev", "test")
 
 
 def parse_data_spec(spec: str) -> DataSpec:
+    """``world:dev|test`` (generated), ``world:FILE`` (world records on disk),
+    ``mmedit:FILE`` (E-IC when the file name says caption, else E-VQA), ``mmedit-vqa:FILE``,
+    ``mmedit-ic:FILE`` or ``vlkeb:FILE``."""
     kind, sep, rest = spec.partition(":")
     if not sep or not rest:
         raise DataError(f"--data {spec!r}: expected KIND:VALUE, e.g. world:test or mmedit:FILE")
     kind = kind.lower()
     if kind == "world":
-        if rest not in ("dev", "test"):
-            raise DataError(f"--data {spec!r}: the world has splits 'dev' and 'test'")
+        if rest in WORLD_SPLITS:
+            return DataSpec("world", rest, split=rest)
+        if not rest.endswith(".json"):
+            raise DataError(f"--data {spec!r}: the world has splits {WORLD_SPLITS} (or give a .json records file)")
         return DataSpec("world", rest)
     if kind == "mmedit":
         name = Path(rest).name.lower()

@@ -195,7 +195,8 @@ def measure_fwd_bwd(vlm: Any, stream: Sequence[EditCase], n: int = 5) -> float |
     """Median time of one forward + backward pass of the target NLL on edit inputs, with
     gradients flowing to the MLP and projector linears of the edit sites (what a gradient
     editor pays per step). The model is left exactly as it was."""
-    paths = [p for group in vlm.site_paths().values() for p in group]
+    groups = vlm.site_paths(len(vlm.decoder_layers()), include_projector=True)
+    paths = [p for group in groups.values() for p in group]
     if not paths:
         return None
     device = _device_of(vlm)

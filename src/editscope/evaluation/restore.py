@@ -1,8 +1,8 @@
 """Putting a shared model back exactly as it was after an editor has used it.
 
-Editors change a model by swapping modules in (adapter layers), by replacing parameters, or
-by registering hooks. ``ModelRestorePoint`` records the module tree, the parameter and buffer
-objects, the hooks and the ``requires_grad`` flags, and puts all of them back. It does not
+Editors change a model by swapping modules in (adapter layers) or by replacing parameters.
+``ModelRestorePoint`` records the module tree, the parameter and buffer objects, the
+``requires_grad`` flags and the train/eval modes, and puts all of them back. It does not
 copy weights (a 7B model would be copied): an editor that writes into the base weights in
 place must undo that itself, and the harness checks the outputs afterwards.
 """
@@ -14,8 +14,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-_DICTS = ("_modules", "_parameters", "_buffers", "_forward_hooks", "_forward_pre_hooks",
-          "_backward_hooks", "_forward_hooks_with_kwargs", "_forward_pre_hooks_with_kwargs")
+# Hooks are not restored: transformers installs its own output-capturing hooks lazily, on the
+# first forward pass, and editors remove theirs in ``finally`` blocks.
+_DICTS = ("_modules", "_parameters", "_buffers")
 
 
 @dataclass
@@ -31,7 +32,7 @@ class ModelRestorePoint:
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self._records = [
-            _ModuleRecord(m, {name: dict(getattr(m, name)) for name in _DICTS if hasattr(m, name)}, m.training)
+            _ModuleRecord(m, {name: dict(getattr(m, name)) for name in _DICTS}, m.training)
             for m in model.modules()
         ]
         self._requires_grad = [(p, p.requires_grad) for p in model.parameters()]

@@ -1,0 +1,201 @@
+"""The ``editscope bench`` job as a library function: load a model and a benchmark, run the
+chosen editors on the same stream, write ``results.json``, ``summary.md`` and the plots."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import platform
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+import yaml
+
+from editscope.evaluation.data import DataError, EditCase, build_stream, load_records, parse_data_spec
+from editscope.evaluation.plots import write_plots
+from editscope.evaluation.protocol import EditorRun, ProtocolConfig, run_comparison
+from editscope.evaluation.report import build_results, write_results, write_summary
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EDITORS: tuple[str, ...] = ("scopeedit", "more", "lora", "ft", "grace")
+BUILTIN_PRESET = "builtin"
+
+
+@dataclass(frozen=True)
+class BenchSpec:
+    """Everything a bench run depends on (recorded in ``results.json``)."""
+
+    model: str
+    data: str
+    out: Path
+    editors: tuple[str, ...] = DEFAULT_EDITORS
+    edits: int = 100
+    checkpoints: tuple[int, ...] = (1, 10, 100, 1000)
+    images: str | None = None
+    preset: str | None = None
+    seed: int = 0
+    scope_threshold: float = 0.5
+    exact_match: bool = True
+    editor_config: str | None = None
+    device: str | None = None
+    overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from editscope.editors.baselines import EDITORS
+
+        if not self.editors:
+            raise ValueError("no editors given")
+        unknown = [e for e in self.editors if e not in EDITORS]
+        if unknown:
+            raise ValueError(f"unknown editor(s) {unknown}; available: {', '.join(EDITORS)}")
+        if len(set(self.editors)) != len(self.editors):
+            raise ValueError(f"editor listed twice in {list(self.editors)}")
+        if self.edits < 1:
+            raise ValueError(f"--edits must be >= 1, got {self.edits}")
+
+
+def parse_list(text: str, what: str) -> tuple[str, ...]:
+    items = tuple(s.strip() for s in text.split(",") if s.strip())
+    if not items:
+        raise ValueError(f"{what}: empty list")
+    return items
+
+
+def parse_checkpoints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(s) for s in parse_list(text, "--checkpoints"))
+    except ValueError as exc:
+        raise ValueError(f"--checkpoints {text!r}: expected integers separated by commas") from exc
+    if any(v < 1 for v in values):
+        raise ValueError(f"--checkpoints {text!r}: checkpoints must be >= 1")
+    return values
+
+
+def load_editor_overrides(path: str | None) -> dict[str, dict[str, Any]]:
+    """``{editor name: {config key: value}}`` from a YAML/JSON file (or nothing)."""
+    if path is None:
+        return {}
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"editor config file not found: {file}")
+    data = yaml.safe_load(file.read_text()) or {}
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise ValueError(f"{file}: expected a mapping of editor names to mappings of config keys")
+    return data
+
+
+def load_cases(spec: BenchSpec) -> list[EditCase]:
+    data = parse_data_spec(spec.data)
+    if data.split is not None:
+        path = _world_records(data.split, spec.out / "data")
+        return load_records("world", path, spec.images or path.parent)
+    return load_records(data.fmt, data.location, spec.images)
+
+
+def _world_records(split: str, directory: Path) -> Path:
+    """Write the built-in world's edit benchmark for ``split`` under ``directory``."""
+    from editscope.world import make_edits  # the world package writes MMEdit-format records
+
+    target = directory / f"world-{split}"
+    return Path(make_edits(split, target))
+
+
+def editor_configs(spec: BenchSpec) -> dict[str, Any]:
+    """The config of every chosen editor: ScopeEdit/M-ORE from the preset, LoRA on the same
+    sites, baselines from their presets for that model; then the file's overrides."""
+    from editscope.config import ScopeEditConfig, load_preset, preset_names
+    from editscope.editors.baselines import make_config
+    from editscope.editors.baselines.presets import baseline_values
+
+    preset = spec.preset
+    if preset is None and spec.model == BUILTIN_PRESET and BUILTIN_PRESET in preset_names():
+        preset = BUILTIN_PRESET
+    scope_cfg = load_preset(preset) if preset is not None else ScopeEditConfig()
+    overrides = {**load_editor_overrides(spec.editor_config), **{k: dict(v) for k, v in spec.overrides.items()}}
+    configs: dict[str, Any] = {}
+    for name in spec.editors:
+        if name in ("scopeedit", "more"):
+            configs[name] = scope_cfg.replace(**overrides.get(name, {}))
+            continue
+        values = dict(baseline_values(name, preset))
+        if name == "lora":
+            values.setdefault("n_last_layers", scope_cfg.n_last_layers)
+            values.setdefault("include_projector", scope_cfg.include_projector)
+        values.update(overrides.get(name, {}))
+        configs[name] = make_config(name, values)
+    unused = sorted(set(overrides) - set(spec.editors))
+    if unused:
+        log.warning("editor config given for editors not in the run: %s", unused)
+    return configs
+
+
+def _stream_rows(stream: Sequence[EditCase]) -> list[dict[str, Any]]:
+    return [{"case_id": c.case_id, "fact_id": c.fact_id, "round": c.round, "prompt": c.request.prompt,
+             "target": c.target, "previous_target": c.previous_target,
+             "image": None if c.request.image is None else str(c.request.image)} for c in stream]
+
+
+def _config_record(spec: BenchSpec, configs: Mapping[str, Any], n_records: int, checkpoints: Sequence[int],
+                   device: str) -> dict[str, Any]:
+    from editscope.config import ScopeEditConfig
+
+    def plain(cfg: Any) -> Any:
+        return cfg.to_dict() if isinstance(cfg, ScopeEditConfig) else dataclasses.asdict(cfg)
+
+    return {
+        "model": spec.model, "data": spec.data, "images": spec.images, "editors": list(spec.editors),
+        "edits": spec.edits, "checkpoints": list(checkpoints), "preset": spec.preset, "seed": spec.seed,
+        "scope_threshold": spec.scope_threshold, "exact_match": spec.exact_match, "records": n_records,
+        "editor_configs": {k: plain(v) for k, v in configs.items()}, "device": device,
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "platform": platform.platform(),
+    }
+
+
+def run_bench(spec: BenchSpec, command: str, vlm: Any = None, progress: bool = True,
+              echo: Callable[[str], None] = log.info) -> dict[str, Any]:
+    """Run the benchmark described by ``spec``; returns the results (also written to
+    ``spec.out``). ``vlm`` overrides loading ``spec.model`` (tests)."""
+    from editscope.editors.baselines import build_editor
+
+    torch.manual_seed(spec.seed)
+    spec.out.mkdir(parents=True, exist_ok=True)
+    cases = load_cases(spec)
+    stream = build_stream(cases, spec.edits, seed=spec.seed)
+    if len(cases) < spec.edits:
+        echo(f"{len(cases)} records for {spec.edits} edits: later edits re-edit facts to new values")
+    configs = editor_configs(spec)
+    if vlm is None:
+        from editscope.models import load
+
+        vlm = load(spec.model, device=spec.device)
+    device = str(vlm.device)
+    protocol = ProtocolConfig(checkpoints=spec.checkpoints, scope_threshold=spec.scope_threshold,
+                              exact_match=spec.exact_match, progress=progress)
+    checkpoints = protocol.checkpoints_for(len(stream))
+    config = _config_record(spec, configs, len(cases), checkpoints, device)
+    created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    finished: list[EditorRun] = []
+
+    def write(runs: Sequence[EditorRun]) -> dict[str, Any]:
+        results = build_results(runs, checkpoints, config, _stream_rows(stream), command, created)
+        write_results(results, spec.out)
+        write_summary(results, spec.out)
+        return results
+
+    def on_done(run: EditorRun) -> None:
+        finished.append(run)
+        write(finished)  # partial results survive an interrupted run
+        echo(f"{run.name}: done ({len(run.edits)} edits)")
+
+    factories = {name: (lambda v, n=name: build_editor(n, v, configs[n])) for name in spec.editors}
+    run_comparison(vlm, stream, factories, protocol, on_done=on_done)
+    results = write(finished)
+    write_plots(results, spec.out)
+    return results
+
+
+__all__ = ["BenchSpec", "DataError", "DEFAULT_EDITORS", "parse_checkpoints", "parse_list", "run_bench"]

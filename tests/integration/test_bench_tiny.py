@@ -1,0 +1,168 @@
+"""A short ``editscope bench`` run on the tiny LLaVA (saved to disk, loaded by path), with
+world-format records written here: all three outputs, and what each editor did."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from tiny_models import build_tiny
+from typer.testing import CliRunner
+
+from editscope.cli.main import app
+from editscope.editors.base import Editor
+from editscope.editors.baselines import EDITORS
+from editscope.evaluation.data import build_stream, load_records
+from editscope.evaluation.protocol import ProtocolConfig, run_comparison
+from editscope.evaluation.report import MAIN_METRICS
+from editscope.models import VisionLanguageModel
+from editscope.types import EditRequest, EditResult
+
+QUESTION = "what color is the object in the image ?"
+UNDER_TEST = ("lora", "ft", "grace", "none")  # TEMP
+N_EDITS = 4          # 3 records: the 4th edit re-edits a fact to a new value
+CHECKPOINTS = "1,2"  # plus the last edit, 4
+
+
+def _image(path: Path, seed: int) -> str:
+    pixels = np.random.RandomState(seed).randint(0, 256, size=(32, 32, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path.name
+
+
+def _records(root: Path) -> Path:
+    answers = ["purple banana", "green tree", "blue bird"]
+    records = []
+    for i, alt in enumerate(answers):
+        records.append({
+            "src": QUESTION, "pred": "red", "alt": alt, "rephrase": "what is this ?",
+            "image": _image(root / f"edit{i}.png", 10 * i), "image_rephrase": _image(root / f"rephrase{i}.png", 10 * i + 1),
+            "loc": "who made it ?", "loc_ans": "a dog", "m_loc": _image(root / f"mloc{i}.png", 10 * i + 2),
+            "m_loc_q": "how many are there ?", "m_loc_a": "three", "text_q": f"where is the cat {i} ?",
+            "near_miss": _image(root / f"near{i}.png", 10 * i + 3), "near_miss_a": "red",
+            "other_fact_q": "who made it ?", "other_fact_a": "a car", "relation": "color",
+        })
+    path = root / "edits.json"
+    path.write_text(json.dumps(records))
+    return path
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> None:
+    """One thread: the tiny model gains nothing from more, and a busy machine loses a lot."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    model, processor = build_tiny("LlavaForConditionalGeneration", seed=0)
+    directory = tmp_path_factory.mktemp("tiny_llava")
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _records(tmp_path_factory.mktemp("records"))
+
+
+@pytest.fixture(scope="module")
+def bench_out(tiny_dir: Path, records: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bench")
+    result = CliRunner().invoke(app, [
+        "bench", "--model", str(tiny_dir), "--data", f"world:{records}", "--editors", ",".join(UNDER_TEST),
+        "--edits", str(N_EDITS), "--checkpoints", CHECKPOINTS, "--preset", "tiny", "--out", str(out),
+        "--threads", "1", "--quiet",
+    ])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return out
+
+
+def test_outputs_written(bench_out: Path) -> None:
+    results = json.loads((bench_out / "results.json").read_text())
+    assert results["command"].startswith("editscope bench --data world:")
+    assert "--edits 4" in results["command"] and "--preset tiny" in results["command"]
+    assert results["config"]["threads"] == 1
+    assert results["config"]["checkpoints"] == [1, 2, 4]
+    assert [row["round"] for row in results["stream"]] == [0, 0, 0, 1]
+    assert list(results["editors"]) == list(UNDER_TEST)
+    for name, entry in results["editors"].items():
+        assert len(entry["edits"]) == N_EDITS
+        for block in ("online", "retention"):
+            assert set(entry[block]) == {"1", "2", "4"}
+            for agg in entry[block].values():
+                assert set(MAIN_METRICS) <= set(agg)
+                for key in ("rel", "t_gen", "m_gen", "t_loc", "m_loc", "exact_match", "text_transfer",
+                            "near_miss_leak", "edit_time_median_s"):
+                    assert agg[key] is not None, (name, block, key)
+        assert entry["retention"]["4"]["n_scored"] == 3  # three facts, the re-edited one at its latest value
+        assert entry["cost"]["edit_time_start_median_s"] > 0
+    summary = (bench_out / "summary.md").read_text()
+    assert results["command"] in summary
+    for n in (1, 2, 4):
+        assert f"## Retention after {n} edits" in summary
+    for name in UNDER_TEST:
+        assert f"| {name} |" in summary
+    for png in ("metrics_vs_edits.png", "scope_tradeoff.png", "edit_time.png"):
+        data = (bench_out / png).read_bytes()
+        assert data[:4] == b"\x89PNG" and len(data) > 1000
+
+
+def test_each_editor_changes_the_edited_answer_and_none_does_not(bench_out: Path) -> None:
+    editors = json.loads((bench_out / "results.json").read_text())["editors"]
+    for name, entry in editors.items():
+        first = entry["edits"][0]
+        if name == "none":
+            assert first["loss_after"] == first["loss_before"]
+            assert entry["online"]["4"]["t_loc"] == 1.0 and entry["online"]["4"]["m_loc"] == 1.0
+            assert entry["retention"]["4"]["near_miss_leak"] == 0.0
+            assert entry["cost"]["state_bytes_last"] == 0
+        else:
+            assert first["loss_after"] < first["loss_before"] - 0.1, name
+            assert first["rel"] > 0.0, name
+            assert entry["cost"]["state_bytes_last"] > 0, name
+
+
+class _WritesBaseWeights(Editor):
+    """A broken editor: changes a base weight in place and never undoes it."""
+
+    name = "broken"
+
+    def edit(self, request: EditRequest) -> EditResult:
+        with torch.no_grad():
+            self.vlm.model.get_input_embeddings().weight.mul_(1.5)
+        return EditResult(edit_id=1, loss_before=0.0, loss_after=0.0, active_groups=())
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        pass
+
+    def config_dict(self) -> dict:
+        return {}
+
+
+def test_model_is_restored_between_editors_and_damage_is_caught(tiny_dir: Path, records: Path) -> None:
+    from editscope.models import load
+
+    vlm: VisionLanguageModel = load(tiny_dir)
+    stream = build_stream(load_records("world", records), 1)
+    request = stream[0].request
+    before = vlm.logits(request.image, request.prompt, request.target)
+    config = ProtocolConfig(checkpoints=(1,), exact_match=False, progress=False)
+    factories = {name: (lambda v, n=name: EDITORS[n].editor(v, None)) for name in ("lora", "grace")}
+    runs = run_comparison(vlm, stream, factories, config)
+    assert [r.name for r in runs] == ["lora", "grace"]
+    assert torch.equal(vlm.logits(request.image, request.prompt, request.target), before)
+    assert all(type(m).__name__ not in ("LoRALinear", "GraceCodebook") for m in vlm.model.modules())
+    with pytest.raises(RuntimeError, match="after editor 'broken'"):
+        run_comparison(vlm, stream, {"broken": _WritesBaseWeights}, config)
