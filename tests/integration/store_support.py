@@ -8,6 +8,7 @@ import hashlib
 import sqlite3
 from pathlib import Path
 
+import pytest
 import torch
 from PIL import Image
 
@@ -80,3 +81,13 @@ def store_state(directory: Path) -> tuple[dict, dict]:
         if p.is_file() and not p.name.startswith(("journal.sqlite", "lock"))
     }
     return journal_rows(directory), files
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread: tiny models gain nothing from more, and the subprocesses of these
+    tests run with OMP_NUM_THREADS=1, so that replay in this process matches theirs bit for bit."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

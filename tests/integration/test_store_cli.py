@@ -1,0 +1,163 @@
+"""The store's command line on a tiny LLaVA: the whole workflow, one-line errors, and a stream
+killed with SIGKILL that loses no acknowledged edit and leaves nothing half-applied."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from editscope.cli.main import app
+from editscope.store import EditStore
+from editscope.types import EditRequest
+from store_support import (
+    EDITS,
+    make_images,
+    one_thread,  # noqa: F401 (a fixture)
+    probe_logits,
+    save_tiny_checkpoint,
+    store_state,
+    write_preset,
+)
+
+ACK = re.compile(r"^applied edit (\d+) \(line (\d+)\)")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, one_thread):
+    root = tmp_path_factory.mktemp("store-cli")
+    return {
+        "root": root,
+        "base": save_tiny_checkpoint(root / "base"),
+        "images": make_images(root / "images"),
+        "preset": write_preset(root),
+    }
+
+
+def cli(*args: object, input: str | None = None):
+    return CliRunner().invoke(app, [str(a) for a in args], input=input)
+
+
+def stream_lines(start: int, stop: int) -> str:
+    """JSONL edits ``start`` to ``stop - 1`` (cycling through EDITS and their images)."""
+    lines = []
+    for n in range(start, stop):
+        prompt, target = EDITS[n % len(EDITS)]
+        lines.append(json.dumps({"image": f"images/image{n % len(EDITS)}.png", "prompt": prompt, "target": target, "tags": ["stream"]}))
+    return "\n".join(lines) + "\n"
+
+
+def wait_for_pending(store, edit_id: int, timeout_s: float = 30.0) -> None:
+    """Poll the journal (read-only) until ``edit_id`` is journaled as pending."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with sqlite3.connect(f"file:{store / 'journal.sqlite'}?mode=ro", uri=True) as conn:
+            row = conn.execute("SELECT status FROM edits WHERE id = ?", (edit_id,)).fetchone()
+        if row is not None and row[0] == "pending":
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"edit {edit_id} never became pending")
+
+
+def test_workflow(world, tmp_path, monkeypatch):
+    store, images = tmp_path / "store", world["images"]
+    result = cli("init", "--store", store, "--model", world["base"], "--preset", world["preset"])
+    assert result.exit_code == 0, result.output
+    result = cli("edit", "--store", store, "--image", images[0], "--prompt", EDITS[0][0], "--target", EDITS[0][1], "--tag", "colour")
+    assert result.exit_code == 0 and "applied edit 1" in result.output, result.output
+    monkeypatch.chdir(world["root"])  # relative image paths in a stdin stream are relative to the cwd
+    result = cli("edit", "--store", store, "--stream", "-", input=stream_lines(1, 3))
+    assert result.exit_code == 0, result.output
+    assert [int(m.group(1)) for m in map(ACK.match, result.stdout.splitlines()) if m] == [2, 3]
+    assert cli("snapshot", "--store", store, "--name", "three").exit_code == 0
+    logged = json.loads(cli("log", "--store", store, "--tag", "stream", "--json").stdout)
+    assert [r["id"] for r in logged] == [2, 3] and all(r["status"] == "applied" for r in logged)
+    result = cli("query", "--store", store, "--image", images[0], "--prompt", EDITS[0][0], "--max-new-tokens", "2")
+    assert result.exit_code == 0 and result.output.strip()
+    assert cli("rollback", "--store", store, "--to", "2").exit_code == 0
+    assert cli("revert", "1", "--store", store).exit_code == 0
+    audit = json.loads(cli("audit", "--store", store, "--json").stdout)
+    assert audit["state"] == [2]
+    assert "rolled_back" in cli("log", "--store", store, "--status", "rolled_back").output
+    result = cli("export", "--store", store, "--out", tmp_path / "adapter")
+    assert result.exit_code == 0 and (tmp_path / "adapter" / "manifest.json").is_file()
+    assert cli("rollback", "--store", store, "--to", "three").exit_code == 0
+    lines = cli("log", "--store", store).stdout.splitlines()
+    assert [line.split()[1] for line in lines] == ["applied", "applied", "applied"]
+
+
+def test_errors_are_one_line_and_change_nothing(world, tmp_path):
+    store = tmp_path / "store"
+    assert cli("init", "--store", store, "--model", world["base"], "--preset", world["preset"]).exit_code == 0
+    before = store_state(store)
+    cases = [
+        (("revert", "9", "--store", store), "error: no edit with id 9"),
+        (("rollback", "--store", store, "--to", "nightly"), "error: no snapshot named 'nightly'"),
+        (("edit", "--store", store, "--image", tmp_path / "no.png", "--prompt", "what is this ?", "--target", "x"), "error: image file not found"),
+        (("edit", "--store", store, "--prompt", "what is this ?", "--target", "  "), "error: EditRequest.target is empty"),
+        (("log", "--store", store, "--status", "done"), "error: unknown status 'done'"),
+        (("init", "--store", store, "--model", world["base"]), "error: cannot create a store"),
+        (("query", "--store", tmp_path / "nowhere", "--prompt", "hi"), "is not an editscope store"),
+    ]
+    for args, message in cases:
+        result = cli(*args)
+        assert result.exit_code == 1, (args, result.output)
+        errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and message in errors[0], (args, result.output)
+    assert store_state(store) == before
+
+
+def test_sigkill_mid_stream_keeps_every_acknowledged_edit(world, tmp_path):
+    store = tmp_path / "store"
+    EditStore.init(store, world["base"], str(world["preset"]), snapshot_every=2).close()
+    stream = world["root"] / "kill-stream.jsonl"
+    stream.write_text(stream_lines(0, 8))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "editscope.cli.main", "edit", "--store", str(store), "--stream", str(stream)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    acknowledged = []
+    try:
+        for line in process.stdout:
+            match = ACK.match(line)
+            if match:
+                acknowledged.append(int(match.group(1)))
+            if len(acknowledged) == 3:
+                wait_for_pending(store, 4)  # kill while edit 4 is being applied
+                process.send_signal(signal.SIGKILL)
+                break
+    finally:
+        process.kill()
+        acknowledged += [int(m.group(1)) for m in map(ACK.match, process.stdout.read().splitlines()) if m]
+        process.wait(timeout=30)
+    assert process.returncode == -signal.SIGKILL
+    assert acknowledged == [1, 2, 3]
+
+    with EditStore.open(store) as reopened:
+        records = reopened.log()
+        applied = [r.id for r in records if r.status == "applied"]
+        assert set(acknowledged) <= set(applied)
+        assert applied == list(range(1, len(applied) + 1))  # a prefix of the stream
+        assert all(r.status in ("applied", "rejected") for r in records)  # nothing left pending
+        assert reopened.get(4).status == "rejected" and reopened.get(4).error.startswith("abandoned")
+        assert applied == [1, 2, 3]
+        state = probe_logits(reopened.editor, world["images"])
+    # nothing partial: the state is exactly that of a store given the applied edits only
+    with EditStore.init(tmp_path / "fresh", world["base"], str(world["preset"])) as fresh:
+        for n in range(len(applied)):
+            prompt, target = EDITS[n % len(EDITS)]
+            fresh.edit(EditRequest(prompt, target, image=world["images"][n % len(EDITS)]))
+        assert torch.equal(probe_logits(fresh.editor, world["images"]), state)
