@@ -42,9 +42,9 @@ def _records(root: Path) -> Path:
             "src": QUESTION, "pred": "red", "alt": alt, "rephrase": "what is this ?",
             "image": _image(root / f"edit{i}.png", 10 * i), "image_rephrase": _image(root / f"rephrase{i}.png", 10 * i + 1),
             "loc": "who made it ?", "loc_ans": "a dog", "m_loc": _image(root / f"mloc{i}.png", 10 * i + 2),
-            "m_loc_q": "how many are there ?", "m_loc_a": "three", "text_q": f"where is the cat {i} ?",
-            "near_miss": _image(root / f"near{i}.png", 10 * i + 3), "near_miss_a": "red",
-            "other_fact_q": "who made it ?", "other_fact_a": "a car", "relation": "color",
+            "m_loc_q": "how many are there ?", "m_loc_a": "three", "text_only_q": f"where is the cat {i} ?",
+            "near_miss_image": _image(root / f"near{i}.png", 10 * i + 3), "near_miss_a": "red",
+            "other_fact_q": "who made it ?", "other_fact_a": "a car", "fact": "color", "record_id": f"t-{i}",
         })
     path = root / "edits.json"
     path.write_text(json.dumps(records))

@@ -86,8 +86,8 @@ def test_vlkeb_portability(root: Path) -> None:
 
 
 def test_world_extra_probes(root: Path) -> None:
-    rec = _record(0, text_q="What is the home of Zorb?", near_miss="c1.png", near_miss_a="Paris",
-                  other_fact_q="What language does it speak?", other_fact_a="Elvish", relation="city")
+    rec = _record(0, text_only_q="What is the home of Zorb?", near_miss_image="c1.png", near_miss_a="Paris",
+                  other_fact_q="What language does it speak?", other_fact_a="Elvish", fact="city")
     (c,) = load_records("world", _write(root, [rec]), root / "img")
     assert c.request.prompt == "What is object 0?"  # the world model reads bare questions
     assert c.text_transfer[0].image is None and c.text_transfer[0].answer == "value0"
@@ -96,6 +96,14 @@ def test_world_extra_probes(root: Path) -> None:
     assert c.other_fact[0].answer == "Elvish" and c.other_fact[0].image == c.request.image
     assert set(c.out_of_scope_probes()) == {"loc", "m_loc", "near_miss", "other_fact"}
     assert c.group == "city"
+    rec2 = _record(1, near_miss_image="c0.png", near_miss_q="Which one is it?", near_miss_a="Rome",
+                   record_id="test-0001")
+    (c2,) = load_records("world", _write(root, [rec2], "w2.json"), root / "img")
+    assert c2.near_miss[0].prompt == "Which one is it?" and c2.fact_id == "w2:test-0001"
+    bad = _record(2, near_miss_image="gone.png", near_miss_a="Rome")
+    path = _write(root, [rec, bad], "w3.json")
+    with pytest.raises(DataError, match=r"record 1, field 'near_miss_image': image not found"):
+        load_records("world", path, root / "img")
 
 
 @pytest.mark.parametrize(

@@ -91,17 +91,19 @@ def load_editor_overrides(path: str | None) -> dict[str, dict[str, Any]]:
 def load_cases(spec: BenchSpec) -> list[EditCase]:
     data = parse_data_spec(spec.data)
     if data.split is not None:
-        path = _world_records(data.split, spec.out / "data")
+        path = _world_records(spec.model, data.split, spec.out / "data")
         return load_records("world", path, spec.images or path.parent)
     return load_records(data.fmt, data.location, spec.images)
 
 
-def _world_records(split: str, directory: Path) -> Path:
-    """Write the built-in world's edit benchmark for ``split`` under ``directory``."""
-    from editscope.world import make_edits  # the world package writes MMEdit-format records
+def _world_records(model: str, split: str, directory: Path) -> Path:
+    """Write the edit benchmark ``split`` of the world ``model`` was trained on (the built-in
+    model's world for ``builtin``) under ``directory``; return the records file."""
+    from editscope.world import builtin_path, load_world, write_edits
 
+    model_dir = builtin_path() if model == "builtin" else Path(model)
     target = directory / f"world-{split}"
-    return Path(make_edits(split, target))
+    return Path(write_edits(load_world(model_dir), split, target))
 
 
 def editor_configs(spec: BenchSpec) -> dict[str, Any]:

@@ -197,32 +197,32 @@ def _portability(r: _RecordReader, image: Path | None, template: str) -> tuple[P
     return tuple(probes)
 
 
-# World records: extra keys (name of the key holding the question / answer / image).
-WORLD_TEXT_TRANSFER = ("text_q", "text_a")
-WORLD_NEAR_MISS = ("near_miss", "near_miss_q", "near_miss_a")
+# The world's extra keys (see editscope.world.edits): text-only transfer, near-miss and
+# other-fact probes, the fact (pool of values for re-edits) and a stable record id.
+WORLD_TEXT_TRANSFER_Q = "text_only_q"
+WORLD_NEAR_MISS = ("near_miss_image", "near_miss_q", "near_miss_a")
 WORLD_OTHER_FACT = ("other_fact_q", "other_fact_a")
-WORLD_GROUP = "relation"
+WORLD_GROUP = "fact"
+WORLD_ID = "record_id"
 
 
-def _world_extras(r: _RecordReader, case: EditCase, template: str) -> EditCase:
-    text_transfer = ()
-    if r.has(WORLD_TEXT_TRANSFER[0]):
-        text_transfer = (Probe(template.format(r.text(WORLD_TEXT_TRANSFER[0])), case.target, None),)
-    near_miss = ()
+def _world_extras(r: _RecordReader, case: EditCase, template: str, source: str) -> EditCase:
+    text_transfer: tuple[Probe, ...] = ()
+    if r.has(WORLD_TEXT_TRANSFER_Q):
+        text_transfer = (Probe(template.format(r.text(WORLD_TEXT_TRANSFER_Q)), case.target, None),)
+    near_miss: tuple[Probe, ...] = ()
     if r.has(WORLD_NEAR_MISS[0]):
-        question = r.text(WORLD_NEAR_MISS[1], required=False) or case.request.prompt
-        if r.has(WORLD_NEAR_MISS[1]):
-            question = template.format(question)
-        near_miss = (Probe(question, r.text(WORLD_NEAR_MISS[2]), r.image(WORLD_NEAR_MISS[0])),)
-    other_fact = ()
+        image_key, question_key, answer_key = WORLD_NEAR_MISS
+        question = template.format(r.text(question_key)) if r.has(question_key) else case.request.prompt
+        near_miss = (Probe(question, r.text(answer_key), r.image(image_key)),)
+    other_fact: tuple[Probe, ...] = ()
     if r.has(WORLD_OTHER_FACT[0]):
-        other_fact = (
-            Probe(template.format(r.text(WORLD_OTHER_FACT[0])), r.text(WORLD_OTHER_FACT[1]),
-                  case.request.image),
-        )
+        question_key, answer_key = WORLD_OTHER_FACT
+        other_fact = (Probe(template.format(r.text(question_key)), r.text(answer_key), case.request.image),)
     group = r.text(WORLD_GROUP, required=False) or ""
+    fact_id = f"{source}:{r.text(WORLD_ID)}" if r.has(WORLD_ID) else case.fact_id
     return replace(case, text_transfer=text_transfer, near_miss=near_miss, other_fact=other_fact,
-                   group=group)
+                   group=group, fact_id=fact_id)
 
 
 def load_records(
@@ -263,7 +263,7 @@ def load_records(
         if fmt == "vlkeb":
             case = replace(case, portability=_portability(r, case.request.image, question_t))
         elif fmt == "world":
-            case = _world_extras(r, case, question_t)
+            case = _world_extras(r, case, question_t, source)
         cases.append(case)
     return cases
 
@@ -310,7 +310,7 @@ def build_stream(cases: Sequence[EditCase], n_edits: int, seed: int = 0) -> list
 
 
 def _new_value(previous: EditCase, original: str, pool: list[str], rng: random.Random) -> str:
-    banned = {previous.target, original}
+    banned = {previous.target, original, *(p.answer for p in previous.near_miss)}
     candidates = [v for v in pool if v not in banned]
     if candidates:
         return rng.choice(candidates)

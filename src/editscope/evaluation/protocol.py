@@ -67,15 +67,15 @@ class EditorRun:
 # -- references from the unedited model ----------------------------------------------------
 
 
-def _teacher_forced(editor_or_vlm: Any, vlm: Any, probe: Probe) -> tuple[torch.Tensor, Any]:
-    """Logits (T, V) of ``probe`` teacher-forced on its answer, and the encoded inputs."""
+def _teacher_forced(vlm: Any, probe: Probe) -> tuple[torch.Tensor, Any]:
+    """Logits (T, V) of ``probe`` teacher-forced on its answer, and the encoded inputs.
+
+    Editors change the wrapped model in place (adapter modules), so reading through the
+    ``VisionLanguageModel`` reads the edited model, as ``Editor.logits`` does; encoding once
+    gives both the logits and the answer positions."""
     inputs = vlm.encode(probe.image, probe.prompt, probe.answer)
     with torch.no_grad():
-        logits = editor_or_vlm.logits(probe.image, probe.prompt, probe.answer)
-    if logits.dim() == 3:
-        logits = logits[0]
-    if logits.shape[0] != inputs.length:
-        raise RuntimeError(f"logits cover {logits.shape[0]} positions but the input has {inputs.length}")
+        logits = vlm.forward(inputs)[0].float()
     return logits, inputs
 
 
@@ -89,16 +89,16 @@ def compute_references(vlm: Any, stream: Sequence[EditCase], progress: bool = Tr
     refs: dict[ReferenceKey, M.ProbeOutputs] = {}
     todo = {key: probe for case in stream for key, probe in out_of_scope_keys(case)}
     for key, probe in tqdm(todo.items(), desc="references", disable=not progress, leave=False):
-        logits, inputs = _teacher_forced(vlm, vlm, probe)
+        logits, inputs = _teacher_forced(vlm, probe)
         refs[key] = M.probe_outputs(logits, inputs.target_positions)
     return refs
 
 
-def check_matches_base(reader: Any, vlm: Any, refs: Mapping[ReferenceKey, M.ProbeOutputs],
+def check_matches_base(vlm: Any, refs: Mapping[ReferenceKey, M.ProbeOutputs],
                        probes: Mapping[ReferenceKey, Probe], what: str) -> None:
-    """Raise when ``reader``'s predictions on the given probes differ from the base model's."""
+    """Raise when the model's predictions on the given probes differ from the base model's."""
     for key, probe in probes.items():
-        logits, inputs = _teacher_forced(reader, vlm, probe)
+        logits, inputs = _teacher_forced(vlm, probe)
         current = M.probe_outputs(logits, inputs.target_positions)
         if M.agreement(refs[key].full_topk, current.full_topk) < 1.0:
             raise RuntimeError(f"{what}: predictions on probe {key} differ from the unedited model's")
@@ -117,7 +117,7 @@ class CaseScorer:
         self.config = config
 
     def _accuracy(self, probe: Probe) -> tuple[float, int]:
-        logits, inputs = _teacher_forced(self.editor, self.vlm, probe)
+        logits, inputs = _teacher_forced(self.vlm, probe)
         predicted = logits[inputs.target_positions.long()].argmax(-1)
         return M.token_accuracy(predicted.cpu(), inputs.target_ids.cpu()), int(inputs.target_ids.numel())
 
@@ -135,7 +135,7 @@ class CaseScorer:
             row["exact_match" if name == "rel" else f"{name}_exact_match"] = self._exact(probe, n)
 
     def _locality(self, key: ReferenceKey, probe: Probe) -> M.LocalityScores:
-        logits, inputs = _teacher_forced(self.editor, self.vlm, probe)
+        logits, inputs = _teacher_forced(self.vlm, probe)
         return M.locality(self.refs[key], M.probe_outputs(logits, inputs.target_positions))
 
     def score(self, case: EditCase) -> dict[str, Any]:
@@ -180,6 +180,16 @@ def peak_memory_bytes() -> int:
     """Peak resident memory of this process so far (bytes)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def resident_memory_bytes() -> int:
+    """Resident memory of this process now (bytes; the peak where /proc is not available)."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+        return pages * resource.getpagesize()
+    except (OSError, ValueError, IndexError):
+        return peak_memory_bytes()
 
 
 def _device_of(vlm: Any) -> torch.device:
@@ -259,6 +269,7 @@ def run_editor(name: str, editor: Editor, stream: Sequence[EditCase],
             "loss_after": result.loss_after if result else None,
             "rejected": rejected,
             "state_bytes": editor.state_bytes(),
+            "rss_bytes": resident_memory_bytes(),
             "peak_rss_bytes": peak_memory_bytes(),
         }
         if device.type == "cuda":
@@ -291,7 +302,7 @@ def run_comparison(vlm: Any, stream: Sequence[EditCase], factories: Mapping[str,
     check_probes: dict[ReferenceKey, Probe] = {("", "edit", 0): Probe(first.prompt, first.target, first.image)}
     check_probes.update(list({k: p for c in stream[:2] for k, p in out_of_scope_keys(c)}.items())[:2])
     refs = dict(refs)
-    logits, inputs = _teacher_forced(vlm, vlm, check_probes[("", "edit", 0)])
+    logits, inputs = _teacher_forced(vlm, check_probes[("", "edit", 0)])
     refs[("", "edit", 0)] = M.probe_outputs(logits, inputs.target_positions)
     fwd_bwd = measure_fwd_bwd(vlm, stream)
     runs = []
@@ -299,12 +310,12 @@ def run_comparison(vlm: Any, stream: Sequence[EditCase], factories: Mapping[str,
         restore_point = ModelRestorePoint(vlm.model)
         try:
             editor = factory(vlm)
-            check_matches_base(editor, vlm, refs, check_probes, f"editor {name!r} before its first edit")
+            check_matches_base(vlm, refs, check_probes, f"editor {name!r} before its first edit")
             run = run_editor(name, editor, stream, refs, config)
             run.fwd_bwd_s = fwd_bwd
         finally:
             restore_point.restore()
-        check_matches_base(vlm, vlm, refs, check_probes,
+        check_matches_base(vlm, refs, check_probes,
                            f"model after editor {name!r} (an editor changed base weights in place: "
                            f"{restore_point.modified_in_place()[:5]})")
         runs.append(run)

@@ -68,6 +68,7 @@ def cost_summary(run: EditorRun) -> dict[str, Any]:
         "window": w,
         "fwd_bwd_s": run.fwd_bwd_s,
         "overhead_ratio": M.median_or_none(ratios),
+        "rss_max_bytes": max((r.get("rss_bytes", 0) for r in run.edits), default=None),
         "peak_rss_bytes": max((r["peak_rss_bytes"] for r in run.edits), default=None),
         "peak_gpu_bytes": max((r.get("peak_gpu_bytes", 0) for r in run.edits), default=None) or None,
         "state_bytes_first": run.edits[0]["state_bytes"] if run.edits else None,
@@ -197,14 +198,14 @@ def summary_markdown(results: dict[str, Any]) -> str:
     out += [f"## Online (each edit scored right after it), {last} edits", "",
             *_table(results, "online", last), ""]
     out += ["## Cost per edit", "",
-            "| editor | median | p95 | start | end | fwd+bwd | overhead ratio | peak RSS | state (first) | state (last) | rejected |",
+            "| editor | median | p95 | start | end | fwd+bwd | overhead ratio | RSS (max during run) | state (first) | state (last) | rejected |",
             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, entry in results["editors"].items():
         c = entry["cost"]
         out.append("| " + " | ".join([
             name, _fmt_time(c["edit_time_median_s"]), _fmt_time(c["edit_time_p95_s"]),
             _fmt_time(c["edit_time_start_median_s"]), _fmt_time(c["edit_time_end_median_s"]),
-            _fmt_time(c["fwd_bwd_s"]), _fmt(c["overhead_ratio"], 2), _fmt_bytes(c["peak_rss_bytes"]),
+            _fmt_time(c["fwd_bwd_s"]), _fmt(c["overhead_ratio"], 2), _fmt_bytes(c["rss_max_bytes"]),
             _fmt_bytes(c["state_bytes_first"]), _fmt_bytes(c["state_bytes_last"]), str(c["rejected_edits"]),
         ]) + " |")
     out.append("")

@@ -91,6 +91,9 @@ class FineTune(Editor):
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {f"{self.path}.delta": self.site.delta.detach().clone()}
 
+    def state_bytes(self) -> int:
+        return self.site.delta.numel() * self.site.delta.element_size()
+
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         key = f"{self.path}.delta"
         if set(state) != {key}:

@@ -219,6 +219,9 @@ class Grace(Editor):
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {f"{self.path}.{n}": getattr(self.codebook, n).detach().clone() for n in CODEBOOK_NAMES}
 
+    def state_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (getattr(self.codebook, n) for n in CODEBOOK_NAMES))
+
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         expected = {f"{self.path}.{n}": n for n in CODEBOOK_NAMES}
         if set(state) != set(expected):

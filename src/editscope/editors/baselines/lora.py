@@ -102,6 +102,9 @@ class LoRA(Editor):
         return {f"{path}.{name}": getattr(site, name).detach().clone()
                 for path, site in self.sites.items() for name in ("lora_A", "lora_B")}
 
+    def state_bytes(self) -> int:
+        return sum(p.numel() * p.element_size() for p in self._params())
+
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         expected = {f"{p}.{n}": getattr(s, n) for p, s in self.sites.items() for n in ("lora_A", "lora_B")}
         if set(state) != set(expected):
