@@ -367,7 +367,7 @@ def _build_idefics3() -> tuple[Any, Any]:
             hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
             image_size=IMAGE_SIZE, patch_size=8,
         ),
-        text_config=_llama_text_config(tokenizer, vocab_size=len(tokenizer)),
+        text_config=_llama_text_config(tokenizer),  # after the processor added its tokens
         scale_factor=2,
         image_token_id=processor.image_token_id,
         pad_token_id=tokenizer.pad_token_id,

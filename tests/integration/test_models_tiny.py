@@ -242,6 +242,16 @@ def test_image_path_equals_pil_image(vlm: VisionLanguageModel, tmp_path) -> None
     assert torch.equal(from_path.input_ids, from_pil.input_ids)
 
 
+def test_bfloat16_model() -> None:
+    model, processor = build_tiny("LlavaForConditionalGeneration")
+    vlm = load(model, processor, dtype=torch.bfloat16)
+    inputs = vlm.encode(_image(0), PROMPT, TARGET)
+    assert inputs.tensors["pixel_values"].dtype == torch.bfloat16
+    logits = vlm.logits(_image(0), PROMPT, TARGET)
+    assert logits.dtype == torch.float32 and torch.isfinite(logits).all()
+    assert vlm.forward(inputs).dtype == torch.bfloat16
+
+
 # -- loading ---------------------------------------------------------------------------------
 # Without torchvision, transformers 5.24 can neither save nor load a Qwen-VL processor (its video
 # processor needs torchvision), so those checkpoints are loaded with the processor passed in.
@@ -278,3 +288,13 @@ def test_load_builtin() -> None:
     vlm = load("builtin")
     assert isinstance(vlm.answer(_image(9), PROMPT, max_new_tokens=4), str)
     assert vlm.site_paths(1, include_projector=True)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_build_tiny_is_seeded(arch: str) -> None:
+    (a, pa), (b, pb), (c, _) = build_tiny(arch, seed=0), build_tiny(arch, seed=0), build_tiny(arch, seed=1)
+    assert pa.tokenizer.get_vocab() == pb.tokenizer.get_vocab()
+    state_a, state_b, state_c = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+    assert any(not torch.equal(state_a[k], state_c[k]) for k in state_a)
+    assert not a.training and all(p.dtype == torch.float32 for p in a.parameters())

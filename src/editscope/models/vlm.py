@@ -103,6 +103,8 @@ class VisionLanguageModel:
         encoded = self._encode_prompt(image, prompt)
         prompt_ids = encoded["input_ids"].to(torch.long)
         n_prompt, n_target = prompt_ids.shape[1], target_ids.numel()
+        if n_prompt == 0:
+            raise ValueError("the prompt encodes to no tokens: nothing would predict the target")
         if n_prompt + n_target > self.text_context_length:
             raise ValueError(
                 f"prompt ({n_prompt} tokens) + target ({n_target} tokens) = {n_prompt + n_target} tokens "
