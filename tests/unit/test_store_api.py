@@ -291,10 +291,17 @@ def test_unknown_edit_id_is_an_error_and_changes_nothing(store_dir, images):
             store.rollback(to="nope")
         with pytest.raises(StoreError, match="status is rejected"):
             store.revert(2)
-        with pytest.raises(StoreError, match="already exists"):
+        with pytest.raises(StoreError, match="reserved"):
             store.snapshot("initial")
+        with pytest.raises(StoreError, match="reserved"):
+            store.snapshot("auto-9")
+        with pytest.raises(StoreError, match="invalid snapshot name"):
+            store.snapshot("12")
         assert fingerprint_of(store_dir) == before
         assert torch.equal(probe_logits(store, images), logits)
+        store.snapshot("mine")
+        with pytest.raises(StoreError, match="a snapshot named 'mine' already exists"):
+            store.snapshot("mine")
 
 
 def test_export_adapter_and_merged(tmp_path, store_dir, images):

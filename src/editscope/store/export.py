@@ -11,9 +11,36 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from editscope.editors.base import Editor
+from editscope.store.journal import EditRecord, utc_now
+
+
+def export_manifest(
+    store_manifest: dict[str, Any], store_dir: Path, applied: Sequence[EditRecord], merged: bool
+) -> dict[str, Any]:
+    """What an exported artifact contains: the base model, the editor and the applied edits."""
+    return {
+        "format": "editscope-export/1",
+        "merged": merged,
+        "exported_at": utc_now(),
+        "store": str(store_dir.resolve()),
+        "base_model": store_manifest["base_model"],
+        "editor": store_manifest["editor"],
+        "edits": [
+            {
+                "id": r.id,
+                "created_at": r.created_at,
+                "prompt": r.prompt,
+                "target": r.target,
+                "scope": r.scope,
+                "image_sha256": r.image_sha256,
+                "tags": list(r.tags),
+            }
+            for r in applied
+        ],
+    }
 
 
 def write_atomically(path: Path, text: str) -> None:

@@ -327,7 +327,10 @@ class SQLiteJournal(Journal):
             ).fetchall()
             tags: dict[int, list[str]] = {}
             for edit_id, tag in self._conn.execute(
-                "SELECT edit_id, tag FROM edit_tags ORDER BY edit_id, tag"
+                "SELECT edit_id, tag FROM edit_tags WHERE edit_id IN (SELECT e.id FROM edits e "
+                + where
+                + ") ORDER BY edit_id, tag",
+                values,
             ):
                 tags.setdefault(edit_id, []).append(tag)
         return [

@@ -1,12 +1,6 @@
 """``EditStore``: an editing session on one base model, kept in a directory.
 
-Layout of a store directory::
-
-    store.json        base model (source + weights fingerprint), editor name and config, K
-    journal.sqlite    the journal (edits, snapshots, rollbacks, reverts, audits, exports)
-    images/           content-addressed images
-    snapshots/        editor states (safetensors)
-    lock              held (flock) by the one process that has the store open for writing
+The directory layout is described in ``editscope.store.layout``.
 
 The invariant: the editor's state equals the replay, from the initial state, of the edits whose
 status is ``applied``, in id order. Every operation keeps it: an edit is journaled as pending
@@ -18,8 +12,6 @@ editor state it started from and writes nothing.
 
 from __future__ import annotations
 
-import fcntl
-import json
 import logging
 import shutil
 from dataclasses import dataclass
@@ -30,8 +22,17 @@ from editscope.editors.base import Editor, EditRejected
 from editscope.store import journal as jr
 from editscope.store.audit import AuditReport, run_audit
 from editscope.store.backend import Backend, DefaultBackend, weights_fingerprint
-from editscope.store.export import export_adapter, export_merged, write_atomically
+from editscope.store.export import export_adapter, export_manifest, export_merged
 from editscope.store.images import ImageStore, ImageStoreError
+from editscope.store.layout import (
+    JOURNAL,
+    STORE_FORMAT,
+    StoreError,
+    WriterLock,
+    normalise_source,
+    read_manifest,
+    write_manifest,
+)
 from editscope.store.journal import AnchorRecord, EditDraft, EditRecord, SnapshotRecord, SQLiteJournal
 from editscope.store.replay import config_hash, request_for, result_to_dict
 from editscope.store.snapshots import SnapshotError, SnapshotFiles, check_snapshot_name
@@ -39,12 +40,8 @@ from editscope.types import EditRequest, ImageInput
 
 log = logging.getLogger(__name__)
 
-STORE_FORMAT = "editscope-store/1"
 DEFAULT_SNAPSHOT_EVERY = 10
-
-
-class StoreError(RuntimeError):
-    """A store operation failed; the store (files, journal, editor state) is unchanged."""
+RESERVED_PREFIXES = ("initial", "auto-")
 
 
 @dataclass(frozen=True)
@@ -73,7 +70,7 @@ class EditStore:
         self.snapshot_every = int(manifest["snapshot_every"])
         self._editor: Editor | None = None
         self._vlm: Any = None
-        self._lock_handle: Any = None
+        self._lock = WriterLock(directory)
         self._since_snapshot = 0
 
     # -- creating and opening ----------------------------------------------------------------
@@ -96,7 +93,7 @@ class EditStore:
             raise StoreError(f"cannot create a store in {directory}: it exists and is not an empty directory")
         if not isinstance(snapshot_every, int) or snapshot_every < 1:
             raise StoreError(f"snapshot_every must be a positive integer, got {snapshot_every!r}")
-        source = _normalise_source(model_source)
+        source = normalise_source(model_source)
         try:
             vlm = backend.load_model(source)
             fingerprint = weights_fingerprint(vlm.model)
@@ -114,9 +111,9 @@ class EditStore:
         created = not directory.exists()
         try:
             directory.mkdir(parents=True, exist_ok=True)
-            write_atomically(directory / "store.json", json.dumps(manifest, indent=2) + "\n")
-            store = cls(directory, manifest, SQLiteJournal(directory / "journal.sqlite"))
-            store._acquire_lock()
+            write_manifest(directory, manifest)
+            store = cls(directory, manifest, SQLiteJournal(directory / JOURNAL))
+            store._lock.acquire()
             store._vlm, store._editor = vlm, built
             store._write_snapshot("initial", "initial", ())
         except BaseException:
@@ -141,17 +138,11 @@ class EditStore:
         the applied edits after it; pending rows left by a killed process are marked rejected.
         Without it, only the journal is available (``log``, ``get``, ``snapshots``)."""
         directory = Path(directory)
-        manifest_path = directory / "store.json"
-        if not manifest_path.is_file():
-            raise StoreError(f"{directory} is not an editscope store (no store.json)")
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("format") != STORE_FORMAT:
-            raise StoreError(f"{manifest_path}: unknown store format {manifest.get('format')!r}")
-        store = cls(directory, manifest, SQLiteJournal(directory / "journal.sqlite"))
+        store = cls(directory, read_manifest(directory), SQLiteJournal(directory / JOURNAL))
         if not load_model:
             return store
         try:
-            store._acquire_lock()
+            store._lock.acquire()
             store._load_editor(backend or DefaultBackend(), model_source)
             store._restore(store.journal.applied_ids())
             store._recover_pending()
@@ -162,10 +153,7 @@ class EditStore:
 
     def close(self) -> None:
         self.journal.close()
-        if self._lock_handle is not None:
-            fcntl.flock(self._lock_handle, fcntl.LOCK_UN)
-            self._lock_handle.close()
-            self._lock_handle = None
+        self._lock.release()
 
     def __enter__(self) -> "EditStore":
         return self
@@ -270,6 +258,8 @@ class EditStore:
             check_snapshot_name(name)
         except SnapshotError as error:
             raise StoreError(str(error)) from error
+        if name.startswith(RESERVED_PREFIXES):
+            raise StoreError(f"snapshot names starting with {' or '.join(RESERVED_PREFIXES)} are reserved for the store")
         if self.journal.get_snapshot(name) is not None:
             raise StoreError(f"a snapshot named {name!r} already exists in store {self.directory}")
         return self._write_snapshot(name, "manual", tuple(self.applied_ids()))
@@ -337,15 +327,7 @@ class EditStore:
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise StoreError(f"cannot export to {out}: it exists and is not an empty directory")
         applied = self.log(status=jr.APPLIED)
-        manifest = {
-            "format": "editscope-export/1",
-            "merged": merged,
-            "exported_at": jr.utc_now(),
-            "store": str(self.directory.resolve()),
-            "base_model": self.manifest["base_model"],
-            "editor": self.manifest["editor"],
-            "edits": [_manifest_edit(r) for r in applied],
-        }
+        manifest = export_manifest(self.manifest, self.directory, applied, merged)
         writer = export_merged if merged else export_adapter
         try:
             writer(self.editor, self._vlm, out, manifest)
@@ -355,18 +337,9 @@ class EditStore:
         return out
 
     # -- internals ---------------------------------------------------------------------------
-    def _acquire_lock(self) -> None:
-        handle = open(self.directory / "lock", "a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            raise StoreError(f"store {self.directory} is open in another process") from None
-        self._lock_handle = handle
-
     def _load_editor(self, backend: Backend, model_source: str | Path | None) -> None:
         recorded = self.manifest["base_model"]
-        source = _normalise_source(model_source) if model_source is not None else recorded["source"]
+        source = normalise_source(model_source) if model_source is not None else recorded["source"]
         try:
             vlm = backend.load_model(source)
         except (OSError, ValueError) as error:
@@ -452,11 +425,16 @@ class EditStore:
         return record
 
     def _maybe_auto_snapshot(self) -> None:
+        """Snapshot every ``snapshot_every`` applied edits. A failure here only costs replay
+        time on the next open (the edit is already journaled), so it is logged, not raised."""
         if self._since_snapshot < self.snapshot_every:
             return
         lineage = tuple(self.applied_ids())
         name = f"auto-{len(self.journal.snapshots())}-e{lineage[-1] if lineage else 0}"
-        self._write_snapshot(name, "auto", lineage)
+        try:
+            self._write_snapshot(name, "auto", lineage)
+        except OSError as error:
+            log.warning("store %s: automatic snapshot %s failed: %s", self.directory, name, error)
 
     def _recover_pending(self) -> None:
         pending = [r.id for r in self.journal.edits(status=jr.PENDING)]
@@ -468,16 +446,6 @@ class EditStore:
             )
             self.journal.add_event("recover", {"abandoned": pending})
         log.warning("store %s: marked %d abandoned pending edit(s) rejected: %s", self.directory, len(pending), pending)
-
-
-def _normalise_source(source: str | Path) -> str:
-    text = str(source)
-    if text == "builtin":
-        return text
-    path = Path(text)
-    if not path.exists():
-        raise StoreError(f"model checkpoint not found: {path}")
-    return str(path.resolve())
 
 
 def _readable_image(image: ImageInput) -> ImageInput:
@@ -493,16 +461,4 @@ def _change_payload(change: StateChange) -> dict[str, Any]:
         "removed": list(change.removed),
         "restored": list(change.restored),
         "from_snapshot": change.from_snapshot,
-    }
-
-
-def _manifest_edit(record: EditRecord) -> dict[str, Any]:
-    return {
-        "id": record.id,
-        "created_at": record.created_at,
-        "prompt": record.prompt,
-        "target": record.target,
-        "scope": record.scope,
-        "image_sha256": record.image_sha256,
-        "tags": list(record.tags),
     }
