@@ -12,6 +12,13 @@ if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Tiny models run fastest on one intra-op thread (and a 2-core CI machine stays responsive)."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Everything under ``tests/integration`` carries the ``integration`` marker."""
     integration_dir = TESTS_DIR / "integration"

@@ -32,13 +32,17 @@ def cost(
     editor: str = typer.Option("scopeedit", "--editor", help="scopeedit or more."),
     preset: Optional[str] = typer.Option(None, "--preset", help="Preset name or YAML file (default: tiny for tiny-llava, builtin otherwise)."),
     seed: int = typer.Option(0, "--seed"),
+    threads: int = typer.Option(1, "--threads", min=1, help="torch intra-op threads (1 is fastest for tiny models)."),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as one JSON object."),
 ) -> None:
     """Apply a stream of edits and print per-edit time (start vs end), the editor's overhead
     over its forward+backward passes, state bytes and peak memory."""
+    import torch
+
     from editscope.benchmarks.cost import EDITORS, run_cost
     from editscope.config import load_preset
 
+    torch.set_num_threads(threads)
     if editor not in EDITORS:
         raise typer.BadParameter(f"unknown editor {editor!r}; choose from {sorted(EDITORS)}", param_hint="--editor")
     config = load_preset(preset or ("tiny" if model == "tiny-llava" else "builtin"))
