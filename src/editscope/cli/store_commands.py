@@ -26,7 +26,11 @@ class CommandError(Exception):
 
 @contextlib.contextmanager
 def _errors() -> Iterator[None]:
-    """Print a failing command's error as one line and exit with status 1."""
+    """Print a failing command's error as one line and exit with status 1. (Also silences
+    transformers' weight-loading progress bars, so that stderr holds only what matters.)"""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     try:
         yield
     except (StoreError, CommandError, ValueError, OSError, KeyError, TypeError) as error:
@@ -231,7 +235,7 @@ def _print_audit(report: AuditReport) -> None:
         rephrased = "".join(f", rephrase {r.token_accuracy:.2f}" for r in entry.rephrases)
         typer.echo(f"{entry.edit_id:>5}  {verdict:<18}  accuracy {entry.own.token_accuracy:.2f}{rephrased}  {entry.prompt!r} -> {entry.target!r}")
     typer.echo(
-        f"audit {report.audit_id}: {len(report.holding)} hold, {len(report.failing)} fail, "
+        f"audit (journal event {report.audit_id}): {len(report.holding)} hold, {len(report.failing)} fail, "
         f"{len(report.superseded)} superseded"
     )
 
