@@ -318,3 +318,18 @@ def test_export_adapter_and_merged(tmp_path, store_dir, images):
     assert {p.name for p in adapter.iterdir()} == {"editor_state.safetensors", "editor_config.json", "manifest.json"}
     assert {p.name for p in merged.iterdir()} == {"model.safetensors", "processor.json", "manifest.json"}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_a_failed_export_leaves_nothing_behind(tmp_path, store_dir, images, monkeypatch):
+    with open_store(store_dir) as store:
+        store.edit(request(images, 0))
+
+        def refuse():
+            raise ValueError("edits written through a LayerNorm on the code cannot be merged into W")
+
+        monkeypatch.setattr(store.editor, "merge", refuse)
+        before = fingerprint_of(store_dir)
+        with pytest.raises(StoreError, match="cannot export to .*LayerNorm"):
+            store.export(tmp_path / "out", merged=True)
+        assert fingerprint_of(store_dir) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["base", "img0.png", "img1.png", "img2.png", "store"]

@@ -331,8 +331,8 @@ class EditStore:
         writer = export_merged if merged else export_adapter
         try:
             writer(self.editor, self._vlm, out, manifest)
-        except NotImplementedError as error:
-            raise StoreError(f"cannot export merged weights: {error}") from error
+        except (NotImplementedError, ValueError) as error:
+            raise StoreError(f"cannot export to {out}: {error}") from error
         self.journal.add_event("export", {"out": str(out.resolve()), "merged": merged, "edits": [r.id for r in applied]})
         return out
 
