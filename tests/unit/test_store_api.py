@@ -333,3 +333,18 @@ def test_a_failed_export_leaves_nothing_behind(tmp_path, store_dir, images, monk
             store.export(tmp_path / "out", merged=True)
         assert fingerprint_of(store_dir) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["base", "img0.png", "img1.png", "img2.png", "store"]
+
+
+def test_weights_fingerprint_sees_every_byte_name_and_dtype():
+    from editscope.store.backend import weights_fingerprint
+    from store_fakes import FakeModel
+
+    first, same, other = FakeModel(1), FakeModel(1), FakeModel(2)
+    assert weights_fingerprint(first) == weights_fingerprint(same)
+    assert weights_fingerprint(first) != weights_fingerprint(other)
+    with torch.no_grad():
+        same.weight[3, 5] = torch.nextafter(same.weight[3, 5], torch.tensor(10.0, dtype=torch.float64))
+    assert weights_fingerprint(first) != weights_fingerprint(same)
+    assert weights_fingerprint(first) != weights_fingerprint(FakeModel(1).to(torch.float32))
+    bf16 = FakeModel(1).to(torch.bfloat16)
+    assert weights_fingerprint(bf16) == weights_fingerprint(FakeModel(1).to(torch.bfloat16))

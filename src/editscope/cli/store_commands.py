@@ -18,6 +18,15 @@ from editscope.types import EditRequest
 
 STORE = typer.Option(..., "--store", help="The store directory.")
 STREAM_KEYS = {"image", "prompt", "target", "scope", "tags", "rephrases"}
+EDIT_HELP = " ".join(
+    [
+        "Apply one edit, or a stream of JSONL edits (--stream FILE, or - for stdin).",
+        'Stream lines are JSON objects with "prompt", "target" and optionally "image" (relative',
+        "to the stream file's folder, or to the current folder for stdin), \"scope\", \"tags\" and",
+        '"rephrases" (lists of strings). Each edit is acknowledged on stdout ("applied edit N")',
+        "only once it is journaled as applied.",
+    ]
+)
 
 
 class CommandError(Exception):
@@ -42,9 +51,10 @@ def _errors() -> Iterator[None]:
 def _print_record(record: EditRecord) -> None:
     image = record.image_sha256[:12] if record.image_sha256 else "-"
     tags = ",".join(record.tags) or "-"
+    error = f"  ({record.error})" if record.error else ""
     typer.echo(
         f"{record.id:>5}  {record.status:<11}  {record.created_at[:19]}  {record.scope:<8}  "
-        f"image={image}  tags={tags}  {record.prompt!r} -> {record.target!r}"
+        f"image={image}  tags={tags}  {record.prompt!r} -> {record.target!r}{error}"
     )
 
 
@@ -120,7 +130,7 @@ def register(app: typer.Typer) -> None:
             base = s.manifest["base_model"]
             typer.echo(f"created store {store} on {base['source']} ({base['fingerprint'][:23]}…)")
 
-    @app.command("edit")
+    @app.command("edit", help=EDIT_HELP)
     def edit_command(
         store: Path = STORE,
         image: Optional[Path] = typer.Option(None, "--image", help="The edit's image (omit: text-only)."),
@@ -131,7 +141,7 @@ def register(app: typer.Typer) -> None:
         rephrase: List[str] = typer.Option([], "--rephrase", help="A rephrased prompt kept for audits (repeatable)."),
         stream: Optional[str] = typer.Option(None, "--stream", help="JSONL file of edits, or '-' for stdin."),
     ) -> None:
-        """Apply one edit, or a stream of JSONL edits (one acknowledgement line per edit)."""
+        # The help text is EDIT_HELP (below), so that it wraps to the terminal's width.
         with _errors():
             if stream is not None and (image or prompt or target):
                 raise CommandError("--stream reads image, prompt and target from the stream; do not pass them too")
