@@ -70,8 +70,9 @@ def wait_for_pending(store, edit_id: int, timeout_s: float = 30.0) -> None:
 
 def test_workflow(world, tmp_path, monkeypatch):
     store, images = tmp_path / "store", world["images"]
-    result = cli("init", "--store", store, "--model", world["base"], "--preset", world["preset"])
+    result = cli("init", "--store", store, "--model", world["base"], "--preset", world["preset"], "--device", "cpu")
     assert result.exit_code == 0, result.output
+    assert json.loads((store / "store.json").read_text())["device"] == "cpu"
     result = cli("edit", "--store", store, "--image", images[0], "--prompt", EDITS[0][0], "--target", EDITS[0][1], "--tag", "colour")
     assert result.exit_code == 0 and "applied edit 1" in result.output, result.output
     monkeypatch.chdir(world["root"])  # relative image paths in a stdin stream are relative to the cwd

@@ -126,7 +126,7 @@ class FakeEditor(Editor):
 class FakeBackend:
     """Model "checkpoints" are directories holding ``fake.json`` with a seed."""
 
-    def load_model(self, source: str) -> FakeVLM:
+    def load_model(self, source: str, device: str | None = None) -> FakeVLM:
         path = Path(source) / "fake.json"
         if not path.is_file():
             raise OSError(f"no fake checkpoint at {source}")

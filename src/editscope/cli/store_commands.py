@@ -124,9 +124,12 @@ def register(app: typer.Typer) -> None:
         preset: Optional[str] = typer.Option(None, "--preset", help="Editor preset name or YAML file."),
         editor: str = typer.Option("scopeedit", "--editor", help="scopeedit or more."),
         snapshot_every: int = typer.Option(10, "--snapshot-every", help="Snapshot every K applied edits."),
+        device: Optional[str] = typer.Option(None, "--device", help="Device for the model (e.g. cuda); later commands use it too."),
     ) -> None:
         """Create an edit store for one base model."""
-        with _errors(), EditStore.init(store, model, preset, editor=editor, snapshot_every=snapshot_every) as s:
+        with _errors(), EditStore.init(
+            store, model, preset, editor=editor, snapshot_every=snapshot_every, device=device
+        ) as s:
             base = s.manifest["base_model"]
             typer.echo(f"created store {store} on {base['source']} ({base['fingerprint'][:23]}…)")
 

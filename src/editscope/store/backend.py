@@ -18,8 +18,9 @@ EDITOR_NAMES: tuple[str, ...] = ("scopeedit", "more")
 
 
 class Backend(Protocol):
-    def load_model(self, source: str) -> Any:
-        """The wrapped base model (``.model``: the Hugging Face model, ``.processor``)."""
+    def load_model(self, source: str, device: str | None = None) -> Any:
+        """The wrapped base model (``.model``: the Hugging Face model, ``.processor``) on
+        ``device`` (``None``: where the loader puts it, the CPU)."""
 
     def default_config(self, editor_name: str, preset: str | None) -> dict[str, Any]:
         """The editor configuration (plain data) for ``preset`` (``None``: the defaults)."""
@@ -47,10 +48,10 @@ class DefaultBackend:
     """Models through ``editscope.models.load``, editors ``ScopeEdit`` / ``MORE`` configured by
     a ``ScopeEditConfig`` (``editscope.config``)."""
 
-    def load_model(self, source: str) -> Any:
+    def load_model(self, source: str, device: str | None = None) -> Any:
         from editscope import models
 
-        return models.load(source)
+        return models.load(source, device=device)
 
     def default_config(self, editor_name: str, preset: str | None) -> dict[str, Any]:
         from editscope.config import ScopeEditConfig, load_preset

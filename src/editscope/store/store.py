@@ -83,10 +83,12 @@ class EditStore:
         *,
         editor: str = "scopeedit",
         snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
+        device: str | None = None,
         backend: Backend | None = None,
     ) -> "EditStore":
         """Create a store in ``directory`` (absent or empty) for the base model at
-        ``model_source`` (a checkpoint directory or ``"builtin"``) and return it open."""
+        ``model_source`` (a checkpoint directory or ``"builtin"``) and return it open.
+        ``device`` (e.g. ``"cuda"``) is recorded as the device later opens load the model on."""
         backend = backend or DefaultBackend()
         directory = Path(directory)
         if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
@@ -95,7 +97,7 @@ class EditStore:
             raise StoreError(f"snapshot_every must be a positive integer, got {snapshot_every!r}")
         source = normalise_source(model_source)
         try:
-            vlm = backend.load_model(source)
+            vlm = backend.load_model(source, device)
             fingerprint = weights_fingerprint(vlm.model)
             config = backend.default_config(editor, preset)
             built = backend.build_editor(vlm, editor, config)
@@ -107,6 +109,7 @@ class EditStore:
             "base_model": {"source": source, "fingerprint": fingerprint},
             "editor": {"name": editor, "preset": preset, "config": config},
             "snapshot_every": snapshot_every,
+            "device": device,
         }
         created = not directory.exists()
         try:
@@ -130,20 +133,22 @@ class EditStore:
         model_source: str | Path | None = None,
         *,
         load_model: bool = True,
+        device: str | None = None,
         backend: Backend | None = None,
     ) -> "EditStore":
         """Open the store in ``directory``. With ``load_model`` (the default) the base model is
         loaded (from ``model_source`` or the recorded source), checked against the recorded
         fingerprint, and the editor state is restored: last covering snapshot, then replay of
         the applied edits after it; pending rows left by a killed process are marked rejected.
-        Without it, only the journal is available (``log``, ``get``, ``snapshots``)."""
+        Without it, only the journal is available (``log``, ``get``, ``snapshots``).
+        ``device`` overrides the device recorded at ``init``."""
         directory = Path(directory)
         store = cls(directory, read_manifest(directory), SQLiteJournal(directory / JOURNAL))
         if not load_model:
             return store
         try:
             store._lock.acquire()
-            store._load_editor(backend or DefaultBackend(), model_source)
+            store._load_editor(backend or DefaultBackend(), model_source, device)
             store._restore(store.journal.applied_ids())
             store._recover_pending()
         except BaseException:
@@ -337,11 +342,11 @@ class EditStore:
         return out
 
     # -- internals ---------------------------------------------------------------------------
-    def _load_editor(self, backend: Backend, model_source: str | Path | None) -> None:
+    def _load_editor(self, backend: Backend, model_source: str | Path | None, device: str | None) -> None:
         recorded = self.manifest["base_model"]
         source = normalise_source(model_source) if model_source is not None else recorded["source"]
         try:
-            vlm = backend.load_model(source)
+            vlm = backend.load_model(source, device or self.manifest.get("device"))
         except (OSError, ValueError) as error:
             raise StoreError(f"cannot load the base model of store {self.directory} from {source!r}: {error}") from error
         fingerprint = weights_fingerprint(vlm.model)
