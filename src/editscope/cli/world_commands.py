@@ -24,7 +24,12 @@ def train_command(
     minutes: Optional[float] = typer.Option(None, "--minutes", help="Stop early after this many minutes."),
     lr: float = typer.Option(1.5e-3, "--lr"),
     warmup: int = typer.Option(200, "--warmup"),
-    threads: int = typer.Option(1, "--threads", help="torch threads (1 is fastest on a shared 2-core machine)."),
+    threads: int = typer.Option(1, "--threads", help="torch threads per worker (1 is fastest on a shared machine)."),
+    workers: int = typer.Option(1, "--workers", help="Data-parallel worker processes (gradients averaged)."),
+    vision_lr_scale: float = typer.Option(1.0, "--vision-lr-scale", help="LR multiplier of vision tower + projector."),
+    visual: int = typer.Option(20, "--visual", help="Visual fact questions per step and worker."),
+    attribute: int = typer.Option(16, "--attribute", help="Visual attribute questions per step and worker."),
+    text: int = typer.Option(16, "--text", help="Text-only fact questions per step and worker."),
     eval_every: int = typer.Option(1000, "--eval-every", help="Quick evaluation every N steps (0: never)."),
     save_every: int = typer.Option(500, "--save-every", help="Snapshot every N steps (needs --work-dir)."),
     final_eval: bool = typer.Option(True, "--final-eval/--no-final-eval", help="Evaluate the saved model."),
@@ -34,7 +39,9 @@ def train_command(
     from editscope.world.train import TrainConfig, save_metrics, train
 
     logging.getLogger("editscope").setLevel(logging.INFO)
-    config = TrainConfig(seed=seed, steps=steps, lr=lr, warmup=warmup, threads=threads, eval_every=eval_every,
+    config = TrainConfig(seed=seed, steps=steps, lr=lr, warmup=warmup, threads=threads, workers=workers,
+                         vision_lr_scale=vision_lr_scale, visual=visual, attribute=attribute,
+                         text=text, eval_every=eval_every,
                          save_every=save_every, world=WorldConfig(seed=world_seed))
     command = "editscope world " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     meta = train(config, out, work_dir=work_dir, command=command, max_minutes=minutes)

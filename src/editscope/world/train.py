@@ -12,12 +12,14 @@ import json
 import logging
 import math
 import random
+import socket
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from tqdm import tqdm
 
 from editscope.world.data import Encoded, Encoder, collate, shifted_loss_terms
@@ -46,8 +48,10 @@ class TrainConfig:
     min_lr_ratio: float = 0.05
     warmup: int = 200
     weight_decay: float = 0.01
+    vision_lr_scale: float = 1.0
     grad_clip: float = 1.0
     threads: int = 1
+    workers: int = 1
     vocab_size: int = DEFAULT_VOCAB_SIZE
     eval_every: int = 1000
     save_every: int = 500
@@ -59,6 +63,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig needs steps >= 1 and warmup >= 0, got {self.steps}, {self.warmup}")
         if min(self.visual, self.attribute, self.text) < 1:
             raise ValueError("TrainConfig needs at least one example of each kind per step")
+        if self.workers < 1 or self.threads < 1:
+            raise ValueError(f"TrainConfig needs workers >= 1 and threads >= 1, got {self.workers}, {self.threads}")
         if not 0.0 <= self.fresh <= 1.0:
             raise ValueError(f"TrainConfig.fresh must be in [0, 1], got {self.fresh}")
 
@@ -75,9 +81,9 @@ def learning_rate(config: TrainConfig, step: int) -> float:
 class Sampler:
     """Draws the examples of each step from a seeded :class:`random.Random`."""
 
-    def __init__(self, world: World, encoder: Encoder, config: TrainConfig) -> None:
+    def __init__(self, world: World, encoder: Encoder, config: TrainConfig, rank: int = 0) -> None:
         self.world, self.encoder, self.config = world, encoder, config
-        self.rng = random.Random(f"train/{config.seed}")
+        self.rng = random.Random(f"train/{config.seed}/{rank}")
         self.seen = {(s.index, k): fixed_render(s, "seen", k, world.config.seed)
                      for s in world.subjects for k in range(SEEN_RENDERS)}
 
@@ -109,6 +115,19 @@ class Sampler:
         return images, texts
 
 
+def _param_groups(model: torch.nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
+    """AdamW groups: weight decay on matrices except embeddings; the vision tower and projector
+    learn ``vision_lr_scale`` times faster."""
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        vision = "vision_tower" in name or "multi_modal_projector" in name
+        decay = param.ndim >= 2 and "embed" not in name
+        groups.setdefault((vision, decay), []).append(param)
+    return [{"params": params, "weight_decay": config.weight_decay if decay else 0.0,
+             "lr_scale": config.vision_lr_scale if vision else 1.0}
+            for (vision, decay), params in sorted(groups.items())]
+
+
 def save_model(model, processor, out: Path, meta: dict[str, Any], half: bool = True) -> None:
     """Write a directory loadable by ``from_pretrained``, with ``world.json`` beside it."""
     out.mkdir(parents=True, exist_ok=True)
@@ -134,30 +153,57 @@ def train(config: TrainConfig, out: Path, work_dir: Path | None = None, command:
           max_minutes: float | None = None, progress: bool = True) -> dict[str, Any]:
     """Train, save the half-precision model to ``out`` and return the ``world.json`` data.
 
-    ``work_dir`` receives a loadable snapshot (``latest/``) every ``save_every`` steps.
-    ``max_minutes`` stops early (then the result depends on the machine's speed).
+    With ``config.workers`` > 1 the work is data-parallel over that many processes (gloo,
+    gradients averaged every step; each worker draws its own examples). ``work_dir`` receives a
+    loadable snapshot (``latest/``) every ``save_every`` steps. ``max_minutes`` stops early
+    (then the result depends on the machine's speed).
     """
+    if config.workers == 1:
+        _train_worker(0, config, out, work_dir, command, max_minutes, progress, 0)
+    else:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        torch.multiprocessing.spawn(_train_worker, nprocs=config.workers,
+                                    args=(config, out, work_dir, command, max_minutes, progress, port))
+    return json.loads((out / WORLD_FILE).read_text())
+
+
+def _average_gradients(model: torch.nn.Module, workers: int) -> None:
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= workers
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def _train_worker(rank: int, config: TrainConfig, out: Path, work_dir: Path | None, command: str,
+                  max_minutes: float | None, progress: bool, port: int) -> None:
     torch.set_num_threads(config.threads)
+    if config.workers > 1:
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                                world_size=config.workers)
+    lead = rank == 0
     world = build_world(config.world)
     tokenizer = build_tokenizer(world, config.vocab_size)
     processor = build_processor(config.model, tokenizer)
     model = build_model(config.model, tokenizer, config.seed)
     encoder = Encoder(tokenizer, config.model.image_tokens)
-    sampler = Sampler(world, encoder, config)
+    sampler = Sampler(world, encoder, config, rank)
     n_params = sum(p.numel() for p in model.parameters())
     logger.info("model has %.2fM parameters", n_params / 1e6)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.lr, betas=(0.9, 0.98))
+    optimizer = torch.optim.AdamW(_param_groups(model, config), lr=config.lr, betas=(0.9, 0.98))
     meta: dict[str, Any] = {"train": config_dict(config), "command": command, "parameters": n_params}
     start = time.monotonic()
-    bar = tqdm(range(config.steps), desc="train", mininterval=10.0, disable=not progress)
+    bar = tqdm(range(config.steps), desc="train", mininterval=10.0, disable=not (progress and lead))
     step = 0
     for step in bar:
         model.train()
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(config, step)
+            group["lr"] = learning_rate(config, step) * group["lr_scale"]
         total_loss, total_count = torch.zeros(()), torch.zeros((), dtype=torch.long)
         for examples in sampler.step():
             batch = collate(examples, tokenizer.pad_token_id)
@@ -167,23 +213,31 @@ def train(config: TrainConfig, out: Path, work_dir: Path | None = None, command:
         loss = total_loss / total_count
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if config.workers > 1:
+            _average_gradients(model, config.workers)
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
         bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}", refresh=False)
         done = step + 1
-        if config.eval_every and done % config.eval_every == 0 and done < config.steps:
+        if lead and config.eval_every and done % config.eval_every == 0 and done < config.steps:
             quick = evaluate(model, encoder, world, stride=8)
             logger.info("step %d quick eval %s", done, quick)
             bar.write(f"step {done} loss {loss.item():.4f} quick eval {json.dumps(quick)}")
-        if work_dir is not None and config.save_every and done % config.save_every == 0:
+        if lead and work_dir is not None and config.save_every and done % config.save_every == 0:
             save_model(model, processor, work_dir / "latest", {**meta, "steps_done": done})
-        if max_minutes is not None and time.monotonic() - start > 60 * max_minutes:
-            logger.warning("stopping at step %d of %d: %.1f minutes elapsed", done, config.steps, max_minutes)
+        stop = torch.tensor(int(max_minutes is not None and time.monotonic() - start > 60 * max_minutes))
+        if config.workers > 1:
+            dist.broadcast(stop, src=0)
+        if stop.item():
+            logger.warning("stopping at step %d of %d after %.1f minutes", done, config.steps, max_minutes)
             break
     meta["steps_done"] = step + 1
     meta["train_wall_time_s"] = round(time.monotonic() - start, 1)
-    save_model(model, processor, out, meta)
-    return meta
+    if lead:
+        save_model(model, processor, out, meta)
+    if config.workers > 1:
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def save_metrics(out: Path, metrics: dict[str, float]) -> None:
