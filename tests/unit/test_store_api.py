@@ -348,3 +348,21 @@ def test_weights_fingerprint_sees_every_byte_name_and_dtype():
     assert weights_fingerprint(first) != weights_fingerprint(FakeModel(1).to(torch.float32))
     bf16 = FakeModel(1).to(torch.bfloat16)
     assert weights_fingerprint(bf16) == weights_fingerprint(FakeModel(1).to(torch.bfloat16))
+
+
+def test_an_edit_that_cannot_be_journaled_as_applied_is_undone(store_dir, images, monkeypatch):
+    with open_store(store_dir) as store:
+        store.edit(request(images, 0))
+        before = probe_logits(store, images)
+        original = store.journal.set_status
+
+        def failing(ids, status, **kwargs):
+            if status == jr.APPLIED:
+                raise OSError("disk full")
+            return original(ids, status, **kwargs)
+
+        monkeypatch.setattr(store.journal, "set_status", failing)
+        with pytest.raises(OSError, match="disk full"):
+            store.edit(request(images, 1))
+        assert torch.equal(probe_logits(store, images), before)
+        assert store.get(2).status == jr.PENDING  # marked abandoned when the store is next opened

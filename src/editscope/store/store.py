@@ -226,7 +226,12 @@ class EditStore:
             self.journal.set_status([edit_id], jr.REJECTED, error=f"{type(error).__name__}: {error}")
             self._restore(self.journal.applied_ids())
             raise
-        self.journal.set_status([edit_id], jr.APPLIED, result=result_to_dict(result))
+        try:
+            self.journal.set_status([edit_id], jr.APPLIED, result=result_to_dict(result))
+        except BaseException:
+            # Not journaled as applied, so it must not stay in the state either.
+            self._restore(self.journal.applied_ids())
+            raise
         self._since_snapshot += 1
         self._maybe_auto_snapshot()
         return self.journal.get_edit(edit_id)
