@@ -8,7 +8,6 @@ import hashlib
 import sqlite3
 from pathlib import Path
 
-import pytest
 import torch
 from PIL import Image
 
@@ -82,12 +81,3 @@ def store_state(directory: Path) -> tuple[dict, dict]:
     }
     return journal_rows(directory), files
 
-
-@pytest.fixture(scope="module")
-def one_thread():
-    """One intra-op thread: tiny models gain nothing from more, and the subprocesses of these
-    tests run with OMP_NUM_THREADS=1, so that replay in this process matches theirs bit for bit."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)

@@ -22,7 +22,6 @@ from editscope.types import EditRequest
 from store_support import (
     EDITS,
     make_images,
-    one_thread,  # noqa: F401 (a fixture)
     probe_logits,
     save_tiny_checkpoint,
     store_state,
@@ -33,7 +32,7 @@ ACK = re.compile(r"^applied edit (\d+) \(line (\d+)\)")
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory, one_thread):
+def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("store-cli")
     return {
         "root": root,
@@ -122,6 +121,8 @@ def test_sigkill_mid_stream_keeps_every_acknowledged_edit(world, tmp_path):
     EditStore.init(store, world["base"], str(world["preset"]), snapshot_every=2).close()
     stream = world["root"] / "kill-stream.jsonl"
     stream.write_text(stream_lines(0, 8))
+    # one intra-op thread, as tests/conftest.py sets for this process: replay here then
+    # matches the subprocess's arithmetic bit for bit
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     process = subprocess.Popen(
         [sys.executable, "-m", "editscope.cli.main", "edit", "--store", str(store), "--stream", str(stream)],

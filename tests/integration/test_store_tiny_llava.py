@@ -14,7 +14,6 @@ from editscope.types import EditRequest
 from store_support import (
     EDITS,
     make_images,
-    one_thread,  # noqa: F401 (a fixture)
     probe_logits,
     save_tiny_checkpoint,
     store_state,
@@ -23,7 +22,7 @@ from store_support import (
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory, one_thread):
+def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("store-world")
     return {
         "base": save_tiny_checkpoint(root / "base"),
