@@ -148,25 +148,23 @@ class CaseScorer:
             row["port"] = M.mean_or_none(self._accuracy(p)[0] for p in case.portability)
         if case.text_transfer:
             row["text_transfer"] = M.mean_or_none(self._accuracy(p)[0] for p in case.text_transfer)
-        changed: dict[str, list[bool]] = {}
+        scores: dict[str, list[M.LocalityScores]] = {}
         for key, probe in out_of_scope_keys(case):
-            kind = key[1]
-            loc = self._locality(key, probe)
-            changed.setdefault(kind, []).append(loc.changed)
-            if kind == "loc":
-                row["t_loc"], row["t_loc_full"] = loc.answer_top1, loc.full_top1
-            elif kind == "m_loc":
-                row["m_loc"], row["m_loc_full_top1"], row["m_loc_full_top10"] = (
-                    loc.answer_top1, loc.full_top1, loc.full_topk)
-            elif kind == "other_fact":
-                row.setdefault("_other_fact", []).append(loc.answer_top1)
-        if "_other_fact" in row:
-            row["other_fact_loc"] = M.mean_or_none(row.pop("_other_fact"))
-        if "near_miss" in changed:
-            row["near_miss_leak"] = M.leak_rate(changed["near_miss"])
+            scores.setdefault(key[1], []).append(self._locality(key, probe))
+        if "loc" in scores:
+            row["t_loc"] = M.mean_or_none(s.answer_top1 for s in scores["loc"])
+            row["t_loc_full"] = M.mean_or_none(s.full_top1 for s in scores["loc"])
+        if "m_loc" in scores:
+            row["m_loc"] = M.mean_or_none(s.answer_top1 for s in scores["m_loc"])
+            row["m_loc_full_top1"] = M.mean_or_none(s.full_top1 for s in scores["m_loc"])
+            row["m_loc_full_top10"] = M.mean_or_none(s.full_topk for s in scores["m_loc"])
+        if "other_fact" in scores:
+            row["other_fact_loc"] = M.mean_or_none(s.answer_top1 for s in scores["other_fact"])
+        if "near_miss" in scores:
+            row["near_miss_leak"] = M.leak_rate(s.changed for s in scores["near_miss"])
         transfer = M.in_scope_transfer(row.get("t_gen"), row.get("m_gen"),
                                        [row["text_transfer"]] if "text_transfer" in row else [])
-        leaked = any(flag for flags in changed.values() for flag in flags) if changed else False
+        leaked = any(s.changed for kind in scores.values() for s in kind)
         row["transfer"] = transfer
         row["leaked"] = leaked
         row["scope_class"] = M.classify_scope(row["rel"], transfer, leaked, self.config.scope_threshold)
