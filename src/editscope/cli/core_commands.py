@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -49,6 +50,7 @@ def cost(
     image_size = 32 if model == "tiny-llava" else 64
     figures = run_cost(_vlm_factory(model), edits=edits, editor=editor, config=config, seed=seed, image_size=image_size)
     figures["model"] = model
+    figures["command"] = " ".join(["editscope", "cost", *sys.argv[2:]]) if len(sys.argv) > 1 else "editscope cost"
     if as_json:
         typer.echo(json.dumps(figures, indent=2))
         return
@@ -56,5 +58,18 @@ def cost(
         typer.echo(f"{key:28s} {value}")
 
 
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), "--out", help="Where the report and plots go."),
+    edits: int = typer.Option(50, "--edits", min=1, help="How many test edits to apply."),
+    editor: str = typer.Option("scopeedit", "--editor", help="scopeedit, more, lora, ft, grace or none."),
+) -> None:
+    """Load the built-in model, apply test edits one by one with ScopeEdit, print what
+    transferred and what leaked, write a JSON report and plots."""
+    from editscope.cli.demo import run_demo
+
+    run_demo(out, edits, editor, typer.echo)
+
+
 def register(app: typer.Typer) -> None:
+    app.command("demo")(demo)
     app.command("cost")(cost)
