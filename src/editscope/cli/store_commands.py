@@ -42,9 +42,8 @@ def _errors() -> Iterator[None]:
     hf_logging.disable_progress_bar()
     try:
         yield
-    except (StoreError, CommandError, ValueError, OSError, KeyError, TypeError) as error:
-        message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
-        typer.echo(f"error: {message}", err=True)
+    except (StoreError, CommandError, ValueError, OSError) as error:
+        typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None
 
 

@@ -22,6 +22,7 @@ from editscope.store.export import write_atomically
 STORE_FORMAT = "editscope-store/1"
 MANIFEST = "store.json"
 JOURNAL = "journal.sqlite"
+BUILTIN = "builtin"
 
 
 class StoreError(RuntimeError):
@@ -72,7 +73,7 @@ class WriterLock:
 def normalise_source(source: str | Path) -> str:
     """``"builtin"`` as is; a checkpoint path made absolute (it must exist)."""
     text = str(source)
-    if text == "builtin":
+    if text == BUILTIN:
         return text
     path = Path(text)
     if not path.exists():

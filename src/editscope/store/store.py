@@ -25,6 +25,7 @@ from editscope.store.backend import Backend, DefaultBackend, weights_fingerprint
 from editscope.store.export import export_adapter, export_manifest, export_merged
 from editscope.store.images import ImageStore, ImageStoreError
 from editscope.store.layout import (
+    BUILTIN,
     JOURNAL,
     STORE_FORMAT,
     StoreError,
@@ -88,6 +89,8 @@ class EditStore:
     ) -> "EditStore":
         """Create a store in ``directory`` (absent or empty) for the base model at
         ``model_source`` (a checkpoint directory or ``"builtin"``) and return it open.
+        ``preset`` names the editor configuration (default: the editor's defaults; for the
+        built-in model, the ``builtin`` preset).
         ``device`` (e.g. ``"cuda"``) is recorded as the device later opens load the model on."""
         backend = backend or DefaultBackend()
         directory = Path(directory)
@@ -96,6 +99,8 @@ class EditStore:
         if not isinstance(snapshot_every, int) or snapshot_every < 1:
             raise StoreError(f"snapshot_every must be a positive integer, got {snapshot_every!r}")
         source = normalise_source(model_source)
+        if preset is None and source == BUILTIN:
+            preset = BUILTIN  # the built-in model's own preset
         try:
             vlm = backend.load_model(source, device)
             fingerprint = weights_fingerprint(vlm.model)
