@@ -366,3 +366,21 @@ def test_an_edit_that_cannot_be_journaled_as_applied_is_undone(store_dir, images
             store.edit(request(images, 1))
         assert torch.equal(probe_logits(store, images), before)
         assert store.get(2).status == jr.PENDING  # marked abandoned when the store is next opened
+
+
+def test_a_rollback_that_cannot_be_journaled_changes_nothing(store_dir, images, monkeypatch):
+    with open_store(store_dir) as store:
+        for i in range(3):
+            store.edit(request(images, i))
+        before, logits = fingerprint_of(store_dir), probe_logits(store, images)
+
+        def failing(kind, payload):
+            raise OSError("disk full")
+
+        monkeypatch.setattr(store.journal, "add_event", failing)
+        with pytest.raises(OSError, match="disk full"):
+            store.rollback(to=1)
+        with pytest.raises(OSError, match="disk full"):
+            store.revert(2)
+        assert fingerprint_of(store_dir) == before
+        assert torch.equal(probe_logits(store, images), logits)

@@ -298,17 +298,8 @@ class EditStore:
                     "rollback needs an applied edit id or a snapshot name"
                 )
             target = [i for i in applied if i <= record.id]
-        removed = [i for i in applied if i not in target]
-        restored = [i for i in target if i not in applied]
         label = snapshot.name if snapshot else f"edit {int(to)}"
-        change = self._change_state(
-            "rollback", label, target, snapshot=snapshot, removed=removed, restored=restored
-        )
-        with self.journal.transaction():
-            self.journal.set_status(removed, jr.ROLLED_BACK)
-            self.journal.set_status(restored, jr.APPLIED)
-            self.journal.add_event("rollback", _change_payload(change))
-        return change
+        return self._change_state("rollback", label, target, jr.ROLLED_BACK, snapshot)
 
     def revert(self, edit_id: int) -> StateChange:
         """Take one applied edit out: restore the last snapshot before it and replay the later
@@ -317,11 +308,7 @@ class EditStore:
         if record.status != jr.APPLIED:
             raise StoreError(f"cannot revert edit {record.id}: its status is {record.status}, not applied")
         target = [i for i in self.applied_ids() if i != record.id]
-        change = self._change_state("revert", f"edit {record.id}", target, removed=[record.id], restored=[])
-        with self.journal.transaction():
-            self.journal.set_status([record.id], jr.REVERTED)
-            self.journal.add_event("revert", _change_payload(change))
-        return change
+        return self._change_state("revert", f"edit {record.id}", target, jr.REVERTED)
 
     # -- audit and export --------------------------------------------------------------------
     def audit(self) -> AuditReport:
@@ -412,25 +399,29 @@ class EditStore:
         return snapshot.name
 
     def _change_state(
-        self,
-        kind: str,
-        label: str,
-        target: Sequence[int],
-        *,
-        removed: Sequence[int],
-        restored: Sequence[int],
-        snapshot: SnapshotRecord | None = None,
+        self, kind: str, label: str, target: Sequence[int], removed_status: str, snapshot: SnapshotRecord | None = None
     ) -> StateChange:
-        """Rebuild the state for ``target``; on any failure put the old state back."""
+        """Rebuild the state as the replay of ``target``, then journal it in one transaction:
+        applied edits not in ``target`` get ``removed_status``, edits of ``target`` not applied
+        become applied again, and a ``kind`` event records the change. On any failure the
+        editor state is put back and nothing is journaled."""
+        applied = self.applied_ids()
+        removed = tuple(i for i in applied if i not in target)
+        restored = tuple(i for i in target if i not in applied)
         before = {k: v.detach().clone() for k, v in self.editor.state_dict().items()}
         since = self._since_snapshot
         try:
             used = self._restore(target, snapshot)
+            change = StateChange(kind, label, tuple(target), removed, restored, used)
+            with self.journal.transaction():
+                self.journal.set_status(removed, removed_status)
+                self.journal.set_status(restored, jr.APPLIED)
+                self.journal.add_event(kind, _change_payload(change))
         except BaseException:
             self.editor.load_state_dict(before)
             self._since_snapshot = since
             raise
-        return StateChange(kind, label, tuple(target), tuple(removed), tuple(restored), used)
+        return change
 
     def _write_snapshot(self, name: str, trigger: str, lineage: Sequence[int]) -> SnapshotRecord:
         state = self.editor.state_dict()
