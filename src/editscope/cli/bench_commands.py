@@ -43,6 +43,8 @@ def bench(
                                                 help="YAML {editor: {key: value}} overriding editor configs"),
     threshold: float = typer.Option(0.5, "--scope-threshold", help="in-scope transfer threshold of the scope classes"),
     no_exact_match: bool = typer.Option(False, "--no-exact-match", help="skip greedy generation (faster)"),
+    no_record_anchors: bool = typer.Option(False, "--no-record-anchors",
+                                           help="do not pass each record's locality pair to the editor as anchors"),
     device: Optional[str] = typer.Option(None, "--device", help="e.g. cpu or cuda (default: where the model loads)"),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (1 is fastest for "
                                           "small models on a busy machine)"),
@@ -60,7 +62,8 @@ def bench(
         spec = BenchSpec(
             model=model, data=data, out=out, editors=parse_list(editors, "--editors"), edits=edits,
             checkpoints=parse_checkpoints(checkpoints), images=images, preset=preset, seed=seed,
-            scope_threshold=threshold, exact_match=not no_exact_match, editor_config=editor_config,
+            scope_threshold=threshold, exact_match=not no_exact_match, record_anchors=not no_record_anchors,
+            editor_config=editor_config,
             device=device,
         )
         results = run_bench(spec, _command_line(ctx), progress=not quiet, echo=typer.echo)

@@ -40,6 +40,7 @@ class BenchSpec:
     seed: int = 0
     scope_threshold: float = 0.5
     exact_match: bool = True
+    record_anchors: bool = True
     editor_config: str | None = None
     device: str | None = None
     overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -151,7 +152,8 @@ def _config_record(spec: BenchSpec, configs: Mapping[str, Any], n_records: int, 
     return {
         "model": spec.model, "data": spec.data, "images": spec.images, "editors": list(spec.editors),
         "edits": spec.edits, "checkpoints": list(checkpoints), "preset": spec.preset, "seed": spec.seed,
-        "scope_threshold": spec.scope_threshold, "exact_match": spec.exact_match, "records": n_records,
+        "scope_threshold": spec.scope_threshold, "exact_match": spec.exact_match,
+        "record_anchors": spec.record_anchors, "records": n_records,
         "editor_configs": {k: plain(v) for k, v in configs.items()}, "device": device,
         "torch": torch.__version__, "threads": torch.get_num_threads(), "platform": platform.platform(),
     }
@@ -176,7 +178,8 @@ def run_bench(spec: BenchSpec, command: str, vlm: Any = None, progress: bool = T
         vlm = load(spec.model, device=spec.device)
     device = str(vlm.device)
     protocol = ProtocolConfig(checkpoints=spec.checkpoints, scope_threshold=spec.scope_threshold,
-                              exact_match=spec.exact_match, progress=progress)
+                              exact_match=spec.exact_match, record_anchors=spec.record_anchors,
+                              progress=progress)
     checkpoints = protocol.checkpoints_for(len(stream))
     config = _config_record(spec, configs, len(cases), checkpoints, device)
     created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
