@@ -113,6 +113,22 @@ def test_export_merged_loads_with_plain_transformers(world, tmp_path):
     ]
 
 
+def test_export_adapter_loads_into_a_fresh_editor(world, tmp_path):
+    from editscope import models
+    from editscope.config import load_preset
+    from editscope.editors.recursive import ScopeEdit
+
+    with new_store(world, tmp_path / "store") as store:
+        store.edit(request(world, 0))
+        out = store.export(tmp_path / "adapter")
+        expected = probe_logits(store.editor, world["images"])
+    editor = ScopeEdit(models.load(world["base"]), load_preset(str(world["preset"])))
+    editor.load(out)
+    assert torch.equal(probe_logits(editor, world["images"]), expected)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["merged"] is False and [e["id"] for e in manifest["edits"]] == [1]
+
+
 def test_bad_input_is_a_clear_error_and_leaves_the_store_unchanged(world, tmp_path):
     directory = tmp_path / "store"
     with new_store(world, directory) as store:
