@@ -107,22 +107,29 @@ def _world_records(model: str, split: str, directory: Path) -> Path:
     return Path(write_edits(load_world(model_dir), split, target))
 
 
+def resolve_preset(spec: BenchSpec) -> str | None:
+    """The ScopeEdit preset of the run: ``--preset``, else ``builtin`` for the built-in model."""
+    from editscope.config import preset_names
+
+    if spec.preset is None and spec.model == "builtin" and BUILTIN_PRESET in preset_names():
+        return BUILTIN_PRESET
+    return spec.preset
+
+
 def editor_configs(spec: BenchSpec) -> dict[str, Any]:
     """The config of every chosen editor: ScopeEdit/M-ORE from the preset, LoRA on the same
     sites, baselines from their presets for that model; then the file's overrides."""
-    from editscope.config import ScopeEditConfig, load_preset, preset_names
+    from editscope.config import ScopeEditConfig, load_preset
     from editscope.editors.baselines import make_config
     from editscope.editors.baselines.presets import baseline_values
 
-    preset = spec.preset
-    if preset is None and spec.model == BUILTIN_PRESET and BUILTIN_PRESET in preset_names():
-        preset = BUILTIN_PRESET
+    preset = resolve_preset(spec)
     scope_cfg = load_preset(preset) if preset is not None else ScopeEditConfig()
     overrides = {**load_editor_overrides(spec.editor_config), **{k: dict(v) for k, v in spec.overrides.items()}}
     configs: dict[str, Any] = {}
     for name in spec.editors:
         if name in ("scopeedit", "more"):
-            configs[name] = scope_cfg.replace(**overrides.get(name, {}))
+            configs[name] = ScopeEditConfig.from_dict({**scope_cfg.to_dict(), **overrides.get(name, {})})
             continue
         values = dict(baseline_values(name, preset))
         if name == "lora":
@@ -151,7 +158,7 @@ def _config_record(spec: BenchSpec, configs: Mapping[str, Any], n_records: int, 
 
     return {
         "model": spec.model, "data": spec.data, "images": spec.images, "editors": list(spec.editors),
-        "edits": spec.edits, "checkpoints": list(checkpoints), "preset": spec.preset, "seed": spec.seed,
+        "edits": spec.edits, "checkpoints": list(checkpoints), "preset": resolve_preset(spec), "seed": spec.seed,
         "scope_threshold": spec.scope_threshold, "exact_match": spec.exact_match,
         "record_anchors": spec.record_anchors, "records": n_records,
         "editor_configs": {k: plain(v) for k, v in configs.items()}, "device": device,
