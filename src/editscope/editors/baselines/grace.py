@@ -68,6 +68,15 @@ def label_id(target: str) -> int:
     return int.from_bytes(digest[:8], "big") >> 1
 
 
+def nearest_key(x: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Euclidean distance (M,) from each row of ``x`` (M, d) to its nearest row of ``keys``
+    (N, d), and that row's index (M,). Float64 matrix products: fast for large codebooks and
+    exact enough that a key is at distance ~0 from itself."""
+    dist = torch.cdist(x.double(), keys.double(), compute_mode="use_mm_for_euclid_dist")
+    distance, index = dist.min(dim=-1)
+    return distance.float(), index
+
+
 class GraceCodebook(nn.Module):
     """``base_layer`` plus a codebook: ``keys`` (N, d_in), ``values`` (N, d_out), ``radii`` (N,),
     ``labels`` (N,) int64; all float32 except the labels."""
@@ -94,8 +103,7 @@ class GraceCodebook(nn.Module):
 
     def nearest(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Distance (M,) to the nearest key and its index (M,) for inputs ``x`` (M, d_in)."""
-        dist = torch.cdist(x.float(), self.keys, compute_mode="donot_use_mm_for_euclid_dist")
-        return dist.min(dim=-1)
+        return nearest_key(x, self.keys)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base_layer(x)
@@ -162,7 +170,7 @@ class Grace(Editor):
         from."""
         cb, eps = self.codebook, self.config.eps_init
         if n_old:
-            dist, index = torch.cdist(key[None], cb.keys[:n_old], compute_mode="donot_use_mm_for_euclid_dist").min(-1)
+            dist, index = nearest_key(key[None], cb.keys[:n_old])
             d, i = float(dist[0]), int(index[0])
             if d <= float(cb.radii[i]) + eps:
                 if int(cb.labels[i]) == label:
