@@ -88,6 +88,17 @@ def test_anchors_are_folded_into_the_local_preconditioners(vlm) -> None:
         assert not torch.allclose(anchored.sites[path].P_local, without[path])
 
 
+def test_text_only_anchor_skips_the_projector(vlm) -> None:
+    editor = ScopeEdit(vlm, load_preset("tiny"))
+    projector = {p: editor.sites[p].P_local.clone() for p in editor.groups["projector"]}
+    anchor = Probe(prompt="who made it ?", answer="a cat")
+    result = editor.edit(EditRequest(prompt=PROMPT, target="green fish", image=image(), anchors=(anchor,)))
+    assert "projector" in result.active_groups
+    decoder = [p for g in result.active_groups if g != "projector" for p in editor.groups[g]]
+    assert decoder and all(not torch.equal(editor.sites[p].P_local, torch.eye(12)) for p in decoder)
+    assert any(not torch.equal(editor.sites[p].P_local, projector[p]) for p in projector)  # the edit wrote it
+
+
 def test_non_finite_update_is_rejected_and_state_is_unchanged(vlm) -> None:
     editor = ScopeEdit(vlm, load_preset("tiny"))
     editor.edit(EditRequest(prompt=PROMPT, target="green fish", image=image()))

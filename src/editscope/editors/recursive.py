@@ -201,6 +201,8 @@ class RecursiveEditor(Editor):
             ) as capture:
                 self.vlm.forward(anchor)
                 for path in paths:
+                    if path not in capture.sites:  # not reached (the projector on a text-only anchor)
+                        continue
                     tx.touch(self.sites[path])
                     fold_code(self.sites[path], capture.sites[path].z, self.config.lambda_local)
 
