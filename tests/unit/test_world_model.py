@@ -58,8 +58,9 @@ def test_tiny_model_trains_on_a_mixed_batch(world, tokenizer):
     assert model.config.vision_feature_select_strategy == "default"
     encoder = Encoder(tokenizer, TINY.image_tokens)
     sampler = Sampler(world, encoder, TrainConfig(visual=2, attribute=2, text=2, model=TINY))
-    images, texts = sampler.step()
-    batch = collate(images + texts, tokenizer.pad_token_id)
+    step = sampler.step()
+    assert len(step.image_subjects) == len(step.images) == 4 and len(step.texts) == 2
+    batch = collate(step.images + step.texts, tokenizer.pad_token_id)
     out = model(**batch)
     assert torch.isfinite(out.loss)
     out.loss.backward()
@@ -71,8 +72,9 @@ def test_sampler_is_deterministic_and_ranks_differ(world, tokenizer):
     config = TrainConfig(visual=3, attribute=3, text=3, model=TINY)
     a, b, c = (Sampler(world, encoder, config, rank) for rank in (0, 0, 1))
     step_a, step_b, step_c = a.step(), b.step(), c.step()
-    assert [e.input_ids for e in step_a[0] + step_a[1]] == [e.input_ids for e in step_b[0] + step_b[1]]
-    assert [e.input_ids for e in step_a[0] + step_a[1]] != [e.input_ids for e in step_c[0] + step_c[1]]
+    assert [e.input_ids for e in step_a.images + step_a.texts] == [e.input_ids for e in step_b.images + step_b.texts]
+    assert step_a.image_subjects == step_b.image_subjects
+    assert [e.input_ids for e in step_a.images + step_a.texts] != [e.input_ids for e in step_c.images + step_c.texts]
 
 
 def test_learning_rate_warms_up_then_decays():

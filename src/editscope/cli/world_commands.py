@@ -27,6 +27,8 @@ def train_command(
     threads: int = typer.Option(1, "--threads", help="torch threads per worker (1 is fastest on a shared machine)."),
     workers: int = typer.Option(1, "--workers", help="Data-parallel worker processes (gradients averaged)."),
     vision_lr_scale: float = typer.Option(1.0, "--vision-lr-scale", help="LR multiplier of vision tower + projector."),
+    auxiliary: float = typer.Option(1.0, "--auxiliary", help="Weight of the training-only vision classifiers."),
+    feature_penalty: float = typer.Option(1e-2, "--feature-penalty", help="Weight of the image-feature scale penalty."),
     visual: int = typer.Option(20, "--visual", help="Visual fact questions per step and worker."),
     attribute: int = typer.Option(16, "--attribute", help="Visual attribute questions per step and worker."),
     text: int = typer.Option(16, "--text", help="Text-only fact questions per step and worker."),
@@ -40,7 +42,8 @@ def train_command(
 
     logging.getLogger("editscope").setLevel(logging.INFO)
     config = TrainConfig(seed=seed, steps=steps, lr=lr, warmup=warmup, threads=threads, workers=workers,
-                         vision_lr_scale=vision_lr_scale, visual=visual, attribute=attribute,
+                         vision_lr_scale=vision_lr_scale, feature_penalty=feature_penalty, auxiliary=auxiliary,
+                         visual=visual, attribute=attribute,
                          text=text, eval_every=eval_every,
                          save_every=save_every, world=WorldConfig(seed=world_seed))
     command = "editscope world " + " ".join(shlex.quote(a) for a in sys.argv[2:])

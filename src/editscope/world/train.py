@@ -16,7 +16,7 @@ import socket
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -28,7 +28,7 @@ from editscope.world.modeling import ModelSpec, build_model, build_processor
 from editscope.world.render import Augmentation, fixed_render, render
 from editscope.world.templates import ATTRIBUTE_TEMPLATES, attribute_question, fact_question, fact_templates
 from editscope.world.tokenizer import DEFAULT_VOCAB_SIZE, build_tokenizer
-from editscope.world.world import ATTRIBUTES, FACTS, WORLD_FILE, World, WorldConfig, build_world
+from editscope.world.world import ATTRIBUTE_VALUES, ATTRIBUTES, FACTS, WORLD_FILE, World, WorldConfig, build_world
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,8 @@ class TrainConfig:
     warmup: int = 200
     weight_decay: float = 0.01
     vision_lr_scale: float = 1.0
+    feature_penalty: float = 1e-2
+    auxiliary: float = 1.0
     grad_clip: float = 1.0
     threads: int = 1
     workers: int = 1
@@ -78,6 +80,15 @@ def learning_rate(config: TrainConfig, step: int) -> float:
     return config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * cosine)
 
 
+class StepExamples(NamedTuple):
+    """One step's examples: with images (visual fact and attribute questions), without images,
+    and the subject of each image example (in order)."""
+
+    images: list[Encoded]
+    texts: list[Encoded]
+    image_subjects: list[int]
+
+
 class Sampler:
     """Draws the examples of each step from a seeded :class:`random.Random`."""
 
@@ -92,27 +103,88 @@ class Sampler:
             return render(self.world.subject(subject_index), Augmentation.sample(self.rng))
         return self.seen[(subject_index, self.rng.randrange(SEEN_RENDERS))]
 
-    def step(self) -> tuple[list[Encoded], list[Encoded]]:
-        """``(image examples, text examples)`` of one step."""
+    def step(self) -> StepExamples:
+        """The examples of one step."""
         rng, subjects = self.rng, self.world.subjects
         images: list[Encoded] = []
+        image_subjects: list[int] = []
         for _ in range(self.config.visual):
             s = rng.choice(subjects)
             fact = rng.choice(FACTS)
             q = fact_question(s, fact, rng.choice(fact_templates(fact, "train")), image=True)
             images.append(self.encoder.encode(q, self._image(s.index)))
+            image_subjects.append(s.index)
         for _ in range(self.config.attribute):
             s = rng.choice(subjects)
             attribute = rng.choice(ATTRIBUTES)
             q = attribute_question(s, attribute, rng.choice(ATTRIBUTE_TEMPLATES[attribute]["train"]))
             images.append(self.encoder.encode(q, self._image(s.index)))
+            image_subjects.append(s.index)
         texts = []
         for _ in range(self.config.text):
             s = rng.choice(subjects)
             fact = rng.choice(FACTS)
             q = fact_question(s, fact, rng.choice(fact_templates(fact, "train")), image=False)
             texts.append(self.encoder.encode(q, None))
-        return images, texts
+        return StepExamples(images, texts, image_subjects)
+
+
+class ProjectorTap:
+    """Keeps the projector's input (the selected vision features, ``(n_images, tokens, vision
+    hidden)``) and output of each training forward pass, for the two training-only terms below."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.captured: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._handle = model.model.multi_modal_projector.register_forward_hook(self._hook)
+
+    def _hook(self, module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        if module.training:
+            self.captured.append((inputs[0], output))
+
+    def pop(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        captured, self.captured = self.captured, []
+        return captured
+
+    def remove(self) -> None:
+        self._handle.remove()
+
+
+def feature_scale(captured: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Mean square of the projector's input and output.
+
+    The decoder normalises every token (RMSNorm), so nothing in the task loss stops the vision
+    tower's residual stream and the projected image features from growing without bound; once
+    they are hundreds of times larger than the text embeddings the vision side stops learning.
+    Training adds ``feature_penalty`` times this to the loss.
+    """
+    if not captured:
+        return torch.zeros(())
+    return torch.stack([x.pow(2).mean() + y.pow(2).mean() for x, y in captured]).sum()
+
+
+class AuxiliaryHeads(torch.nn.Module):
+    """Training-only linear classifiers on the mean-pooled vision features: one per visual
+    attribute and one for the subject's identity. They give the vision tower a direct signal
+    (a randomly initialised ViT barely learns shapes through the decoder alone) and are thrown
+    away after training; the saved model is the stock LLaVA."""
+
+    def __init__(self, world: World, hidden: int) -> None:
+        super().__init__()
+        self.world = world
+        self.attributes = torch.nn.ModuleDict(
+            {a: torch.nn.Linear(hidden, len(ATTRIBUTE_VALUES[a])) for a in ATTRIBUTES})
+        self.identity = torch.nn.Linear(hidden, len(world.subjects))
+
+    def loss(self, features: torch.Tensor, subjects: list[int]) -> torch.Tensor:
+        """Mean cross-entropy of all heads; ``features`` (n_images, tokens, hidden)."""
+        pooled = features.mean(dim=1)
+        target = torch.tensor(subjects)
+        losses = [torch.nn.functional.cross_entropy(self.identity(pooled), target)]
+        for attribute, head in self.attributes.items():
+            values = ATTRIBUTE_VALUES[attribute]
+            labels = torch.tensor([values.index(self.world.subject(i).look[attribute]) for i in subjects])
+            losses.append(torch.nn.functional.cross_entropy(head(pooled), labels))
+        return torch.stack(losses).mean()
 
 
 def _param_groups(model: torch.nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
@@ -195,7 +267,11 @@ def _train_worker(rank: int, config: TrainConfig, out: Path, work_dir: Path | No
     sampler = Sampler(world, encoder, config, rank)
     n_params = sum(p.numel() for p in model.parameters())
     logger.info("model has %.2fM parameters", n_params / 1e6)
-    optimizer = torch.optim.AdamW(_param_groups(model, config), lr=config.lr, betas=(0.9, 0.98))
+    heads = AuxiliaryHeads(world, config.model.vision_hidden)
+    groups = _param_groups(model, config) + [{"params": list(heads.parameters()), "weight_decay": 0.0,
+                                              "lr_scale": config.vision_lr_scale}]
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.98))
+    tap = ProjectorTap(model)
     meta: dict[str, Any] = {"train": config_dict(config), "command": command, "parameters": n_params}
     start = time.monotonic()
     bar = tqdm(range(config.steps), desc="train", mininterval=10.0, disable=not (progress and lead))
@@ -205,19 +281,24 @@ def _train_worker(rank: int, config: TrainConfig, out: Path, work_dir: Path | No
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(config, step) * group["lr_scale"]
         total_loss, total_count = torch.zeros(()), torch.zeros((), dtype=torch.long)
-        for examples in sampler.step():
-            batch = collate(examples, tokenizer.pad_token_id)
+        examples = sampler.step()
+        for part in (examples.images, examples.texts):
+            batch = collate(part, tokenizer.pad_token_id)
             labels = batch.pop("labels")
             loss, count = shifted_loss_terms(model(**batch).logits, labels)
             total_loss, total_count = total_loss + loss, total_count + count
         loss = total_loss / total_count
+        captured = tap.pop()
+        scale = feature_scale(captured)
+        aux = heads.loss(captured[0][0], examples.image_subjects)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss + config.feature_penalty * scale + config.auxiliary * aux).backward()
         if config.workers > 1:
             _average_gradients(model, config.workers)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            _average_gradients(heads, config.workers)
+        torch.nn.utils.clip_grad_norm_(list(model.parameters()) + list(heads.parameters()), config.grad_clip)
         optimizer.step()
-        bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}", refresh=False)
+        bar.set_postfix(loss=f"{loss.item():.4f}", feat=f"{scale.item():.2f}", aux=f"{aux.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}", refresh=False)
         done = step + 1
         if lead and config.eval_every and done % config.eval_every == 0 and done < config.steps:
             quick = evaluate(model, encoder, world, stride=8)
@@ -231,6 +312,7 @@ def _train_worker(rank: int, config: TrainConfig, out: Path, work_dir: Path | No
         if stop.item():
             logger.warning("stopping at step %d of %d after %.1f minutes", done, config.steps, max_minutes)
             break
+    tap.remove()
     meta["steps_done"] = step + 1
     meta["train_wall_time_s"] = round(time.monotonic() - start, 1)
     if lead:
