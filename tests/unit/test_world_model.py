@@ -94,3 +94,30 @@ def test_config_validation():
         TrainConfig(fresh=1.5)
     with pytest.raises(ValueError):
         ModelSpec(image_size=60, patch_size=16)
+
+
+def test_projector_tap_feature_scale_and_auxiliary_heads(world, tokenizer):
+    from editscope.world.train import AuxiliaryHeads, ProjectorTap, feature_scale
+
+    model = build_model(TINY, tokenizer, seed=0)
+    encoder = Encoder(tokenizer, TINY.image_tokens)
+    step = Sampler(world, encoder, TrainConfig(visual=2, attribute=1, text=1, model=TINY)).step()
+    batch = collate(step.images, tokenizer.pad_token_id)
+    tap = ProjectorTap(model)
+    model.eval()
+    model(**batch)
+    assert tap.pop() == []  # only training passes are kept
+    model.train()
+    model(**batch)
+    captured = tap.pop()
+    assert len(captured) == 1
+    features, projected = captured[0]
+    assert features.shape == (3, TINY.image_tokens, TINY.vision_hidden)
+    expected = features.pow(2).mean() + projected.pow(2).mean()
+    assert torch.allclose(feature_scale(captured), expected)
+    heads = AuxiliaryHeads(world, TINY.vision_hidden)
+    loss = heads.loss(features, step.image_subjects)
+    assert loss.ndim == 0 and torch.isfinite(loss) and loss > 0
+    tap.remove()
+    model(**batch)
+    assert tap.pop() == []
