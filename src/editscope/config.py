@@ -43,7 +43,6 @@ class ScopeEditConfig:
     eta_shared: float = 1.0
     lambda_shared: float = 1.0
     shared_layers: int = 6
-    shared_on_projector: bool = False
     steps_per_edit: int = 5
     code_norm: bool = False
     basis: str = "orthogonal"

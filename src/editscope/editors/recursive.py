@@ -297,11 +297,10 @@ class ScopeEdit(RecursiveEditor):
         return self.config.rank_local, self.config.rank_shared
 
     def _shared_groups(self, active: list[str]) -> list[str]:
+        # The projector never writes a shared branch: its input holds image features only, so
+        # there is no text key and the gate stays closed.
         decoder = sorted((g for g in active if g != PROJECTOR), key=self._group_order)
-        chosen = decoder[: self.config.shared_layers]
-        if self.config.shared_on_projector and PROJECTOR in active:
-            chosen.append(PROJECTOR)
-        return chosen
+        return decoder[: self.config.shared_layers]
 
     def _key_sites(self, inputs: ModelInputs, scope: str) -> frozenset[str]:
         if scope == "instance" or inputs.image_positions.numel() == 0 or not self.config.rank_shared:
