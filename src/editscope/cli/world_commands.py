@@ -34,6 +34,7 @@ def train_command(
     text: int = typer.Option(16, "--text", help="Text-only fact questions per step and worker."),
     eval_every: int = typer.Option(1000, "--eval-every", help="Quick evaluation every N steps (0: never)."),
     save_every: int = typer.Option(500, "--save-every", help="Snapshot every N steps (needs --work-dir)."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Continue from this model directory (same world)."),
     final_eval: bool = typer.Option(True, "--final-eval/--no-final-eval", help="Evaluate the saved model."),
 ) -> None:
     """Train the built-in model from scratch (deterministic given the seeds)."""
@@ -47,7 +48,7 @@ def train_command(
                          text=text, eval_every=eval_every,
                          save_every=save_every, world=WorldConfig(seed=world_seed))
     command = "editscope world " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-    meta = train(config, out, work_dir=work_dir, command=command, max_minutes=minutes)
+    meta = train(config, out, work_dir=work_dir, command=command, max_minutes=minutes, init=init)
     typer.echo(f"trained {meta['steps_done']} steps in {meta['train_wall_time_s']} s; saved to {out}")
     if final_eval:
         metrics = evaluate_model(out)

@@ -228,22 +228,24 @@ def config_dict(config: TrainConfig) -> dict[str, Any]:
 
 
 def train(config: TrainConfig, out: Path, work_dir: Path | None = None, command: str = "",
-          max_minutes: float | None = None, progress: bool = True) -> dict[str, Any]:
+          max_minutes: float | None = None, progress: bool = True, init: Path | None = None) -> dict[str, Any]:
     """Train, save the half-precision model to ``out`` and return the ``world.json`` data.
 
     With ``config.workers`` > 1 the work is data-parallel over that many processes (gloo,
     gradients averaged every step; each worker draws its own examples). ``work_dir`` receives a
     loadable snapshot (``latest/``) every ``save_every`` steps. ``max_minutes`` stops early
-    (then the result depends on the machine's speed).
+    (then the result depends on the machine's speed). ``init`` continues from the weights of a
+    model directory saved by an earlier run on the same world (a second stage with its own
+    schedule); its ``world.json`` is kept under ``"previous"``.
     """
     if config.workers == 1:
-        _train_worker(0, config, out, work_dir, command, max_minutes, progress, 0)
+        _train_worker(0, config, out, work_dir, command, max_minutes, progress, 0, init)
     else:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
         torch.multiprocessing.spawn(_train_worker, nprocs=config.workers,
-                                    args=(config, out, work_dir, command, max_minutes, progress, port))
+                                    args=(config, out, work_dir, command, max_minutes, progress, port, init))
     return json.loads((out / WORLD_FILE).read_text())
 
 
@@ -259,7 +261,7 @@ def _average_gradients(model: torch.nn.Module, workers: int) -> None:
 
 
 def _train_worker(rank: int, config: TrainConfig, out: Path, work_dir: Path | None, command: str,
-                  max_minutes: float | None, progress: bool, port: int) -> None:
+                  max_minutes: float | None, progress: bool, port: int, init: Path | None) -> None:
     torch.set_num_threads(config.threads)
     if config.workers > 1:
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
@@ -269,6 +271,13 @@ def _train_worker(rank: int, config: TrainConfig, out: Path, work_dir: Path | No
     tokenizer = build_tokenizer(world, config.vocab_size)
     processor = build_processor(config.model, tokenizer)
     model = build_model(config.model, tokenizer, config.seed)
+    previous = None
+    if init is not None:
+        previous = json.loads((init / WORLD_FILE).read_text())
+        if previous["train"]["world"] != config.world.to_dict() or previous["train"]["model"] != config.model.to_dict():
+            raise ValueError(f"{init} was trained on another world or model spec than this run")
+        weights = type(model).from_pretrained(init, dtype=torch.float32).state_dict()
+        model.load_state_dict(weights, strict=True)
     encoder = Encoder(tokenizer, config.model.image_tokens)
     sampler = Sampler(world, encoder, config, rank)
     n_params = sum(p.numel() for p in model.parameters())
@@ -279,6 +288,9 @@ def _train_worker(rank: int, config: TrainConfig, out: Path, work_dir: Path | No
     optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.98))
     tap = ProjectorTap(model)
     meta: dict[str, Any] = {"train": config_dict(config), "command": command, "parameters": n_params}
+    if previous is not None:
+        meta["init"] = str(init)
+        meta["previous"] = previous
     start = time.monotonic()
     bar = tqdm(range(config.steps), desc="train", mininterval=10.0, disable=not (progress and lead))
     step = 0
