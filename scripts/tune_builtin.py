@@ -1,0 +1,59 @@
+"""Sweep ScopeEdit hyper-parameters for the built-in model on world:dev (never on test).
+
+Usage: python scripts/tune_builtin.py --edits 100 --out runs/tune 'eta=0.5' 'eta=1.0,top_k=2' ...
+Each argument is one candidate: comma-separated key=value overrides of the builtin preset.
+Prints one line per candidate with the retention metrics after the stream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+import yaml
+
+from editscope.evaluation.bench import BenchSpec, run_bench
+from editscope.models import load
+
+KEYS = ("rel", "t_gen", "m_gen", "text_transfer", "t_loc", "m_loc", "near_miss_leak", "proper_share")
+
+
+def parse(candidate: str) -> dict:
+    if not candidate:
+        return {}
+    return {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in candidate.split(","))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("candidates", nargs="*", default=[""])
+    parser.add_argument("--edits", type=int, default=100)
+    parser.add_argument("--editor", default="scopeedit")
+    parser.add_argument("--out", type=Path, default=Path("runs/tune"))
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--model", default="builtin")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    vlm = load(args.model)
+    for i, candidate in enumerate(args.candidates):
+        overrides = parse(candidate)
+        spec = BenchSpec(
+            model=args.model, data="world:dev", preset="builtin", out=args.out / f"c{i}", editors=(args.editor,),
+            edits=args.edits, checkpoints=(args.edits,), exact_match=False,
+            overrides={args.editor: overrides},
+        )
+        results = run_bench(spec, f"tune {candidate}", vlm=vlm, progress=False)
+        entry = results["editors"][args.editor]
+        ret = entry["retention"][str(args.edits)]
+        onl = entry["online"][str(args.edits)]
+        row = {"candidate": candidate or "(preset)", **{f"ret_{k}": ret.get(k) for k in KEYS},
+               "onl_rel": onl.get("rel"), "onl_t_gen": onl.get("t_gen"), "onl_m_gen": onl.get("m_gen"),
+               "onl_text": onl.get("text_transfer"), "onl_leak": onl.get("near_miss_leak"),
+               "time": entry["cost"]["edit_time_median_s"]}
+        print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
