@@ -79,3 +79,43 @@ def test_tradeoff_point() -> None:
     assert tradeoff_point({"t_loc": 1.0, "m_loc": 0.5, "near_miss_leak": 0.25, "t_gen": 1.0,
                            "m_gen": 0.0, "text_transfer": None}) == (pytest.approx(0.75), 0.5)
     assert tradeoff_point({}) == (None, None)
+
+
+def _results(names: list[str], seed: int = 0) -> dict:
+    config = {"model": "tiny", "data": "x", "edits": 3, "seed": seed, "preset": None, "checkpoints": [1, 3],
+              "scope_threshold": 0.5, "editor_configs": {n: {} for n in names}}
+    return build_results([_run(n) for n in names], (1, 3), config, [{"case_id": 0}], f"bench {names}", "t")
+
+
+def test_merge_results_from_separate_processes(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from editscope.cli.main import app
+    from editscope.evaluation.report import merge_results
+
+    merged = merge_results([_results(["a", "b"]), _results(["c"])], "merge", "t")
+    assert list(merged["editors"]) == ["a", "b", "c"]
+    assert merged["config"]["editors"] == ["a", "b", "c"]
+    assert merged["config"]["merged_from"] == ["bench ['a', 'b']", "bench ['c']"]
+    with pytest.raises(ValueError, match="'seed'"):
+        merge_results([_results(["a"]), _results(["c"], seed=1)], "merge", "t")
+    with pytest.raises(ValueError, match="more than one"):
+        merge_results([_results(["a"]), _results(["a"])], "merge", "t")
+    other = _results(["c"])
+    other["stream"] = [{"case_id": 1}]
+    with pytest.raises(ValueError, match="different stream"):
+        merge_results([_results(["a"]), other], "merge", "t")
+
+    paths = []
+    for i, names in enumerate((["a"], ["b"])):
+        paths.append(str(write_results(_results(names), tmp_path / f"part{i}")))
+    result = CliRunner().invoke(app, ["bench-merge", *paths, "--out", str(tmp_path / "merged")])
+    assert result.exit_code == 0, result.output
+    loaded = json.loads((tmp_path / "merged" / "results.json").read_text())
+    assert list(loaded["editors"]) == ["a", "b"]
+    assert loaded["command"].startswith("editscope bench-merge ") and paths[0] in loaded["command"]
+    summary = (tmp_path / "merged" / "summary.md").read_text()
+    assert "| a |" in summary and "| b |" in summary and "Merged from" in summary
+    assert (tmp_path / "merged" / "scope_tradeoff.png").is_file()
+    bad = CliRunner().invoke(app, ["bench-merge", paths[0], paths[0], "--out", str(tmp_path / "m2")])
+    assert bad.exit_code == 2 and "more than one" in bad.output

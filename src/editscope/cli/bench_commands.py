@@ -1,4 +1,4 @@
-"""CLI commands of the bench area: ``editscope bench``."""
+"""CLI commands of the bench area: ``editscope bench`` and ``editscope bench-merge``."""
 
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ def _command_line(ctx: typer.Context) -> str:
             continue
         value = ctx.params[param.name]
         flag = param.opts[0]
-        if isinstance(value, bool):
+        if param.param_type_name == "argument":
+            words += [str(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
+        elif isinstance(value, bool):
             if value:
                 words.append(flag)
         else:
@@ -75,6 +77,33 @@ def bench(
                f"({len(results['editors'])} editors)")
 
 
+def bench_merge(
+    ctx: typer.Context,
+    results: list[Path] = typer.Argument(..., help="results.json files of runs on the same stream"),
+    out: Path = typer.Option(..., "--out", help="directory for the merged results.json, summary.md and plots"),
+) -> None:
+    """Merge bench runs of the same stream made in separate processes (editors split across
+    cores) into one results.json, summary.md and plots."""
+    import json
+    from datetime import datetime, timezone
+
+    from editscope.evaluation.plots import write_plots
+    from editscope.evaluation.report import merge_results, write_results, write_summary
+
+    try:
+        parts = [json.loads(Path(p).read_text()) for p in results]
+        created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        merged = merge_results(parts, _command_line(ctx), created)
+    except (OSError, ValueError, KeyError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    write_results(merged, out)
+    write_summary(merged, out)
+    write_plots(merged, out)
+    typer.echo(f"merged {len(parts)} runs ({', '.join(merged['editors'])}) into {out}")
+
+
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the main app."""
     app.command("bench")(bench)
+    app.command("bench-merge")(bench_merge)

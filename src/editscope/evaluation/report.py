@@ -195,6 +195,7 @@ def summary_markdown(results: dict[str, Any]) -> str:
     ]
     for n in checkpoints:
         out += [f"## Retention after {n} edits", "", *_table(results, "retention", n), ""]
+    out[4:4] = [f"Merged from: `{command}`\n" for command in cfg.get("merged_from", [])]
     out += [f"## Online (each edit scored right after it), {last} edits", "",
             *_table(results, "online", last), ""]
     out += ["## Cost per edit", "",
@@ -217,3 +218,36 @@ def write_summary(results: dict[str, Any], out_dir: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(summary_markdown(results), encoding="utf-8")
     return path
+
+
+# -- merging runs of separate processes ------------------------------------------------------
+
+_SAME_RUN_KEYS = ("model", "data", "images", "edits", "checkpoints", "preset", "seed", "scope_threshold",
+                  "exact_match", "record_anchors")
+
+
+def merge_results(parts: Sequence[dict[str, Any]], command: str, created: str) -> dict[str, Any]:
+    """One results structure from runs of the same stream in separate processes (editors split
+    across cores). The runs must agree on the stream and on the settings in ``_SAME_RUN_KEYS``;
+    an editor present in two parts is an error."""
+    if not parts:
+        raise ValueError("nothing to merge")
+    first = parts[0]
+    editors: dict[str, Any] = {}
+    for i, part in enumerate(parts):
+        for key in _SAME_RUN_KEYS:
+            if part["config"].get(key) != first["config"].get(key):
+                raise ValueError(f"results {i} differ from results 0 in {key!r}: "
+                                 f"{part['config'].get(key)!r} != {first['config'].get(key)!r}")
+        if part["stream"] != first["stream"]:
+            raise ValueError(f"results {i} were run on a different stream of edits than results 0")
+        for name, entry in part["editors"].items():
+            if name in editors:
+                raise ValueError(f"editor {name!r} appears in more than one of the merged results")
+            editors[name] = entry
+    config = dict(first["config"])
+    config["editors"] = list(editors)
+    config["editor_configs"] = {k: v for p in parts for k, v in p["config"].get("editor_configs", {}).items()}
+    config["merged_from"] = [p["command"] for p in parts]
+    return {"command": command, "created": created, "config": config, "stream": first["stream"],
+            "editors": editors}
