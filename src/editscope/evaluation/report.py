@@ -226,6 +226,12 @@ _SAME_RUN_KEYS = ("model", "data", "images", "edits", "checkpoints", "preset", "
                   "exact_match", "record_anchors")
 
 
+def _stream_key(stream: Sequence[dict[str, Any]]) -> list[tuple]:
+    """A stream's identity across runs: each run writes its own copy of the records, so image
+    paths are compared by file name."""
+    return [tuple((k, Path(v).name if k == "image" and v else v) for k, v in sorted(row.items())) for row in stream]
+
+
 def merge_results(parts: Sequence[dict[str, Any]], command: str, created: str) -> dict[str, Any]:
     """One results structure from runs of the same stream in separate processes (editors split
     across cores). The runs must agree on the stream and on the settings in ``_SAME_RUN_KEYS``;
@@ -239,7 +245,7 @@ def merge_results(parts: Sequence[dict[str, Any]], command: str, created: str) -
             if part["config"].get(key) != first["config"].get(key):
                 raise ValueError(f"results {i} differ from results 0 in {key!r}: "
                                  f"{part['config'].get(key)!r} != {first['config'].get(key)!r}")
-        if part["stream"] != first["stream"]:
+        if _stream_key(part["stream"]) != _stream_key(first["stream"]):
             raise ValueError(f"results {i} were run on a different stream of edits than results 0")
         for name, entry in part["editors"].items():
             if name in editors:
