@@ -12,3 +12,4 @@ editscope bench --model builtin --data world:test --editors scopeedit,more --edi
 editscope bench --model builtin --data world:test --editors lora,ft,grace,none --edits "$edits" \
     --checkpoints 1,10,100,1000 --threads 1 --quiet --out "$out/baselines" > "runs/bench-baselines.log" 2>&1 &
 wait
+editscope bench-merge "$out/recursive/results.json" "$out/baselines/results.json" --out "$out/merged"
