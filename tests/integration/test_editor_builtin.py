@@ -11,11 +11,7 @@ from editscope.world import FACTS, fact_question, fact_templates, fixed_render, 
 
 @pytest.fixture(scope="module")
 def world_and_vlm():
-    try:
-        vlm = load("builtin")
-    except FileNotFoundError as err:  # a checkout without the shipped model
-        pytest.skip(str(err))
-    return load_world(), vlm
+    return load_world(), load("builtin")
 
 
 def test_one_edit_changes_the_answer_and_not_an_unrelated_one(world_and_vlm) -> None:

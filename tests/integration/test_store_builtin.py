@@ -1,4 +1,4 @@
-"""The edit store on the shipped built-in model (skipped when the checkpoint is absent): edits
+"""The edit store on the shipped built-in model: edits
 from the world's test split, rollback to identical logits, revert + audit, replay after
 reopening, and a merged export that plain transformers loads."""
 
@@ -8,13 +8,9 @@ import pytest
 import torch
 
 from editscope.store import EditStore
+from editscope import world as world_module
 from editscope.types import EditRequest
 
-world_module = pytest.importorskip("editscope.world")
-try:
-    world_module.builtin_path()
-except FileNotFoundError as missing:
-    pytest.skip(f"no built-in model: {missing}", allow_module_level=True)
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import abc
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
 from editscope.types import EditRequest, EditResult, ImageInput, Probe, Score
+
+if TYPE_CHECKING:
+    from editscope.models.vlm import VisionLanguageModel
 
 
 class Editor(abc.ABC):
@@ -21,7 +24,7 @@ class Editor(abc.ABC):
 
     name: str = "editor"
 
-    def __init__(self, vlm: "VisionLanguageModel") -> None:  # noqa: F821 (defined in models)
+    def __init__(self, vlm: VisionLanguageModel) -> None:
         self.vlm = vlm
         self.edits_applied = 0
 
