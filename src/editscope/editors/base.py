@@ -8,10 +8,12 @@ time. Reading the model (``answer``, ``score``, ``logits``) is shared by all edi
 from __future__ import annotations
 
 import abc
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import torch
+from torch import nn
 
 from editscope.types import EditRequest, EditResult, ImageInput, Probe, Score
 
@@ -75,6 +77,19 @@ class Editor(abc.ABC):
     def merge(self) -> torch.nn.Module:
         """A plain Hugging Face model with the edits folded into its weights."""
         raise NotImplementedError(f"{type(self).__name__} cannot merge its edits into the weights")
+
+
+@contextmanager
+def trainable(params: list[nn.Parameter]) -> Iterator[list[nn.Parameter]]:
+    """Enable gradients on ``params`` for the duration of the block."""
+    try:
+        for p in params:
+            p.requires_grad_(True)
+        yield params
+    finally:
+        for p in params:
+            p.requires_grad_(False)
+            p.grad = None
 
 
 class EditRejected(RuntimeError):

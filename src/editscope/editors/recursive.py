@@ -6,8 +6,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +17,7 @@ from editscope.core.capture import Capture, Positions, capture_codes
 from editscope.core.linalg import site_seed
 from editscope.core.site import STATE_NAMES, EditSite
 from editscope.core.update import fold_code, local_update, shared_update
-from editscope.editors.base import Editor, EditRejected
+from editscope.editors.base import Editor, EditRejected, trainable
 from editscope.editors.transaction import Transaction
 from editscope.types import EditRequest, EditResult, GateValues, ModelInputs, Probe
 
@@ -118,16 +117,9 @@ class RecursiveEditor(Editor):
         predicted = logits.index_select(0, inputs.target_positions.to(logits.device)).float()
         return F.cross_entropy(predicted, inputs.target_ids.to(logits.device))
 
-    @contextmanager
-    def _trainable(self) -> Iterator[list[nn.Parameter]]:
-        params = [p for s in self.sites.values() for p in (s.B_local, s.B_shared) if p.numel()]
-        try:
-            for p in params:
-                p.requires_grad_(True)
-            yield params
-        finally:
-            for p in params:
-                p.requires_grad_(False)
+    def _trainable(self):
+        """Gradients on every non-empty ``B`` for the duration of the block."""
+        return trainable([p for s in self.sites.values() for p in (s.B_local, s.B_shared) if p.numel()])
 
     def _key_sites(self, inputs: ModelInputs, scope: str) -> frozenset[str]:
         return frozenset()

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Mapping, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from editscope.editors.base import EditRejected
+from editscope.editors.base import EditRejected, trainable
 from editscope.types import EditResult, ModelInputs
 
 C = TypeVar("C")
@@ -70,17 +69,18 @@ def swap_in(model: nn.Module, path: str, wrapper: nn.Module) -> None:
     model.set_submodule(path, wrapper)
 
 
-@contextmanager
-def trainable(params: list[nn.Parameter]) -> Iterator[list[nn.Parameter]]:
-    """Enable gradients on ``params`` for the duration of the block."""
-    try:
-        for p in params:
-            p.requires_grad_(True)
-        yield params
-    finally:
-        for p in params:
-            p.requires_grad_(False)
-            p.grad = None
+def wrap_layer_output(vlm: Any, layer: int, make_wrapper: Callable[[nn.Linear], nn.Module]) -> tuple[str, str, nn.Module]:
+    """Freeze the model and swap a wrapper around the MLP output linear of decoder ``layer``;
+    returns (group, path, wrapper). Used by the one-layer baselines (FT-L, GRACE)."""
+    vlm.model.requires_grad_(False)
+    vlm.model.eval()
+    group, paths = decoder_layer_group(vlm, layer)
+    path = output_linear(vlm, paths)
+    wrapper = make_wrapper(vlm.model.get_submodule(path))
+    swap_in(vlm.model, path, wrapper)
+    return group, path, wrapper
+
+
 
 
 def optimise(vlm: Any, inputs: ModelInputs, params: list[nn.Parameter], lr: float, steps: int,

@@ -17,7 +17,7 @@ from torch import nn
 
 from editscope.editors.base import Editor
 from editscope.editors.baselines.common import (
-    check_positive, decoder_layer_group, optimise, output_linear, swap_in, target_loss, transactional_edit,
+    check_positive, optimise, target_loss, transactional_edit, wrap_layer_output,
 )
 from editscope.types import EditRequest, EditResult
 
@@ -60,12 +60,7 @@ class FineTune(Editor):
     def __init__(self, vlm: Any, config: FTConfig | None = None) -> None:
         super().__init__(vlm)
         self.config = config if config is not None else FTConfig()
-        vlm.model.requires_grad_(False)
-        vlm.model.eval()
-        self.group, paths = decoder_layer_group(vlm, self.config.layer)
-        self.path = output_linear(vlm, paths)
-        self.site = DeltaLinear(vlm.model.get_submodule(self.path))
-        swap_in(vlm.model, self.path, self.site)
+        self.group, self.path, self.site = wrap_layer_output(vlm, self.config.layer, DeltaLinear)
 
     def _clamp(self) -> None:
         c = self.config.norm_constraint

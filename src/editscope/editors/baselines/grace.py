@@ -32,7 +32,7 @@ from torch import nn
 
 from editscope.editors.base import Editor
 from editscope.editors.baselines.common import (
-    check_positive, decoder_layer_group, optimise, output_linear, swap_in, target_loss, transactional_edit,
+    check_positive, optimise, target_loss, transactional_edit, wrap_layer_output,
 )
 from editscope.types import EditRequest, EditResult
 
@@ -147,12 +147,7 @@ class Grace(Editor):
     def __init__(self, vlm: Any, config: GraceConfig | None = None) -> None:
         super().__init__(vlm)
         self.config = config if config is not None else GraceConfig()
-        vlm.model.requires_grad_(False)
-        vlm.model.eval()
-        self.group, paths = decoder_layer_group(vlm, self.config.layer)
-        self.path = output_linear(vlm, paths)
-        self.codebook = GraceCodebook(vlm.model.get_submodule(self.path))
-        swap_in(vlm.model, self.path, self.codebook)
+        self.group, self.path, self.codebook = wrap_layer_output(vlm, self.config.layer, GraceCodebook)
 
     def _keys_and_outputs(self, inputs: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """The base linear's inputs (k, d_in) and outputs (k, d_out) at the key positions."""
