@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# The published comparison on the built-in model: 1000 edits of world:test, every editor on the
-# same stream in the same order. Two processes (one per core): the recursive editors and the
-# baselines; each writes its own results.json / summary.md / plots.
+# The published comparison on the built-in model: world:test, every editor on the same stream in
+# the same order. One process per editor (JOBS at a time, one torch thread each); each writes its
+# own results.json / summary.md / plots under OUT/<editor>, then bench-merge joins them in OUT/merged.
+#   EDITS=1000 JOBS=2 scripts/publish_comparison.sh docs/results/world-test-1000
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-docs/results/world-test-1000}
-mkdir -p runs "$out"
 edits=${EDITS:-1000}
-editscope bench --model builtin --data world:test --editors scopeedit,more --edits "$edits" \
-    --checkpoints 1,10,100,1000 --threads 1 --quiet --out "$out/recursive" > "runs/bench-recursive.log" 2>&1 &
-editscope bench --model builtin --data world:test --editors lora,ft,grace,none --edits "$edits" \
-    --checkpoints 1,10,100,1000 --threads 1 --quiet --out "$out/baselines" > "runs/bench-baselines.log" 2>&1 &
-wait
-editscope bench-merge "$out/recursive/results.json" "$out/baselines/results.json" --out "$out/merged"
+jobs=${JOBS:-2}
+editors=${EDITORS:-scopeedit more lora ft grace none}
+checkpoints=1,10,100,1000
+mkdir -p runs "$out"
+printf '%s\n' $editors | xargs -P "$jobs" -I{} sh -c \
+    "editscope bench --model builtin --data world:test --editors {} --edits $edits --checkpoints $checkpoints \
+     --threads 1 --quiet --out '$out/{}' > 'runs/publish-{}.log' 2>&1 || { echo '{} failed, see runs/publish-{}.log'; exit 255; }"
+editscope bench-merge $(printf "$out/%s/results.json " $editors) --out "$out/merged"

@@ -1,0 +1,63 @@
+"""Each edit alone: apply one world:dev edit to the built-in model, score it, reset, next.
+
+Separates what one edit does (absorption, transfer, collateral change) from what a stream of
+edits does (tune_builtin.py). Never run on world:test.
+
+Usage: python scripts/single_edit_study.py --edits 30 '{}' '{"editor": "more"}' '{"eta": 0.2}'
+Each argument is one candidate: a JSON object of overrides of the builtin preset, with an
+optional "editor" key (scopeedit, the default, or more). Prints one line per candidate with the
+mean of each metric over the edits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import tempfile
+from pathlib import Path
+
+import torch
+
+from editscope.config import load_preset
+from editscope.editors.recursive import MORE, ScopeEdit
+from editscope.evaluation.data import load_records
+from editscope.evaluation.protocol import CaseScorer, ProtocolConfig, _anchored, compute_references
+from editscope.models import load
+from editscope.world import builtin_path, load_world, write_edits
+
+KEYS = ("rel", "t_gen", "m_gen", "text_transfer", "t_loc", "m_loc", "other_fact_loc", "near_miss_leak")
+EDITORS = {"scopeedit": ScopeEdit, "more": MORE}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("candidates", nargs="*", default=["{}"])
+    parser.add_argument("--edits", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    vlm = load("builtin")
+    with tempfile.TemporaryDirectory() as tmp:
+        records = write_edits(load_world(builtin_path()), "dev", Path(tmp))
+        cases = load_records("world", Path(records), Path(records).parent)[: args.edits]
+        refs = compute_references(vlm, cases, progress=False)
+        protocol = ProtocolConfig(exact_match=False, progress=False)
+        for candidate in args.candidates:
+            overrides = json.loads(candidate)
+            editor_cls = EDITORS[overrides.pop("editor", "scopeedit")]
+            editor = editor_cls(vlm, dataclasses.replace(load_preset("builtin"), **overrides))
+            scorer = CaseScorer(editor, refs, protocol)
+            rows = []
+            for case in cases:
+                editor.edit(_anchored(case, protocol))
+                rows.append(scorer.score(case))
+                editor.reset()
+            editor.remove()
+            means = {k: round(statistics.mean(r[k] for r in rows if r.get(k) is not None), 3) for k in KEYS}
+            print(json.dumps({"candidate": candidate, **means}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
