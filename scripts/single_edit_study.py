@@ -6,7 +6,8 @@ edits does (tune_builtin.py). Never run on world:test.
 Usage: python scripts/single_edit_study.py --edits 30 '{}' '{"editor": "more"}' '{"eta": 0.2}'
 Each argument is one candidate: a JSON object of overrides of the builtin preset, with an
 optional "editor" key (scopeedit, the default, or more). Prints one line per candidate with the
-mean of each metric over the edits.
+mean of each metric over the edits (and, for ScopeEdit, the gate's mean cos and g over the
+shared layers, with the smallest g).
 """
 
 from __future__ import annotations
@@ -49,13 +50,18 @@ def main() -> None:
             editor_cls = EDITORS[overrides.pop("editor", "scopeedit")]
             editor = editor_cls(vlm, dataclasses.replace(load_preset("builtin"), **overrides))
             scorer = CaseScorer(editor, refs, protocol)
-            rows = []
+            rows, gates = [], []
             for case in cases:
-                editor.edit(_anchored(case, protocol))
+                result = editor.edit(_anchored(case, protocol))
+                gates.extend(result.gates.values())
                 rows.append(scorer.score(case))
                 editor.reset()
             editor.remove()
             means = {k: round(statistics.mean(r[k] for r in rows if r.get(k) is not None), 3) for k in KEYS}
+            if gates:  # ScopeEdit: the evidence gate of the shared layers at each edit's last step
+                means["gate_cos"] = round(statistics.mean(g.cos for g in gates), 3)
+                means["gate_g"] = round(statistics.mean(g.g for g in gates), 3)
+                means["gate_g_min"] = round(min(g.g for g in gates), 3)
             print(json.dumps({"candidate": candidate, **means}), flush=True)
 
 
