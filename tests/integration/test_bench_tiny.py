@@ -129,6 +129,15 @@ def test_each_editor_changes_the_edited_answer_and_none_does_not(bench_out: Path
             assert first["loss_after"] < first["loss_before"] - 0.1, name
             assert first["rel"] > 0.0, name
             assert entry["cost"]["state_bytes_last"] > 0, name
+        if name in ("scopeedit", "more"):
+            assert all(row["active_groups"] for row in entry["edits"]), name
+        if name == "scopeedit":  # the evidence gate of every shared group, every edit
+            for row in entry["edits"]:
+                assert row["gates"], row
+                for gate in row["gates"].values():
+                    assert -1.0 <= gate["cos"] <= 1.0 and 0.0 <= gate["support"] <= 1.0 and 0.0 <= gate["g"] <= 1.0
+        else:
+            assert all("gates" not in row for row in entry["edits"]), name
 
 
 class _WritesBaseWeights(Editor):

@@ -272,6 +272,10 @@ def run_editor(name: str, editor: Editor, stream: Sequence[EditCase],
         }
         if device.type == "cuda":
             row["peak_gpu_bytes"] = int(torch.cuda.max_memory_allocated(device))
+        if result is not None and result.active_groups:
+            row["active_groups"] = list(result.active_groups)
+        if result is not None and result.gates:  # ScopeEdit's evidence gate, per shared group
+            row["gates"] = {g: {"cos": v.cos, "support": v.support, "g": v.g} for g, v in result.gates.items()}
         row.update(scorer.score(case))
         run.edits.append(row)
         if i + 1 in checkpoints:
