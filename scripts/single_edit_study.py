@@ -24,7 +24,7 @@ import torch
 from editscope.config import load_preset
 from editscope.editors.recursive import MORE, ScopeEdit
 from editscope.evaluation.data import load_records
-from editscope.evaluation.protocol import CaseScorer, ProtocolConfig, _anchored, compute_references
+from editscope.evaluation.protocol import CaseScorer, ProtocolConfig, anchored_request, compute_references
 from editscope.models import load
 from editscope.world import builtin_path, load_world, write_edits
 
@@ -52,7 +52,7 @@ def main() -> None:
             scorer = CaseScorer(editor, refs, protocol)
             rows, gates = [], []
             for case in cases:
-                result = editor.edit(_anchored(case, protocol))
+                result = editor.edit(anchored_request(case, protocol))
                 gates.extend(result.gates.values())
                 rows.append(scorer.score(case))
                 editor.reset()

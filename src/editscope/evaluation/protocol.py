@@ -230,7 +230,8 @@ def measure_fwd_bwd(vlm: Any, stream: Sequence[EditCase], n: int = 5) -> float |
     return M.median_or_none(times[1:] if len(times) > 1 else times)  # the first pass warms up
 
 
-def _anchored(case: EditCase, config: ProtocolConfig):
+def anchored_request(case: EditCase, config: ProtocolConfig):
+    """The case's edit request, with its locality pair as anchors when the protocol says so."""
     if not config.record_anchors:
         return case.request
     anchors = tuple(p for p in (case.loc, case.m_loc) if p is not None)
@@ -253,7 +254,7 @@ def run_editor(name: str, editor: Editor, stream: Sequence[EditCase],
         start = time.perf_counter()
         rejected = None
         try:
-            result = editor.edit(_anchored(case, config))
+            result = editor.edit(anchored_request(case, config))
         except EditRejected as exc:
             result, rejected = None, str(exc)
             log.warning("%s rejected edit %d: %s", name, case.case_id, exc)
