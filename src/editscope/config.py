@@ -18,6 +18,7 @@ from typing import Any, Mapping
 import yaml
 
 BASES = ("orthogonal", "nested")
+REEDIT_RULES = ("protect", "release")
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,13 @@ class ScopeEditConfig:
     ``rank_local`` and ``rank_shared`` are the rows of the frozen bases ``A_l`` and ``A_g``;
     the branch scaling is ``alpha / (rank_local + rank_shared)``. M-ORE uses one branch of
     rank ``rank_local + rank_shared`` and ignores the shared-branch fields.
+
+    ``reedit`` is a rule beyond the paper for a fact edited again: ``"protect"`` (the method)
+    keeps the codes of the fact's earlier edits in the preconditioners, so the history
+    protection damps the new value along exactly the directions it has to move; ``"release"``
+    takes those codes back out of ``P`` first (a Sherman–Morrison downdate), so the latest
+    correction writes as freely as a first one. A fact is the same image and prompt; the codes
+    of the last ``reedit_memory`` facts are kept with the editor state.
     """
 
     rank_local: int = 448
@@ -49,13 +57,15 @@ class ScopeEditConfig:
     seed: int = 0
     anchors_per_edit: int = 2
     gate_eps: float = 1e-6
+    reedit: str = "protect"
+    reedit_memory: int = 4096
 
     def __post_init__(self) -> None:
         for name in ("rank_local", "top_k", "n_last_layers", "steps_per_edit"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"ScopeEditConfig.{name} must be a positive integer, got {value!r}")
-        for name in ("rank_shared", "shared_layers", "anchors_per_edit", "seed"):
+        for name in ("rank_shared", "shared_layers", "anchors_per_edit", "seed", "reedit_memory"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"ScopeEditConfig.{name} must be a non-negative integer, got {value!r}")
@@ -71,6 +81,8 @@ class ScopeEditConfig:
             raise ValueError("ScopeEditConfig.projector_eta and eta_shared must be >= 0")
         if self.basis not in BASES:
             raise ValueError(f"ScopeEditConfig.basis must be one of {BASES}, got {self.basis!r}")
+        if self.reedit not in REEDIT_RULES:
+            raise ValueError(f"ScopeEditConfig.reedit must be one of {REEDIT_RULES}, got {self.reedit!r}")
         if self.basis == "nested" and self.rank_shared > self.rank_local:
             raise ValueError("a nested basis needs rank_shared <= rank_local")
 

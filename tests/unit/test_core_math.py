@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from editscope.core.gate import evidence_gate
-from editscope.core.linalg import orthonormal_bases, sherman_morrison, site_seed
+from editscope.core.linalg import orthonormal_bases, sherman_morrison, sherman_morrison_downdate, site_seed
 from editscope.core.site import EditSite
 from editscope.core.update import shared_update
 
@@ -57,6 +57,27 @@ def test_sherman_morrison_tracks_the_direct_inverse(lam: float) -> None:
     assert torch.allclose(p, direct, atol=1e-10, rtol=1e-8)
     if lam == 1.0:
         assert torch.allclose(p, torch.linalg.inv(eye + codes.T @ codes), atol=1e-10)
+
+
+@pytest.mark.parametrize("lam", [1.0, 300.0])
+def test_downdate_takes_a_folded_code_back_out(lam: float) -> None:
+    gen = torch.Generator().manual_seed(1)
+    r = 6
+    eye = torch.eye(r, dtype=torch.float64)
+    codes = torch.randn(12, r, generator=gen, dtype=torch.float64) * 4
+    p = eye.clone()
+    for c in codes:
+        p = sherman_morrison(p, c, lam)
+    for c in codes[3:7]:  # release four of them, in another order than they came
+        p = sherman_morrison_downdate(p, c, lam)
+    kept = torch.cat([codes[:3], codes[7:]])
+    direct = lam * torch.linalg.inv(lam * eye + kept.T @ kept)
+    assert torch.allclose(p, direct, atol=1e-9, rtol=1e-7)
+
+
+def test_downdate_of_a_code_never_folded_leaves_p_unchanged() -> None:
+    p = torch.eye(3)
+    assert torch.equal(sherman_morrison_downdate(p, torch.tensor([2.0, 0.0, 0.0]), 1.0), p)
 
 
 def test_gate_matches_its_definition() -> None:

@@ -54,6 +54,22 @@ def sherman_morrison(p: torch.Tensor, code: torch.Tensor, lam: float) -> torch.T
     return p - torch.outer(pc, pc) / (lam + code @ pc)
 
 
+def sherman_morrison_downdate(p: torch.Tensor, code: torch.Tensor, lam: float) -> torch.Tensor:
+    """Take a code folded earlier back out of ``P`` (the inverse of :func:`sherman_morrison`).
+
+    ``P <- P + (P c)(P c)^T / (lam - c^T P c)``; O(r^2). Computed in float64. Where ``c`` was
+    not in ``P`` the denominator can reach zero; such a code is left in place (``P`` returned
+    unchanged) rather than producing an indefinite matrix.
+    """
+    p64 = p.double()
+    c64 = code.double()
+    pc = p64 @ c64
+    denominator = lam - c64 @ pc
+    if not float(denominator) > 1e-9 * lam:
+        return p
+    return (p64 + torch.outer(pc, pc) / denominator).to(p.dtype)
+
+
 def gated_sherman_morrison(
     p: torch.Tensor, code: torch.Tensor, lam: float, open_: torch.Tensor
 ) -> torch.Tensor:

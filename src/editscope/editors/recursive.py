@@ -4,8 +4,10 @@ local branch plus an evidence-gated shared branch). See docs/method.md."""
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import time
+from collections import OrderedDict
 from typing import Any, Sequence
 
 import torch
@@ -14,7 +16,7 @@ from torch import nn
 
 from editscope.config import ScopeEditConfig
 from editscope.core.capture import Capture, Positions, capture_codes
-from editscope.core.linalg import site_seed
+from editscope.core.linalg import sherman_morrison_downdate, site_seed
 from editscope.core.site import STATE_NAMES, EditSite
 from editscope.core.update import fold_code, local_update, shared_update
 from editscope.editors.base import Editor, EditRejected, trainable
@@ -25,6 +27,26 @@ logger = logging.getLogger(__name__)
 
 PROJECTOR = "projector"
 EDIT_COUNT_KEY = "editor.edits_applied"
+REEDIT_PREFIX = "reedit."
+
+# (site path, "local" | "shared", code) for every code one edit folded into a preconditioner
+Folded = list[tuple[str, str, torch.Tensor]]
+
+
+def fact_key(inputs: ModelInputs) -> str:
+    """Identity of the fact an edit input asks about: its image tensors and its prompt tokens
+    (the target is not part of it, so a re-edit to a new value has the same key)."""
+    digest = hashlib.sha1()
+    ids = inputs.input_ids.reshape(-1)
+    end = int(inputs.target_positions[0]) + 1 if inputs.target_positions.numel() else ids.numel()
+    digest.update(ids[:end].detach().cpu().to(torch.int64).numpy().tobytes())
+    for name in sorted(inputs.tensors):
+        if name in ("input_ids", "attention_mask"):
+            continue
+        tensor = inputs.tensors[name].detach().cpu().contiguous().reshape(-1)
+        digest.update(name.encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 class RecursiveEditor(Editor):
@@ -63,12 +85,15 @@ class RecursiveEditor(Editor):
             self.model.set_submodule(path, site)
         self._group_of = {p: g for g, paths in self.groups.items() for p in paths}
         self._reference: list[ModelInputs] = []
+        # reedit="release": the codes each remembered fact folded into the preconditioners
+        self._facts: OrderedDict[str, Folded] = OrderedDict()
 
     # -- configuration hooks for the variants ------------------------------------------------
     def _ranks(self) -> tuple[int, int]:
         raise NotImplementedError
 
-    def _shared_step(self, capture: Capture, grads: dict, active: list[str], scope: str, tx: Transaction) -> dict:
+    def _shared_step(self, capture: Capture, grads: dict, active: list[str], scope: str, tx: Transaction,
+                     folded: Folded | None = None) -> dict:
         """Write the shared branch; returns per-group gate tensors. M-ORE has none."""
         return {}
 
@@ -81,8 +106,12 @@ class RecursiveEditor(Editor):
         anchors = [self.vlm.encode(p.image, p.prompt, p.answer) for p in request.anchors]
         anchors += self._reference_anchors()
         tx = Transaction()
+        key = fact_key(inputs) if self.config.reedit == "release" else None
+        folded: Folded | None = [] if key is not None else None
         try:
-            loss_before, touched_groups, gates = self._steps(inputs, request.scope, tx)
+            if key is not None and key in self._facts:
+                self._release(self._facts[key], tx)
+            loss_before, touched_groups, gates = self._steps(inputs, request.scope, tx, folded)
             self._fold_anchors(anchors, touched_groups, tx)
             with torch.no_grad():
                 loss_after = self._loss(inputs)
@@ -92,6 +121,8 @@ class RecursiveEditor(Editor):
             tx.rollback()
             raise
         self.edits_applied += 1
+        if key is not None:
+            self._remember(key, folded or [])
         gate_values = {
             g: GateValues(cos=float(v[0]), support=float(v[1]), g=float(v[2]))
             for g, v in ((g, t.tolist()) for g, t in gates.items())
@@ -124,7 +155,7 @@ class RecursiveEditor(Editor):
     def _key_sites(self, inputs: ModelInputs, scope: str) -> frozenset[str]:
         return frozenset()
 
-    def _steps(self, inputs: ModelInputs, scope: str, tx: Transaction):
+    def _steps(self, inputs: ModelInputs, scope: str, tx: Transaction, folded: Folded | None = None):
         cfg = self.config
         positions = self._positions(inputs)
         projector_sites = frozenset(self.groups.get(PROJECTOR, ()))
@@ -158,11 +189,12 @@ class RecursiveEditor(Editor):
                 )
             active = [used[int(i)] for i in host[2:]]
             touched.update(active)
-            self._local_step(capture, grads, active, tx)
-            gates = self._shared_step(capture, grads, active, scope, tx)
+            self._local_step(capture, grads, active, tx, folded)
+            gates = self._shared_step(capture, grads, active, scope, tx, folded)
         return loss_before, touched, gates
 
-    def _local_step(self, capture: Capture, grads: dict, active: list[str], tx: Transaction) -> None:
+    def _local_step(self, capture: Capture, grads: dict, active: list[str], tx: Transaction,
+                    folded: Folded | None = None) -> None:
         cfg = self.config
         with torch.no_grad():
             for group in active:
@@ -170,7 +202,30 @@ class RecursiveEditor(Editor):
                 for path in self.groups[group]:
                     site = self.sites[path]
                     tx.touch(site)
-                    local_update(site, grads[id(site.B_local)], capture.sites[path].z, eta, cfg.lambda_local)
+                    code = capture.sites[path].z
+                    local_update(site, grads[id(site.B_local)], code, eta, cfg.lambda_local)
+                    if folded is not None:
+                        folded.append((path, "local", code.detach().to(site.P_local.dtype).clone()))
+
+    # -- re-edits (reedit="release") --------------------------------------------------------------
+    def _release(self, folded: Folded, tx: Transaction) -> None:
+        """Take a fact's earlier codes back out of the preconditioners before it is edited again."""
+        cfg = self.config
+        with torch.no_grad():
+            for path, branch, code in folded:
+                site = self.sites[path]
+                tx.touch(site)
+                if branch == "local":
+                    site.P_local.copy_(sherman_morrison_downdate(site.P_local, code, cfg.lambda_local))
+                else:
+                    site.P_shared.copy_(sherman_morrison_downdate(site.P_shared, code, cfg.lambda_shared))
+
+    def _remember(self, key: str, folded: Folded) -> None:
+        # grouped by site (stable), the order the state file keeps them in
+        self._facts.pop(key, None)
+        self._facts[key] = sorted(folded, key=lambda entry: (entry[0], entry[1]))
+        while len(self._facts) > self.config.reedit_memory:
+            self._facts.popitem(last=False)
 
     # -- locality anchors ---------------------------------------------------------------------
     def add_locality_anchors(self, probes: Sequence[Probe]) -> None:
@@ -206,17 +261,28 @@ class RecursiveEditor(Editor):
             for name in STATE_NAMES
         }
         state[EDIT_COUNT_KEY] = torch.tensor(self.edits_applied, dtype=torch.int64)
+        for i, (key, folded) in enumerate(self._facts.items()):
+            by_site: dict[tuple[str, str], list[torch.Tensor]] = {}
+            for path, branch, code in folded:
+                by_site.setdefault((path, branch), []).append(code)
+            for (path, branch), codes in by_site.items():
+                state[f"{REEDIT_PREFIX}{i:06d}.{key}.{path}.{branch}"] = torch.stack(codes).detach().clone()
         return state
 
     def state_bytes(self) -> int:
-        return sum(
+        sites = sum(
             getattr(s, n).numel() * getattr(s, n).element_size() for s in self.sites.values() for n in STATE_NAMES
         )
+        facts = sum(c.numel() * c.element_size() for folded in self._facts.values() for _, _, c in folded)
+        return sites + facts
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         expected = {f"{p}.{n}": getattr(s, n) for p, s in self.sites.items() for n in STATE_NAMES}
         missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected) - {EDIT_COUNT_KEY})
+        facts = self._facts_from_state(state)
+        unexpected = sorted(
+            k for k in set(state) - set(expected) - {EDIT_COUNT_KEY} if not k.startswith(REEDIT_PREFIX)
+        )
         if missing or unexpected:
             raise ValueError(
                 f"editor state does not match this editor: missing {missing[:5]}, unexpected {unexpected[:5]}"
@@ -230,6 +296,28 @@ class RecursiveEditor(Editor):
             for key, target in expected.items():
                 target.copy_(state[key].to(device=target.device, dtype=target.dtype))
         self.edits_applied = int(state[EDIT_COUNT_KEY]) if EDIT_COUNT_KEY in state else 0
+        self._facts = facts
+
+    def _facts_from_state(self, state: dict[str, torch.Tensor]) -> "OrderedDict[str, Folded]":
+        entries: dict[tuple[int, str], Folded] = {}
+        for name, tensor in state.items():
+            if not name.startswith(REEDIT_PREFIX):
+                continue
+            head, _, branch = name.rpartition(".")
+            index, _, rest = head[len(REEDIT_PREFIX):].partition(".")
+            key, _, path = rest.partition(".")
+            if branch not in ("local", "shared") or not index.isdigit() or path not in self.sites or tensor.dim() != 2:
+                raise ValueError(f"editor state {name}: not a re-edit memory entry of this editor")
+            site = self.sites[path]
+            rank = site.rank_local if branch == "local" else site.rank_shared
+            if tensor.shape[1] != rank or not torch.isfinite(tensor).all():
+                raise ValueError(f"editor state {name}: codes of shape {tuple(tensor.shape)}, expected (n, {rank})")
+            codes = tensor.to(device=site.P_local.device, dtype=site.P_local.dtype)
+            entries.setdefault((int(index), key), []).extend((path, branch, c.clone()) for c in codes)
+        return OrderedDict(
+            (key, sorted(folded, key=lambda entry: (entry[0], entry[1])))
+            for (_, key), folded in sorted(entries.items())
+        )
 
     def config_dict(self) -> dict[str, Any]:
         return {"editor": self.name, "config": self.config.to_dict()}
@@ -243,6 +331,7 @@ class RecursiveEditor(Editor):
                 site.P_local.copy_(torch.eye(site.rank_local, device=site.P_local.device))
                 site.P_shared.copy_(torch.eye(site.rank_shared, device=site.P_shared.device))
         self.edits_applied = 0
+        self._facts.clear()
 
     def remove(self) -> nn.Module:
         """Take the sites out of the model (which becomes the base model again) and return it."""
@@ -299,7 +388,8 @@ class ScopeEdit(RecursiveEditor):
             return frozenset()  # the gate is closed: no keys needed
         return frozenset(p for g, paths in self.groups.items() if g != PROJECTOR for p in paths)
 
-    def _shared_step(self, capture: Capture, grads: dict, active: list[str], scope: str, tx: Transaction) -> dict:
+    def _shared_step(self, capture: Capture, grads: dict, active: list[str], scope: str, tx: Transaction,
+                     folded: Folded | None = None) -> dict:
         cfg = self.config
         gates: dict[str, torch.Tensor] = {}
         for group in self._shared_groups(active):
@@ -323,6 +413,8 @@ class ScopeEdit(RecursiveEditor):
                     force_open=scope == "broad",
                 )
                 values.append(torch.stack([gate.cos, gate.support, gate.g]))
+                if folded is not None:  # a closed gate folded nothing: its code is kept as zeros
+                    folded.append((path, "shared", (gate.q * (gate.g > 0)).detach().to(site.P_shared.dtype).clone()))
             if values:
                 gates[group] = torch.stack(values).mean(0)
         return gates

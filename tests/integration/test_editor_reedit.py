@@ -1,0 +1,113 @@
+"""The re-edit rule (``reedit``): "release" takes a fact's earlier codes out of the
+preconditioners before the fact is edited again; "protect" (the method) keeps them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from tiny_models import build_tiny
+
+from editscope.config import load_preset
+from editscope.core.linalg import sherman_morrison
+from editscope.editors.recursive import MORE, ScopeEdit
+from editscope.models import VisionLanguageModel
+from editscope.types import EditRequest
+
+PROMPT = "what color is the object in the image ?"
+
+
+def image(seed: int = 0) -> Image.Image:
+    pixels = np.random.RandomState(seed).randint(0, 256, size=(32, 32, 3), dtype=np.uint8)
+    return Image.fromarray(pixels)
+
+
+@pytest.fixture()
+def vlm() -> VisionLanguageModel:
+    model, processor = build_tiny("LlavaForConditionalGeneration")
+    return VisionLanguageModel(model, processor)
+
+
+def config(rule: str, **changes):
+    # no locality anchors, so that P holds the edits' own codes only
+    return load_preset("tiny").replace(reedit=rule, anchors_per_edit=0, **changes)
+
+
+def test_release_leaves_only_the_latest_edit_of_a_fact_in_p(vlm) -> None:
+    editor = ScopeEdit(vlm, config("release", lambda_local=5.0, lambda_shared=5.0))
+    editor.edit(EditRequest(prompt=PROMPT, target="green fish", image=image(0)))
+    editor.edit(EditRequest(prompt=PROMPT, target="red car", image=image(0)))  # the same fact again
+    assert len(editor._facts) == 1
+    (folded,) = editor._facts.values()
+    expected = {p: torch.eye(s.rank_local, dtype=torch.float64) for p, s in editor.sites.items()}
+    for path, branch, code in folded:
+        if branch == "local":
+            expected[path] = sherman_morrison(expected[path], code.double(), 5.0)
+    for path, site in editor.sites.items():
+        assert torch.allclose(site.P_local.double(), expected[path], atol=1e-4), path
+
+
+def test_protect_keeps_both_edits_in_p(vlm) -> None:
+    released = ScopeEdit(vlm, config("release"))
+    for target in ("green fish", "red car"):
+        released.edit(EditRequest(prompt=PROMPT, target=target, image=image(0)))
+    p_released = {p: s.P_local.clone() for p, s in released.sites.items()}
+    released.remove()
+    protected = ScopeEdit(vlm, config("protect"))
+    for target in ("green fish", "red car"):
+        protected.edit(EditRequest(prompt=PROMPT, target=target, image=image(0)))
+    assert protected._facts == {}
+    # the protected P has folded both edits: smaller along the fact's directions
+    assert sum(float(s.P_local.trace()) for s in protected.sites.values()) < sum(
+        float(p.trace()) for p in p_released.values()
+    )
+
+
+def test_another_image_or_prompt_is_another_fact(vlm) -> None:
+    editor = MORE(vlm, config("release"))
+    editor.edit(EditRequest(prompt=PROMPT, target="green fish", image=image(0)))
+    editor.edit(EditRequest(prompt=PROMPT, target="green fish", image=image(1)))
+    editor.edit(EditRequest(prompt="what is this ?", target="green fish", image=image(0)))
+    editor.edit(EditRequest(prompt=PROMPT, target="blue bird", image=image(0)))
+    assert len(editor._facts) == 3
+
+
+def test_memory_keeps_the_latest_facts_only(vlm) -> None:
+    editor = ScopeEdit(vlm, config("release", reedit_memory=2))
+    for seed in range(3):
+        editor.edit(EditRequest(prompt=PROMPT, target="green fish", image=image(seed)))
+    assert len(editor._facts) == 2
+    assert len({k.split(".")[2] for k in editor.state_dict() if k.startswith("reedit.")}) == 2
+
+
+def test_memory_round_trips_through_a_file(vlm, tmp_path) -> None:
+    editor = ScopeEdit(vlm, config("release"))
+    editor.edit(EditRequest(prompt=PROMPT, target="green fish", image=image(0)))
+    editor.edit(EditRequest(prompt=PROMPT, target="blue bird", image=image(1)))
+    editor.save(tmp_path)
+    saved = list(editor._facts)
+    editor.edit(EditRequest(prompt=PROMPT, target="red car", image=image(0)))
+    expected = vlm.logits(image(0), PROMPT, "red car")
+    editor.remove()
+    again = ScopeEdit(vlm, config("release"))
+    again.load(tmp_path)
+    assert list(again._facts) == saved
+    again.edit(EditRequest(prompt=PROMPT, target="red car", image=image(0)))
+    assert torch.equal(expected, vlm.logits(image(0), PROMPT, "red car"))
+
+
+def test_a_rejected_re_edit_changes_neither_state_nor_memory(vlm) -> None:
+    editor = ScopeEdit(vlm, config("release"))
+    editor.edit(EditRequest(prompt=PROMPT, target="green fish", image=image(0)))
+    before = editor.state_dict()
+    editor.config = editor.config.replace(eta=1e38)
+    with pytest.raises(Exception, match="non-finite"):
+        editor.edit(EditRequest(prompt=PROMPT, target="red car", image=image(0)))
+    after = editor.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_unknown_rule_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="reedit"):
+        load_preset("tiny").replace(reedit="forget")
