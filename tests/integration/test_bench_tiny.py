@@ -195,3 +195,19 @@ def test_recursive_editors_take_the_record_locality_pair_as_anchors(tiny_dir: Pa
         finally:
             editor.remove()
         assert result.loss_after < result.loss_before
+
+
+def test_an_editor_variant_runs_beside_its_editor(tiny_dir: Path, records: Path, tmp_path: Path) -> None:
+    overrides = tmp_path / "editors.yaml"
+    overrides.write_text("scopeedit@release:\n  reedit: release\n")
+    result = CliRunner().invoke(app, [
+        "bench", "--model", str(tiny_dir), "--data", f"world:{records}", "--editors", "scopeedit,scopeedit@release",
+        "--edits", str(N_EDITS), "--checkpoints", CHECKPOINTS, "--preset", "tiny", "--out", str(tmp_path / "out"),
+        "--editor-config", str(overrides), "--threads", "1", "--quiet", "--no-exact-match",
+    ])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert list(results["editors"]) == ["scopeedit", "scopeedit@release"]
+    configs = results["config"]["editor_configs"]
+    assert configs["scopeedit"]["reedit"] == "protect" and configs["scopeedit@release"]["reedit"] == "release"
+    assert "scopeedit@release" in (tmp_path / "out" / "summary.md").read_text()

@@ -52,3 +52,16 @@ def test_editor_configs_follow_the_preset_and_overrides(tmp_path: Path) -> None:
     override.write_text("- lora\n")
     with pytest.raises(ValueError, match="mapping"):
         editor_configs(_spec(tmp_path, editors=("lora",), editor_config=str(override)))
+
+
+def test_editor_variants_are_named_kind_at_tag(tmp_path: Path) -> None:
+    override = tmp_path / "editors.yaml"
+    override.write_text("scopeedit@release:\n  reedit: release\nlora@fast:\n  lr: 0.5\n")
+    configs = editor_configs(_spec(tmp_path, editors=("scopeedit", "scopeedit@release", "lora@fast"),
+                                   editor_config=str(override)))
+    assert configs["scopeedit"].reedit == "protect" and configs["scopeedit@release"].reedit == "release"
+    assert configs["lora@fast"].lr == 0.5
+    with pytest.raises(ValueError, match="unknown editor"):
+        _spec(tmp_path, editors=("rome@fast",))
+    with pytest.raises(ValueError, match="tag"):
+        _spec(tmp_path, editors=("scopeedit@",))

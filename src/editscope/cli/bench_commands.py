@@ -35,7 +35,9 @@ def bench(
     model: str = typer.Option("builtin", "--model", help="'builtin' or a local checkpoint directory"),
     images: Optional[str] = typer.Option(None, "--images", help="image root (default: the data file's folder)"),
     editors: str = typer.Option("scopeedit,more,lora,ft,grace", "--editors",
-                                help="comma-separated: scopeedit, more, lora, ft, grace, none"),
+                                help="comma-separated: scopeedit, more, lora, ft, grace, none; a variant "
+                                "NAME@TAG (e.g. scopeedit@release) takes its overrides from --editor-config "
+                                "under that full name"),
     edits: int = typer.Option(100, "--edits", help="length of the edit stream (re-edits facts beyond the data)"),
     checkpoints: str = typer.Option("1,10,100,1000", "--checkpoints", help="retention checkpoints"),
     preset: Optional[str] = typer.Option(None, "--preset", help="ScopeEdit preset name or YAML file "

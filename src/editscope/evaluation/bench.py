@@ -50,13 +50,22 @@ class BenchSpec:
 
         if not self.editors:
             raise ValueError("no editors given")
-        unknown = [e for e in self.editors if e not in EDITORS]
+        bad = [e for e in self.editors if "@" in e and not e.split("@", 1)[1]]
+        if bad:
+            raise ValueError(f"editor variant(s) {bad} need a tag after '@' (e.g. scopeedit@release)")
+        unknown = [e for e in self.editors if editor_kind(e) not in EDITORS]
         if unknown:
             raise ValueError(f"unknown editor(s) {unknown}; available: {', '.join(EDITORS)}")
         if len(set(self.editors)) != len(self.editors):
             raise ValueError(f"editor listed twice in {list(self.editors)}")
         if self.edits < 1:
             raise ValueError(f"--edits must be >= 1, got {self.edits}")
+
+
+def editor_kind(name: str) -> str:
+    """The editor behind a bench entry: ``scopeedit`` for ``scopeedit`` and for a variant
+    ``scopeedit@release`` (its config overrides are keyed by the full name)."""
+    return name.split("@", 1)[0]
 
 
 def parse_list(text: str, what: str) -> tuple[str, ...]:
@@ -128,15 +137,16 @@ def editor_configs(spec: BenchSpec) -> dict[str, Any]:
     overrides = {**load_editor_overrides(spec.editor_config), **{k: dict(v) for k, v in spec.overrides.items()}}
     configs: dict[str, Any] = {}
     for name in spec.editors:
-        if name in ("scopeedit", "more"):
+        kind = editor_kind(name)
+        if kind in ("scopeedit", "more"):
             configs[name] = ScopeEditConfig.from_dict({**scope_cfg.to_dict(), **overrides.get(name, {})})
             continue
-        values = dict(baseline_values(name, preset))
-        if name == "lora":
+        values = dict(baseline_values(kind, preset))
+        if kind == "lora":
             values.setdefault("n_last_layers", scope_cfg.n_last_layers)
             values.setdefault("include_projector", scope_cfg.include_projector)
         values.update(overrides.get(name, {}))
-        configs[name] = make_config(name, values)
+        configs[name] = make_config(kind, values)
     unused = sorted(set(overrides) - set(spec.editors))
     if unused:
         log.warning("editor config given for editors not in the run: %s", unused)
@@ -203,7 +213,7 @@ def run_bench(spec: BenchSpec, command: str, vlm: Any = None, progress: bool = T
         write(finished)  # partial results survive an interrupted run
         echo(f"{run.name}: done ({len(run.edits)} edits)")
 
-    factories = {name: (lambda v, n=name: build_editor(n, v, configs[n])) for name in spec.editors}
+    factories = {name: (lambda v, n=name: build_editor(editor_kind(n), v, configs[n])) for name in spec.editors}
     run_comparison(vlm, stream, factories, protocol, on_done=on_done)
     results = write(finished)
     write_plots(results, spec.out)
