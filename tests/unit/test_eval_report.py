@@ -119,3 +119,9 @@ def test_merge_results_from_separate_processes(tmp_path: Path) -> None:
     assert (tmp_path / "merged" / "scope_tradeoff.png").is_file()
     bad = CliRunner().invoke(app, ["bench-merge", paths[0], paths[0], "--out", str(tmp_path / "m2")])
     assert bad.exit_code == 2 and "more than one" in bad.output
+
+
+def test_results_file_rounds_floats_and_writes_null_for_non_finite(tmp_path) -> None:
+    path = write_results({"score": 1 / 3, "big": 123456789.123, "bad": float("nan"), "rows": [{"x": 2.0}]}, tmp_path)
+    back = json.loads(path.read_text())
+    assert back == {"score": 0.3333333, "big": 123456800.0, "bad": None, "rows": [{"x": 2.0}]}
