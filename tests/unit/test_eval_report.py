@@ -125,3 +125,22 @@ def test_results_file_rounds_floats_and_writes_null_for_non_finite(tmp_path) -> 
     path = write_results({"score": 1 / 3, "big": 123456789.123, "bad": float("nan"), "rows": [{"x": 2.0}]}, tmp_path)
     back = json.loads(path.read_text())
     assert back == {"score": 0.3333333, "big": 123456800.0, "bad": None, "rows": [{"x": 2.0}]}
+
+
+def test_goals_section_says_which_goals_are_met() -> None:
+    from editscope.evaluation.report import goals_section
+
+    scope = {"rel": 0.96, "t_gen": 0.5, "m_gen": 0.5, "text_transfer": 0.2, "t_loc": 0.9, "m_loc": 0.9,
+             "near_miss_leak": 0.04, "proper_share": None}
+    more = {**scope, "t_gen": 0.4, "m_gen": 0.4, "t_loc": 0.95}
+    results = {"editors": {"scopeedit": {"retention": {"100": scope}}, "more": {"retention": {"100": more}}}}
+    lines = goals_section(results, "100")
+    table = {line.split(" | ")[0].lstrip("| "): line for line in lines if line.startswith("| ")}
+    assert table["rel"].endswith("| met |") and table["near_miss_leak"].endswith("| met |")
+    assert table["t_gen"].endswith("| **missed** |") and table["proper_share"].endswith("| n/a |")
+    # transfer 0.4 vs 0.333 (ahead), locality (0.9+0.9+0.96)/3 = 0.92 vs 0.937: not equal or better
+    verdict = next(line for line in lines if line.startswith("In-scope transfer"))
+    assert "scopeedit 0.400, more 0.333" in verdict and verdict.endswith("**missed**.")
+    results["editors"]["more"]["retention"]["100"]["t_loc"] = 0.85
+    assert next(x for x in goals_section(results, "100") if x.startswith("In-scope")).endswith(": met.")
+    assert goals_section({"editors": {"more": {"retention": {"100": more}}}}, "100") == []

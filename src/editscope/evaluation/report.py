@@ -173,6 +173,58 @@ def _table(results: dict[str, Any], block: str, n: str) -> list[str]:
     return lines
 
 
+# The project's goals for ScopeEdit (retention after the last checkpoint of a long stream):
+# (metric, direction, target). Shown in every summary that has a ScopeEdit row.
+GOALS: tuple[tuple[str, str, float], ...] = (
+    ("rel", ">=", 0.95), ("t_gen", ">=", 0.90), ("m_gen", ">=", 0.85), ("text_transfer", ">=", 0.50),
+    ("t_loc", ">=", 0.95), ("m_loc", ">=", 0.95), ("near_miss_leak", "<=", 0.05), ("proper_share", ">=", 0.80),
+)
+IN_SCOPE = ("t_gen", "m_gen", "text_transfer")
+OUT_OF_SCOPE = ("t_loc", "m_loc", "near_miss_leak")  # leakage counts as 1 - leak
+
+
+def _mean_of(agg: dict[str, Any], keys: Sequence[str]) -> float | None:
+    values = [agg.get(k) for k in keys]
+    values = [None if v is None else (1.0 - v if k == "near_miss_leak" else v) for k, v in zip(keys, values)]
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None
+
+
+def goals_section(results: dict[str, Any], checkpoint: str, editor: str = "scopeedit",
+                  rival: str = "more") -> list[str]:
+    """Each goal against the value every editor reached (retention at ``checkpoint``), whether
+    ``editor`` met it, and whether ``editor`` is ahead of ``rival`` on in-scope transfer at
+    equal or better out-of-scope locality. Empty when ``editor`` is not in the results."""
+    editors = results["editors"]
+    if editor not in editors or checkpoint not in editors[editor]["retention"]:
+        return []
+    names = [n for n in editors if checkpoint in editors[n]["retention"]]
+    lines = [f"## Goals for {editor} (retention after {checkpoint} edits)", "",
+             "| metric | goal | " + " | ".join(names) + f" | {editor} |",
+             "|" + "---|" * (len(names) + 3)]
+    for key, direction, target in GOALS:
+        value = editors[editor]["retention"][checkpoint].get(key)
+        if value is None:
+            verdict = "n/a"
+        else:
+            verdict = "met" if (value >= target if direction == ">=" else value <= target) else "**missed**"
+        cells = [_fmt(editors[n]["retention"][checkpoint].get(key)) for n in names]
+        lines.append(f"| {key} | {direction} {target:.2f} | " + " | ".join(cells) + f" | {verdict} |")
+    lines.append("")
+    if rival in editors and checkpoint in editors[rival]["retention"]:
+        mine, theirs = editors[editor]["retention"][checkpoint], editors[rival]["retention"][checkpoint]
+        transfer = (_mean_of(mine, IN_SCOPE), _mean_of(theirs, IN_SCOPE))
+        locality = (_mean_of(mine, OUT_OF_SCOPE), _mean_of(theirs, OUT_OF_SCOPE))
+        if None not in transfer and None not in locality:
+            ahead = transfer[0] > transfer[1] and locality[0] >= locality[1]
+            lines += [f"In-scope transfer (mean of {', '.join(IN_SCOPE)}): {editor} {transfer[0]:.3f}, "
+                      f"{rival} {transfer[1]:.3f}; out-of-scope locality (mean of t_loc, m_loc, "
+                      f"1 - near_miss_leak): {editor} {locality[0]:.3f}, {rival} {locality[1]:.3f}. "
+                      f"{editor} ahead of {rival} on transfer at equal or better locality: "
+                      f"{'met' if ahead else '**missed**'}.", ""]
+    return lines
+
+
 def summary_markdown(results: dict[str, Any]) -> str:
     cfg = results["config"]
     checkpoints = [str(n) for n in cfg["checkpoints"]]
@@ -195,6 +247,7 @@ def summary_markdown(results: dict[str, Any]) -> str:
         "edits of the stream.",
         "",
     ]
+    out += goals_section(results, last)
     for n in checkpoints:
         out += [f"## Retention after {n} edits", "", *_table(results, "retention", n), ""]
     out[4:4] = [f"Merged from: `{command}`\n" for command in cfg.get("merged_from", [])]
