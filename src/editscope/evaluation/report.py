@@ -200,7 +200,7 @@ def goals_section(results: dict[str, Any], checkpoint: str, editor: str = "scope
         return []
     names = [n for n in editors if checkpoint in editors[n]["retention"]]
     lines = [f"## Goals for {editor} (retention after {checkpoint} edits)", "",
-             "| metric | goal | " + " | ".join(names) + f" | {editor} |",
+             "| metric | goal | " + " | ".join(names) + f" | {editor}: goal |",
              "|" + "---|" * (len(names) + 3)]
     for key, direction, target in GOALS:
         value = editors[editor]["retention"][checkpoint].get(key)
