@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,15 @@ def read_editor_config(directory: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path} is not valid JSON: {err}") from err
 
 
+def _with_defaults(saved: Any, config: Any) -> Any:
+    """A saved config dict with the fields added since it was written set to their defaults,
+    so that state saved before a new option existed still loads where the option is unused."""
+    if not isinstance(saved, dict) or not dataclasses.is_dataclass(config):
+        return saved
+    defaults = {f.name: f.default for f in dataclasses.fields(config) if f.default is not dataclasses.MISSING}
+    return {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
+
+
 def load_editor_state(editor: Any, directory: str | Path) -> None:
     """Load a saved state into ``editor``; the editor type, configuration and model class must
     match what was saved. Nothing is changed if any check fails."""
@@ -46,7 +56,7 @@ def load_editor_state(editor: Any, directory: str | Path) -> None:
     mine = editor.config_dict()
     if info.get("editor") != mine.get("editor"):
         raise ValueError(f"{directory} holds a {info.get('editor')!r} editor, not {mine.get('editor')!r}")
-    if info.get("config") != mine.get("config"):
+    if _with_defaults(info.get("config"), editor.config) != mine.get("config"):
         raise ValueError(f"{directory} was saved with another configuration than this editor's")
     model_class = type(editor.vlm.model).__name__
     if info.get("model_class") != model_class:

@@ -111,3 +111,24 @@ def test_a_rejected_re_edit_changes_neither_state_nor_memory(vlm) -> None:
 def test_unknown_rule_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="reedit"):
         load_preset("tiny").replace(reedit="forget")
+
+
+def test_state_saved_before_the_rule_existed_still_loads(vlm, tmp_path) -> None:
+    import json
+
+    editor = ScopeEdit(vlm, load_preset("tiny"))
+    editor.edit(EditRequest(prompt=PROMPT, target="green fish", image=image(0)))
+    editor.save(tmp_path)
+    info = json.loads((tmp_path / "editor_config.json").read_text())
+    for key in ("reedit", "reedit_memory"):
+        del info["config"][key]
+    (tmp_path / "editor_config.json").write_text(json.dumps(info))
+    expected = vlm.logits(image(0), PROMPT, "green fish")
+    editor.remove()
+    again = ScopeEdit(vlm, load_preset("tiny"))
+    again.load(tmp_path)
+    assert torch.equal(expected, vlm.logits(image(0), PROMPT, "green fish"))
+    again.remove()
+    released = ScopeEdit(vlm, load_preset("tiny").replace(reedit="release"))
+    with pytest.raises(ValueError, match="configuration"):
+        released.load(tmp_path)
