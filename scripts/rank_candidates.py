@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 import sys
 
-GOALS = ("ret_rel", "ret_t_gen", "ret_m_gen", "ret_text_transfer", "ret_t_loc", "ret_m_loc",
-         "ret_near_miss_leak", "ret_proper_share")
+from editscope.evaluation.report import GOALS  # (metric, direction, target); leakage is "<="
 
 
 def goal_mean(row: dict) -> float:
-    values = [1.0 - row[k] if k == "ret_near_miss_leak" else row[k] for k in GOALS]
+    """Mean of the goal metrics of a tune line (``ret_`` + metric); a "<=" goal counts as 1 - value."""
+    values = [1.0 - row[f"ret_{key}"] if direction == "<=" else row[f"ret_{key}"] for key, direction, _ in GOALS]
     return sum(values) / len(values)
 
 
