@@ -35,6 +35,13 @@ class ScopeEditConfig:
     takes those codes back out of ``P`` first (a Sherman–Morrison downdate), so the latest
     correction writes as freely as a first one. A fact is the same image and prompt; the codes
     of the last ``reedit_memory`` facts are kept with the editor state.
+
+    ``reference_weight`` (beyond the paper; 0 = off) is the weight of the reference prior: before
+    the first edit, the second moment of every site's inputs over a reference set of
+    ``reference_size`` ordinary inputs is folded into ``P_l`` and ``P_g`` as if
+    ``reference_weight`` codes had been folded (``RecursiveEditor.fold_reference``). The bench
+    and the store fold it when they create the editor (the reference set of a world model is a
+    sample of its training distribution; see ``editscope.editors.reference``).
     """
 
     rank_local: int = 448
@@ -59,9 +66,11 @@ class ScopeEditConfig:
     gate_eps: float = 1e-6
     reedit: str = "protect"
     reedit_memory: int = 4096
+    reference_weight: float = 0.0
+    reference_size: int = 256
 
     def __post_init__(self) -> None:
-        for name in ("rank_local", "top_k", "n_last_layers", "steps_per_edit"):
+        for name in ("rank_local", "top_k", "n_last_layers", "steps_per_edit", "reference_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"ScopeEditConfig.{name} must be a positive integer, got {value!r}")
@@ -73,12 +82,12 @@ class ScopeEditConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
                 raise ValueError(f"ScopeEditConfig.{name} must be a positive number, got {value!r}")
-        for name in ("projector_eta", "eta_shared", "tau"):
+        for name in ("projector_eta", "eta_shared", "tau", "reference_weight"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value:
                 raise ValueError(f"ScopeEditConfig.{name} must be a number, got {value!r}")
-        if self.projector_eta < 0 or self.eta_shared < 0:
-            raise ValueError("ScopeEditConfig.projector_eta and eta_shared must be >= 0")
+        if self.projector_eta < 0 or self.eta_shared < 0 or self.reference_weight < 0:
+            raise ValueError("ScopeEditConfig.projector_eta, eta_shared and reference_weight must be >= 0")
         if self.basis not in BASES:
             raise ValueError(f"ScopeEditConfig.basis must be one of {BASES}, got {self.basis!r}")
         if self.reedit not in REEDIT_RULES:

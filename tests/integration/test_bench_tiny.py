@@ -211,3 +211,31 @@ def test_an_editor_variant_runs_beside_its_editor(tiny_dir: Path, records: Path,
     configs = results["config"]["editor_configs"]
     assert configs["scopeedit"]["reedit"] == "protect" and configs["scopeedit@release"]["reedit"] == "release"
     assert "scopeedit@release" in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_reference_prior_in_a_bench_run(tiny_dir: Path, records: Path, tmp_path: Path) -> None:
+    """A variant with ``reference_weight`` folds the reference file before its stream; the same
+    editor without it runs beside it on the same stream. A model without a world and no
+    ``--reference`` is refused before any editor runs."""
+    reference = tmp_path / "reference.json"
+    reference.write_text(json.dumps([
+        {"prompt": "who made it ?", "answer": "a dog"},
+        {"prompt": QUESTION, "answer": "red", "image": _image(tmp_path / "ref0.png", 99)},
+    ]))
+    overrides = tmp_path / "editors.yaml"
+    overrides.write_text("more@prior:\n  reference_weight: 1000.0\n  reference_size: 2\n")
+    args = ["bench", "--model", str(tiny_dir), "--data", f"world:{records}", "--editors", "more,more@prior",
+            "--edits", "3", "--checkpoints", "3", "--preset", "tiny", "--editor-config", str(overrides),
+            "--threads", "1", "--quiet", "--no-exact-match"]
+    refused = CliRunner().invoke(app, args + ["--out", str(tmp_path / "refused")])
+    assert refused.exit_code == 2 and "not trained on a world" in refused.output
+    assert not (tmp_path / "refused" / "results.json").exists()
+    result = CliRunner().invoke(app, args + ["--reference", str(reference), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["config"]["reference"] == str(reference)
+    assert results["config"]["editor_configs"]["more@prior"]["reference_weight"] == 1000.0
+    plain, prior = results["editors"]["more"], results["editors"]["more@prior"]
+    # the same edits, but the prior damps the steps: the first edit's loss falls by less
+    assert plain["edits"][0]["loss_before"] == pytest.approx(prior["edits"][0]["loss_before"])
+    assert plain["edits"][0]["loss_after"] != pytest.approx(prior["edits"][0]["loss_after"])

@@ -68,3 +68,18 @@ def test_store_workflow_on_the_builtin_model(edits, tmp_path):
         logits = model(**inputs.tensors).logits[0]
     tolerance = 1e-4 if expected.dtype == torch.float32 else 5e-2  # the checkpoint may be half precision
     torch.testing.assert_close(logits.float(), expected.float(), atol=tolerance, rtol=tolerance)
+
+
+def test_a_store_folds_the_reference_prior_once_into_its_initial_snapshot(tmp_path):
+    from editscope.config import load_preset
+    import yaml
+
+    preset = tmp_path / "prior.yaml"
+    cfg = load_preset("builtin").replace(reference_weight=1000.0, reference_size=8)
+    preset.write_text(yaml.safe_dump(cfg.to_dict()))
+    with EditStore.init(tmp_path / "store", "builtin", str(preset)) as store:
+        folded = {p: s.P_local.clone() for p, s in store.editor.sites.items()}
+    assert all(not torch.allclose(p, torch.eye(p.shape[0])) for p in folded.values())
+    with EditStore.open(tmp_path / "store") as store:  # loaded from the initial snapshot
+        for path, site in store.editor.sites.items():
+            assert torch.equal(site.P_local, folded[path]), path

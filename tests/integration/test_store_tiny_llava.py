@@ -159,3 +159,15 @@ def test_bad_input_is_a_clear_error_and_leaves_the_store_unchanged(world, tmp_pa
     with pytest.raises(StoreError, match=r"snapshot 'one' is corrupt: .*SHA-256"):
         EditStore.open(directory)
     assert store_state(directory) == before
+
+
+def test_a_reference_prior_needs_a_world_model(world, tmp_path):
+    import yaml
+
+    from editscope.config import load_preset
+
+    preset = tmp_path / "prior.yaml"
+    preset.write_text(yaml.safe_dump(load_preset(str(world["preset"])).replace(reference_weight=10.0).to_dict()))
+    with pytest.raises(StoreError, match="not trained on a world"):
+        EditStore.init(tmp_path / "store", world["base"], str(preset))
+    assert not (tmp_path / "store").exists()

@@ -140,6 +140,9 @@ class FakeBackend:
     def build_editor(self, vlm: FakeVLM, editor_name: str, config: dict[str, Any]) -> FakeEditor:
         return FakeEditor(vlm, config)
 
+    def prepare_editor(self, editor: FakeEditor, source: str, config: dict[str, Any]) -> None:
+        self.prepared = getattr(self, "prepared", 0) + 1
+
 
 def make_checkpoint(directory: Path, seed: int) -> Path:
     directory.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,13 @@ import torch
 from torch import nn
 
 from editscope.core.gate import evidence_gate
-from editscope.core.linalg import orthonormal_bases, sherman_morrison, sherman_morrison_downdate, site_seed
+from editscope.core.linalg import (
+    fold_second_moment,
+    orthonormal_bases,
+    sherman_morrison,
+    sherman_morrison_downdate,
+    site_seed,
+)
 from editscope.core.site import EditSite
 from editscope.core.update import shared_update
 
@@ -73,6 +79,26 @@ def test_downdate_takes_a_folded_code_back_out(lam: float) -> None:
     kept = torch.cat([codes[:3], codes[7:]])
     direct = lam * torch.linalg.inv(lam * eye + kept.T @ kept)
     assert torch.allclose(p, direct, atol=1e-9, rtol=1e-7)
+
+
+@pytest.mark.parametrize("lam", [1.0, 40.0])
+def test_folding_a_second_moment_equals_folding_its_codes_one_by_one(lam: float) -> None:
+    gen = torch.Generator().manual_seed(2)
+    r = 5
+    history = torch.randn(4, r, generator=gen, dtype=torch.float64) * 3
+    reference = torch.randn(30, r, generator=gen, dtype=torch.float64) * 2
+    p = torch.eye(r, dtype=torch.float64)
+    for c in history:
+        p = sherman_morrison(p, c, lam)
+    one_by_one = p.clone()
+    for c in reference:
+        one_by_one = sherman_morrison(one_by_one, c, lam)
+    at_once = fold_second_moment(p, reference.T @ reference, lam)
+    assert torch.allclose(at_once, one_by_one, atol=1e-10, rtol=1e-8)
+    both = torch.cat([history, reference])
+    direct = lam * torch.linalg.inv(lam * torch.eye(r, dtype=torch.float64) + both.T @ both)
+    assert torch.allclose(at_once, direct, atol=1e-10, rtol=1e-8)
+    assert torch.equal(at_once, at_once.T)
 
 
 def test_downdate_of_a_code_never_folded_leaves_p_unchanged() -> None:

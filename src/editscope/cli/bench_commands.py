@@ -50,6 +50,10 @@ def bench(
     no_record_anchors: bool = typer.Option(False, "--no-record-anchors",
                                            help="do not pass each record's locality pair to the editor as anchors"),
     device: Optional[str] = typer.Option(None, "--device", help="e.g. cpu or cuda (default: where the model loads)"),
+    reference: Optional[str] = typer.Option(None, "--reference",
+                                            help="reference set of editors with reference_weight > 0: 'world' "
+                                            "(a world model's training distribution, the default) or a JSON "
+                                            "list of prompt/answer/image objects"),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (1 is fastest for "
                                           "small models on a busy machine)"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
@@ -69,6 +73,7 @@ def bench(
             scope_threshold=threshold, exact_match=not no_exact_match, record_anchors=not no_record_anchors,
             editor_config=editor_config,
             device=device,
+            reference=reference,
         )
         results = run_bench(spec, _command_line(ctx), progress=not quiet, echo=typer.echo)
     except (DataError, ValueError, FileNotFoundError) as exc:

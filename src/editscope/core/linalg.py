@@ -79,3 +79,16 @@ def gated_sherman_morrison(
     denominator = lam + code @ pc
     step = torch.outer(pc, pc) / denominator
     return torch.where(open_, p - step, p)
+
+
+def fold_second_moment(p: torch.Tensor, moment: torch.Tensor, lam: float) -> torch.Tensor:
+    """Fold a whole second moment ``M = sum c c^T`` (r, r) into ``P`` at once.
+
+    The result equals folding every code of ``M`` one by one with :func:`sherman_morrison`:
+    ``P^-1 = I + sum c c^T / lam`` grows by ``M / lam``, so ``P <- (I + P M / lam)^-1 P``.
+    One r x r solve in float64 (used once, for a reference set, never per edit).
+    """
+    p64 = p.double()
+    eye = torch.eye(p64.shape[0], dtype=torch.float64, device=p64.device)
+    folded = torch.linalg.solve(eye + p64 @ moment.double() / lam, p64)
+    return (0.5 * (folded + folded.T)).to(p.dtype)

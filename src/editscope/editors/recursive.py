@@ -7,6 +7,7 @@ import copy
 import hashlib
 import logging
 import time
+import warnings
 from collections import OrderedDict
 from typing import Any, Sequence
 
@@ -16,7 +17,7 @@ from torch import nn
 
 from editscope.config import ScopeEditConfig
 from editscope.core.capture import Capture, Positions, capture_codes
-from editscope.core.linalg import sherman_morrison_downdate, site_seed
+from editscope.core.linalg import fold_second_moment, sherman_morrison_downdate, site_seed
 from editscope.core.site import STATE_NAMES, EditSite
 from editscope.core.update import fold_code, local_update, shared_update
 from editscope.editors.base import Editor, EditRejected, trainable
@@ -87,6 +88,8 @@ class RecursiveEditor(Editor):
         self._reference: list[ModelInputs] = []
         # reedit="release": the codes each remembered fact folded into the preconditioners
         self._facts: OrderedDict[str, Folded] = OrderedDict()
+        # reference_weight > 0: whether the prior is in P (folded here or loaded with a state)
+        self._prior_in_p = False
 
     # -- configuration hooks for the variants ------------------------------------------------
     def _ranks(self) -> tuple[int, int]:
@@ -102,6 +105,12 @@ class RecursiveEditor(Editor):
         if not isinstance(request, EditRequest):
             raise TypeError(f"edit() takes an EditRequest, got {type(request).__name__}")
         start = time.perf_counter()
+        if self.config.reference_weight > 0 and not self._prior_in_p and self.edits_applied == 0:
+            warnings.warn(
+                f"reference_weight is {self.config.reference_weight} but no reference set was folded: "
+                "call fold_reference(probes, config.reference_weight) before the first edit "
+                "(the bench and the store do it themselves)", stacklevel=2,
+            )
         inputs = self.vlm.encode(request.image, request.prompt, request.target)
         anchors = [self.vlm.encode(p.image, p.prompt, p.answer) for p in request.anchors]
         anchors += self._reference_anchors()
@@ -253,6 +262,63 @@ class RecursiveEditor(Editor):
                     tx.touch(self.sites[path])
                     fold_code(self.sites[path], capture.sites[path].z, self.config.lambda_local)
 
+    # -- reference prior ------------------------------------------------------------------------
+    def fold_reference(self, examples: Sequence[Probe | ModelInputs], weight: float,
+                       progress: bool = False) -> None:
+        """Fold the input statistics of a reference set into the preconditioners of every site.
+
+        Each example is forwarded once without gradient; at every site and every position the
+        branch codes ``A_l x`` and ``A_g x`` are taken, and ``weight`` times their second moment
+        (the mean over examples of the mean over positions of ``c c^T``) is folded into
+        ``P_l`` and ``P_g`` as if that many codes had been folded one by one. Later edits are
+        then damped along the directions the reference inputs use most and keep their full
+        step along the rarer directions that tell one input from another (a corpus prior in
+        the spirit of MEMIT's key covariance; beyond the paper, see docs/method-notes.md).
+        Nothing is written until every example has been forwarded.
+        """
+        if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not weight > 0:
+            raise ValueError(f"the reference weight must be a positive number, got {weight!r}")
+        if not examples:
+            raise ValueError("the reference set is empty")
+        encoded = [e if isinstance(e, ModelInputs) else self.vlm.encode(e.image, e.prompt, e.answer)
+                   for e in examples]
+        moments: dict[tuple[str, str], torch.Tensor] = {}
+
+        def hook_for(path: str, hooked: EditSite):
+            def hook(module: nn.Module, args: tuple) -> None:
+                x = args[0].detach().reshape(-1, args[0].shape[-1]).to(hooked.A_local.dtype)
+                for branch, basis in (("local", hooked.A_local), ("shared", hooked.A_shared)):
+                    if basis.shape[0] == 0:
+                        continue
+                    codes = hooked._code(x, basis).double()
+                    moment = codes.T @ codes / codes.shape[0]
+                    key = (path, branch)
+                    moments[key] = moments[key] + moment if key in moments else moment
+            return hook
+
+        from tqdm.auto import tqdm
+
+        handles = [s.register_forward_pre_hook(hook_for(p, s)) for p, s in self.sites.items()]
+        try:
+            with torch.no_grad():
+                for inputs in tqdm(encoded, desc="reference", disable=not progress, leave=False):
+                    self.vlm.forward(inputs)
+        finally:
+            for handle in handles:
+                handle.remove()
+        scale = float(weight) / len(encoded)
+        if not all(bool(torch.isfinite(m).all()) for m in moments.values()):
+            raise ValueError("the reference set produced non-finite activations; nothing was folded")
+        cfg = self.config
+        with torch.no_grad():
+            for (path, branch), moment in moments.items():
+                site = self.sites[path]
+                if branch == "local":
+                    site.P_local.copy_(fold_second_moment(site.P_local, scale * moment, cfg.lambda_local))
+                else:
+                    site.P_shared.copy_(fold_second_moment(site.P_shared, scale * moment, cfg.lambda_shared))
+        self._prior_in_p = True
+
     # -- state --------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, torch.Tensor]:
         state = {
@@ -297,6 +363,7 @@ class RecursiveEditor(Editor):
                 target.copy_(state[key].to(device=target.device, dtype=target.dtype))
         self.edits_applied = int(state[EDIT_COUNT_KEY]) if EDIT_COUNT_KEY in state else 0
         self._facts = facts
+        self._prior_in_p = True  # a saved state carries whatever prior its editor had
 
     def _facts_from_state(self, state: dict[str, torch.Tensor]) -> "OrderedDict[str, Folded]":
         entries: dict[tuple[int, str], Folded] = {}

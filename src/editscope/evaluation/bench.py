@@ -43,6 +43,7 @@ class BenchSpec:
     record_anchors: bool = True
     editor_config: str | None = None
     device: str | None = None
+    reference: str | None = None
     overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -170,7 +171,7 @@ def _config_record(spec: BenchSpec, configs: Mapping[str, Any], n_records: int, 
         "model": spec.model, "data": spec.data, "images": spec.images, "editors": list(spec.editors),
         "edits": spec.edits, "checkpoints": list(checkpoints), "preset": resolve_preset(spec), "seed": spec.seed,
         "scope_threshold": spec.scope_threshold, "exact_match": spec.exact_match,
-        "record_anchors": spec.record_anchors, "records": n_records,
+        "record_anchors": spec.record_anchors, "records": n_records, "reference": spec.reference,
         "editor_configs": {k: plain(v) for k, v in configs.items()}, "device": device,
         "torch": torch.__version__, "threads": torch.get_num_threads(), "platform": platform.platform(),
     }
@@ -181,6 +182,7 @@ def run_bench(spec: BenchSpec, command: str, vlm: Any = None, progress: bool = T
     """Run the benchmark described by ``spec``; returns the results (also written to
     ``spec.out``). ``vlm`` overrides loading ``spec.model`` (tests)."""
     from editscope.editors.baselines import build_editor
+    from editscope.editors.reference import load_reference
 
     torch.manual_seed(spec.seed)
     spec.out.mkdir(parents=True, exist_ok=True)
@@ -213,7 +215,20 @@ def run_bench(spec: BenchSpec, command: str, vlm: Any = None, progress: bool = T
         write(finished)  # partial results survive an interrupted run
         echo(f"{run.name}: done ({len(run.edits)} edits)")
 
-    factories = {name: (lambda v, n=name: build_editor(editor_kind(n), v, configs[n])) for name in spec.editors}
+    # the reference sets of editors with a reference prior, built (and checked) before any runs
+    references = {
+        size: load_reference(spec.reference, spec.model, size)
+        for size in {c.reference_size for c in configs.values() if getattr(c, "reference_weight", 0.0) > 0}
+    }
+
+    def build(v: Any, name: str) -> Any:
+        editor = build_editor(editor_kind(name), v, configs[name])
+        weight = getattr(configs[name], "reference_weight", 0.0)
+        if weight > 0:
+            editor.fold_reference(references[configs[name].reference_size], weight, progress=progress)
+        return editor
+
+    factories = {name: (lambda v, n=name: build(v, n)) for name in spec.editors}
     run_comparison(vlm, stream, factories, protocol, on_done=on_done)
     results = write(finished)
     write_plots(results, spec.out)

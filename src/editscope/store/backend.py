@@ -28,6 +28,10 @@ class Backend(Protocol):
     def build_editor(self, vlm: Any, editor_name: str, config: dict[str, Any]) -> Editor:
         """A fresh editor on ``vlm`` (no edit applied)."""
 
+    def prepare_editor(self, editor: Editor, source: str, config: dict[str, Any]) -> None:
+        """One-time set-up of a new store's editor before its initial snapshot (the reference
+        prior of a configuration with ``reference_weight > 0``)."""
+
 
 def weights_fingerprint(model: torch.nn.Module) -> str:
     """SHA-256 over the names, dtypes, shapes and raw bytes of ``model``'s state-dict tensors,
@@ -67,6 +71,15 @@ class DefaultBackend:
         _check_editor_name(editor_name)
         editor_type = ScopeEdit if editor_name == "scopeedit" else MORE
         return editor_type(vlm, ScopeEditConfig.from_dict(config))
+
+    def prepare_editor(self, editor: Editor, source: str, config: dict[str, Any]) -> None:
+        from editscope.config import ScopeEditConfig
+        from editscope.editors.reference import load_reference
+
+        cfg = ScopeEditConfig.from_dict(config)
+        if cfg.reference_weight > 0:
+            probes = load_reference(None, source, cfg.reference_size)
+            editor.fold_reference(probes, cfg.reference_weight)  # type: ignore[attr-defined]
 
 
 def _check_editor_name(name: str) -> None:

@@ -106,6 +106,7 @@ class EditStore:
             fingerprint = weights_fingerprint(vlm.model)
             config = backend.default_config(editor, preset)
             built = backend.build_editor(vlm, editor, config)
+            backend.prepare_editor(built, source, config)
         except (OSError, ValueError, KeyError) as error:
             raise StoreError(f"cannot create a store on model {source!r}: {error}") from error
         manifest = {

@@ -1,0 +1,125 @@
+"""The reference prior: ``fold_reference`` folds a reference set's input statistics into the
+preconditioners (docs/method-notes.md), before or between edits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from tiny_models import build_tiny
+
+from editscope.config import load_preset
+from editscope.editors.recursive import MORE, ScopeEdit
+from editscope.models import VisionLanguageModel
+from editscope.types import EditRequest, Probe
+
+PROMPT = "what color is the object in the image ?"
+
+
+def image(seed: int = 0) -> Image.Image:
+    pixels = np.random.RandomState(seed).randint(0, 256, size=(32, 32, 3), dtype=np.uint8)
+    return Image.fromarray(pixels)
+
+
+REFERENCE = [
+    Probe(PROMPT, "red", image(3)),
+    Probe("what is this ?", "a round blue thing", image(4)),
+    Probe("where do cats live ?", "in houses"),  # text only: the projector sees nothing
+]
+
+
+@pytest.fixture()
+def vlm() -> VisionLanguageModel:
+    model, processor = build_tiny("LlavaForConditionalGeneration")
+    return VisionLanguageModel(model, processor)
+
+
+def site_inputs(vlm: VisionLanguageModel, editor, probes) -> dict[str, list[torch.Tensor]]:
+    """Every site's input (positions x d_in) for each probe, read with plain hooks."""
+    seen: dict[str, list[torch.Tensor]] = {p: [] for p in editor.sites}
+    handles = [
+        site.base_layer.register_forward_pre_hook(
+            lambda m, args, p=path: seen[p].append(args[0].detach().reshape(-1, args[0].shape[-1]).double())
+        )
+        for path, site in editor.sites.items()
+    ]
+    try:
+        with torch.no_grad():
+            for probe in probes:
+                vlm.forward(vlm.encode(probe.image, probe.prompt, probe.answer))
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
+
+
+def test_fold_reference_folds_the_weighted_second_moment(vlm) -> None:
+    cfg = load_preset("tiny").replace(lambda_local=3.0, lambda_shared=2.0)
+    editor = ScopeEdit(vlm, cfg)
+    inputs = site_inputs(vlm, editor, REFERENCE)
+    editor.fold_reference(REFERENCE, weight=50.0)
+    for path, site in editor.sites.items():
+        for basis, p, lam in ((site.A_local, site.P_local, 3.0), (site.A_shared, site.P_shared, 2.0)):
+            if basis.shape[0] == 0:
+                continue
+            # the mean over the probes that reached the site (the projector sees two of three)
+            moments = [(x @ basis.double().T).T @ (x @ basis.double().T) / x.shape[0] for x in inputs[path]]
+            moment = 50.0 / len(REFERENCE) * sum(moments)
+            eye = torch.eye(basis.shape[0], dtype=torch.float64)
+            expected = lam * torch.linalg.inv(lam * eye + moment)
+            assert torch.allclose(p.double(), expected, atol=1e-5, rtol=1e-4), path
+            assert not torch.allclose(p.double(), eye, atol=1e-3), f"{path}: the prior changed nothing"
+
+
+def test_fold_reference_leaves_outputs_unchanged_and_round_trips(vlm) -> None:
+    editor = MORE(vlm, load_preset("tiny"))
+    probe = vlm.encode(image(5), PROMPT, "blue")
+    with torch.no_grad():
+        before = vlm.forward(probe).clone()
+    editor.fold_reference(REFERENCE, weight=10.0)
+    with torch.no_grad():
+        assert torch.equal(vlm.forward(probe), before)  # B is still zero: only P moved
+    editor.edit(EditRequest(prompt=PROMPT, target="green fish", image=image(0)))
+    state = editor.state_dict()
+    editor.remove()
+    again = MORE(vlm, load_preset("tiny"))
+    again.load_state_dict(state)
+    for path, site in again.sites.items():
+        assert torch.equal(site.P_local, state[f"{path}.P_local"])
+
+
+def test_the_prior_damps_edits_along_the_reference_directions(vlm) -> None:
+    request = EditRequest(prompt=PROMPT, target="green fish", image=image(0))
+    cfg = load_preset("tiny").replace(anchors_per_edit=0, include_projector=False)
+    probe = vlm.encode(*[(p.image, p.prompt, p.answer) for p in REFERENCE[:1]][0])
+    with torch.no_grad():
+        base = vlm.forward(probe).clone()
+    changes = []
+    for weight in (None, 1e4):
+        editor = MORE(vlm, cfg)
+        if weight is not None:
+            editor.fold_reference(REFERENCE, weight=weight)
+        editor.edit(request)
+        with torch.no_grad():
+            changes.append(float((vlm.forward(probe) - base).norm()))
+        editor.remove()
+    # the reference probe itself moves far less once its directions are in P
+    assert changes[1] < 0.5 * changes[0], changes
+
+
+@pytest.mark.parametrize("weight", [0, -1.0, float("nan"), True])
+def test_bad_weight_is_refused_before_anything_changes(vlm, weight) -> None:
+    editor = ScopeEdit(vlm, load_preset("tiny"))
+    with pytest.raises(ValueError, match="reference weight"):
+        editor.fold_reference(REFERENCE, weight=weight)
+    assert all(torch.equal(s.P_local, torch.eye(s.rank_local)) for s in editor.sites.values())
+
+
+def test_empty_reference_or_bad_probe_is_refused_and_changes_nothing(vlm) -> None:
+    editor = ScopeEdit(vlm, load_preset("tiny"))
+    with pytest.raises(ValueError, match="empty"):
+        editor.fold_reference([], weight=1.0)
+    with pytest.raises(ValueError, match="target is empty"):
+        editor.fold_reference([REFERENCE[0], Probe(PROMPT, "  ", image(1))], weight=1.0)
+    assert all(torch.equal(s.P_local, torch.eye(s.rank_local)) for s in editor.sites.values())
