@@ -4,7 +4,9 @@ Typical use::
 
     import editscope
     vlm = editscope.load("builtin")                     # or a local llava-hf checkpoint path
-    editor = editscope.ScopeEdit(vlm, editscope.load_preset("builtin"))
+    config = editscope.load_preset("builtin")           # holds a reference prior (reference_weight)
+    reference = editscope.load_reference("world", "builtin", config.reference_size)
+    editor = editscope.ScopeEdit(vlm, config, reference=reference)
     editor.edit(editscope.EditRequest(image="cat.png", prompt="What is this?", target="a lynx"))
     editor.answer("cat.png", "What is this?")
 """
@@ -12,6 +14,7 @@ Typical use::
 from editscope.config import ScopeEditConfig, load_preset, preset_names
 from editscope.editors.base import Editor, EditRejected
 from editscope.editors.recursive import MORE, ScopeEdit
+from editscope.editors.reference import load_reference
 from editscope.models import (
     ArchitectureSpec,
     UnsupportedModelError,
@@ -40,6 +43,7 @@ __all__ = [
     "VisionLanguageModel",
     "load",
     "load_preset",
+    "load_reference",
     "preset_names",
     "register_architecture",
     "supported_architectures",

@@ -123,3 +123,26 @@ def test_empty_reference_or_bad_probe_is_refused_and_changes_nothing(vlm) -> Non
     with pytest.raises(ValueError, match="target is empty"):
         editor.fold_reference([REFERENCE[0], Probe(PROMPT, "  ", image(1))], weight=1.0)
     assert all(torch.equal(s.P_local, torch.eye(s.rank_local)) for s in editor.sites.values())
+
+
+def test_reference_at_construction_and_the_warning_without_one(vlm) -> None:
+    cfg = load_preset("tiny").replace(reference_weight=10.0)
+    built = MORE(vlm, cfg, reference=REFERENCE)
+    p_built = {p: s.P_local.clone() for p, s in built.sites.items()}
+    built.remove()
+    later = MORE(vlm, cfg)
+    later.fold_reference(REFERENCE, 10.0)
+    assert all(torch.equal(p_built[p], s.P_local) for p, s in later.sites.items())
+    later.remove()
+    with pytest.raises(ValueError, match="reference_weight is 0"):
+        MORE(vlm, load_preset("tiny"), reference=REFERENCE)
+    bare = MORE(vlm, cfg)
+    with pytest.warns(UserWarning, match="no reference set was folded"):
+        bare.edit(EditRequest(prompt=PROMPT, target="green fish", image=image(0)))
+
+
+def test_a_bad_reference_at_construction_leaves_the_model_unwrapped(vlm) -> None:
+    cfg = load_preset("tiny").replace(reference_weight=10.0)
+    with pytest.raises(ValueError, match="target is empty"):
+        MORE(vlm, cfg, reference=[Probe(PROMPT, " ", image(1))])
+    MORE(vlm, cfg)  # the sites of the failed editor were taken out again

@@ -74,8 +74,10 @@ def run_cost(
     image_size: int = 32,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Apply ``edits`` synthetic edits and return the cost figures as a dict."""
-    config = config or load_preset("tiny")
+    """Apply ``edits`` synthetic edits and return the cost figures as a dict. A reference prior
+    (``reference_weight``) changes only the values in ``P``, never the work of an edit, so it is
+    left out here (no reference set is folded)."""
+    config = (config or load_preset("tiny")).replace(reference_weight=0.0)
     vlm = vlm_factory()
     ed = EDITORS[editor](vlm, config)
     requests = _requests(edits, seed, image_size)

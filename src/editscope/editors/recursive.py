@@ -57,9 +57,14 @@ class RecursiveEditor(Editor):
 
     name = "recursive"
 
-    def __init__(self, vlm: Any, config: ScopeEditConfig | None = None) -> None:
+    def __init__(self, vlm: Any, config: ScopeEditConfig | None = None,
+                 reference: Sequence[Probe | ModelInputs] | None = None) -> None:
+        """``reference``: the reference set of a configuration with ``reference_weight > 0``,
+        folded at once (see :meth:`fold_reference`; ``editscope.load_reference`` builds one)."""
         super().__init__(vlm)
         self.config = config if config is not None else ScopeEditConfig()
+        if reference is not None and not self.config.reference_weight > 0:
+            raise ValueError("a reference set was given but the configuration's reference_weight is 0")
         self.model: nn.Module = vlm.model
         self.model.requires_grad_(False)
         self.model.eval()
@@ -90,6 +95,12 @@ class RecursiveEditor(Editor):
         self._facts: OrderedDict[str, Folded] = OrderedDict()
         # reference_weight > 0: whether the prior is in P (folded here or loaded with a state)
         self._prior_in_p = False
+        if reference is not None:
+            try:
+                self.fold_reference(reference, self.config.reference_weight)
+            except BaseException:
+                self.remove()  # a failed construction leaves the model as it found it
+                raise
 
     # -- configuration hooks for the variants ------------------------------------------------
     def _ranks(self) -> tuple[int, int]:
