@@ -23,6 +23,7 @@ import torch
 
 from editscope.config import load_preset
 from editscope.editors.recursive import MORE, ScopeEdit
+from editscope.editors.reference import load_reference
 from editscope.evaluation.data import load_records
 from editscope.evaluation.protocol import CaseScorer, ProtocolConfig, anchored_request, compute_references
 from editscope.models import load
@@ -48,7 +49,9 @@ def main() -> None:
         for candidate in args.candidates:
             overrides = json.loads(candidate)
             editor_cls = EDITORS[overrides.pop("editor", "scopeedit")]
-            editor = editor_cls(vlm, dataclasses.replace(load_preset("builtin"), **overrides))
+            config = dataclasses.replace(load_preset("builtin"), **overrides)
+            reference = load_reference("world", "builtin", config.reference_size) if config.reference_weight > 0 else None
+            editor = editor_cls(vlm, config, reference=reference)  # reset() after each edit keeps the prior
             scorer = CaseScorer(editor, refs, protocol)
             rows, gates = [], []
             for case in cases:

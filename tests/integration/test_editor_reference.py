@@ -146,3 +146,27 @@ def test_a_bad_reference_at_construction_leaves_the_model_unwrapped(vlm) -> None
     with pytest.raises(ValueError, match="target is empty"):
         MORE(vlm, cfg, reference=[Probe(PROMPT, " ", image(1))])
     MORE(vlm, cfg)  # the sites of the failed editor were taken out again
+
+
+def test_reset_forgets_the_edits_and_keeps_the_prior(vlm) -> None:
+    cfg = load_preset("tiny").replace(reference_weight=10.0)
+    editor = ScopeEdit(vlm, cfg, reference=REFERENCE)
+    prior = {p: (s.P_local.clone(), s.P_shared.clone()) for p, s in editor.sites.items()}
+    initial = editor.state_dict()
+    editor.edit(EditRequest(prompt=PROMPT, target="green fish", image=image(0)))
+    assert any(not torch.equal(s.P_local, prior[p][0]) for p, s in editor.sites.items())
+    editor.reset()
+    for path, site in editor.sites.items():
+        assert torch.equal(site.P_local, prior[path][0]) and torch.equal(site.P_shared, prior[path][1])
+        assert not site.B_local.any() and not site.B_shared.any()
+    editor.remove()
+    loaded = ScopeEdit(vlm, cfg)  # an initial state with the prior, loaded: reset returns to it
+    loaded.load_state_dict(initial)
+    loaded.edit(EditRequest(prompt=PROMPT, target="green fish", image=image(0)))
+    loaded.reset()
+    assert all(torch.equal(s.P_local, prior[p][0]) for p, s in loaded.sites.items())
+    loaded.remove()
+    plain = ScopeEdit(vlm, load_preset("tiny"))
+    plain.edit(EditRequest(prompt=PROMPT, target="green fish", image=image(0)))
+    plain.reset()
+    assert all(torch.equal(s.P_local, torch.eye(s.rank_local)) for s in plain.sites.values())

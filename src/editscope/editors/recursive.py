@@ -95,6 +95,7 @@ class RecursiveEditor(Editor):
         self._facts: OrderedDict[str, Folded] = OrderedDict()
         # reference_weight > 0: whether the prior is in P (folded here or loaded with a state)
         self._prior_in_p = False
+        self._prior: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # P right after fold_reference
         if reference is not None:
             try:
                 self.fold_reference(reference, self.config.reference_weight)
@@ -329,6 +330,8 @@ class RecursiveEditor(Editor):
                 else:
                     site.P_shared.copy_(fold_second_moment(site.P_shared, scale * moment, cfg.lambda_shared))
         self._prior_in_p = True
+        if self.edits_applied == 0:
+            self._prior = {p: (s.P_local.clone(), s.P_shared.clone()) for p, s in self.sites.items()}
 
     # -- state --------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -375,6 +378,10 @@ class RecursiveEditor(Editor):
         self.edits_applied = int(state[EDIT_COUNT_KEY]) if EDIT_COUNT_KEY in state else 0
         self._facts = facts
         self._prior_in_p = True  # a saved state carries whatever prior its editor had
+        if self.edits_applied == 0 and not all(
+            torch.equal(s.P_local, torch.eye(s.rank_local, device=s.P_local.device)) for s in self.sites.values()
+        ):  # an initial state with a prior in it: reset() returns here
+            self._prior = {p: (s.P_local.clone(), s.P_shared.clone()) for p, s in self.sites.items()}
 
     def _facts_from_state(self, state: dict[str, torch.Tensor]) -> "OrderedDict[str, Folded]":
         entries: dict[tuple[int, str], Folded] = {}
@@ -401,15 +408,22 @@ class RecursiveEditor(Editor):
         return {"editor": self.name, "config": self.config.to_dict()}
 
     def reset(self) -> None:
-        """Forget every edit: ``B = 0``, ``P = I``."""
+        """Forget every edit: ``B = 0``, and ``P`` back to ``I``, or to the reference prior
+        where this editor folded one (a prior that came with a loaded state is not known apart
+        from the edits folded after it: ``P = I`` then)."""
         with torch.no_grad():
-            for site in self.sites.values():
+            for path, site in self.sites.items():
                 site.B_local.zero_()
                 site.B_shared.zero_()
-                site.P_local.copy_(torch.eye(site.rank_local, device=site.P_local.device))
-                site.P_shared.copy_(torch.eye(site.rank_shared, device=site.P_shared.device))
+                if path in self._prior:
+                    site.P_local.copy_(self._prior[path][0])
+                    site.P_shared.copy_(self._prior[path][1])
+                else:
+                    site.P_local.copy_(torch.eye(site.rank_local, device=site.P_local.device))
+                    site.P_shared.copy_(torch.eye(site.rank_shared, device=site.P_shared.device))
         self.edits_applied = 0
         self._facts.clear()
+        self._prior_in_p = bool(self._prior)
 
     def remove(self) -> nn.Module:
         """Take the sites out of the model (which becomes the base model again) and return it."""
