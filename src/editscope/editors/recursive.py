@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from editscope.config import ScopeEditConfig
 from editscope.core.capture import Capture, Positions, capture_codes
@@ -307,8 +308,6 @@ class RecursiveEditor(Editor):
                     key = (path, branch)
                     moments[key] = moments[key] + moment if key in moments else moment
             return hook
-
-        from tqdm.auto import tqdm
 
         handles = [s.register_forward_pre_hook(hook_for(p, s)) for p, s in self.sites.items()]
         try:
