@@ -5,17 +5,23 @@ the model is built from a small config (float32, eval mode, seeded), the process
 architecture's own processor class around a byte-level BPE tokenizer trained in memory on a
 fixed corpus and the architecture's PIL image processor with small image sizes. Nothing is
 downloaded.
+
+The model is placed on ``TEST_DEVICE``: the CPU, or the device the environment variable
+``EDITSCOPE_TEST_DEVICE`` names (``EDITSCOPE_TEST_DEVICE=cuda pytest tests/integration`` runs the
+integration tests on a GPU; ``scripts/device_check.sh`` does this).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Any, Callable, Iterator
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
+TEST_DEVICE = torch.device(os.environ.get("EDITSCOPE_TEST_DEVICE", "cpu"))
 VOCAB_SIZE = 400
 IMAGE_SIZE = 32
 CORPUS = (
@@ -431,5 +437,5 @@ def build_tiny(arch: str, seed: int = 0) -> tuple[Any, Any]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model, processor = _BUILDERS[arch]()
-    model = model.to(torch.float32).eval()
+    model = model.to(device=TEST_DEVICE, dtype=torch.float32).eval()
     return model, processor

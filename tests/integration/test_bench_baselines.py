@@ -67,8 +67,8 @@ def test_grace_codebook_rules(restored: VisionLanguageModel) -> None:
     grace = build_editor("grace", restored, make_config("grace", {"eps_init": 1.0}))
     d_in = grace.codebook.keys.shape[1]
     d_out = grace.codebook.values.shape[1]
-    key = torch.zeros(d_in)
-    out = torch.zeros(d_out)
+    key = torch.zeros(d_in, device=grace.codebook.keys.device)
+    out = torch.zeros(d_out, device=grace.codebook.keys.device)
     a, b = label_id("a"), label_id("b")
     with torch.no_grad():
         assert grace._place(key, a, out, n_old=0) == (0, out)                    # empty: add

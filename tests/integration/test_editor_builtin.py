@@ -4,6 +4,7 @@ unrelated subject's answer alone."""
 from __future__ import annotations
 
 import pytest
+from tiny_models import TEST_DEVICE
 
 from editscope import EditRequest, ScopeEdit, load, load_preset, load_reference
 from editscope.world import FACTS, fact_question, fact_templates, fixed_render, load_world, split_subjects
@@ -11,7 +12,7 @@ from editscope.world import FACTS, fact_question, fact_templates, fixed_render, 
 
 @pytest.fixture(scope="module")
 def world_and_vlm():
-    return load_world(), load("builtin")
+    return load_world(), load("builtin", device=TEST_DEVICE)
 
 
 def test_single_edits_change_the_answer_and_not_an_unrelated_one(world_and_vlm) -> None:

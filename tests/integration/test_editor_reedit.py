@@ -40,7 +40,7 @@ def test_release_leaves_only_the_latest_edit_of_a_fact_in_p(vlm) -> None:
     editor.edit(EditRequest(prompt=PROMPT, target="red car", image=image(0)))  # the same fact again
     assert len(editor._facts) == 1
     (folded,) = editor._facts.values()
-    expected = {p: torch.eye(s.rank_local, dtype=torch.float64) for p, s in editor.sites.items()}
+    expected = {p: torch.eye(s.rank_local, dtype=torch.float64, device=s.P_local.device) for p, s in editor.sites.items()}
     for path, branch, code in folded:
         if branch == "local":
             expected[path] = sherman_morrison(expected[path], code.double(), 5.0)

@@ -66,7 +66,7 @@ def test_fold_reference_folds_the_weighted_second_moment(vlm) -> None:
             # the mean over the probes that reached the site (the projector sees two of three)
             moments = [(x @ basis.double().T).T @ (x @ basis.double().T) / x.shape[0] for x in inputs[path]]
             moment = 50.0 / len(REFERENCE) * sum(moments)
-            eye = torch.eye(basis.shape[0], dtype=torch.float64)
+            eye = torch.eye(basis.shape[0], dtype=torch.float64, device=basis.device)
             expected = lam * torch.linalg.inv(lam * eye + moment)
             assert torch.allclose(p.double(), expected, atol=1e-5, rtol=1e-4), path
             assert not torch.allclose(p.double(), eye, atol=1e-3), f"{path}: the prior changed nothing"
@@ -113,7 +113,7 @@ def test_bad_weight_is_refused_before_anything_changes(vlm, weight) -> None:
     editor = ScopeEdit(vlm, load_preset("tiny"))
     with pytest.raises(ValueError, match="reference weight"):
         editor.fold_reference(REFERENCE, weight=weight)
-    assert all(torch.equal(s.P_local, torch.eye(s.rank_local)) for s in editor.sites.values())
+    assert all(torch.equal(s.P_local, torch.eye(s.rank_local, device=s.P_local.device)) for s in editor.sites.values())
 
 
 def test_empty_reference_or_bad_probe_is_refused_and_changes_nothing(vlm) -> None:
@@ -122,7 +122,7 @@ def test_empty_reference_or_bad_probe_is_refused_and_changes_nothing(vlm) -> Non
         editor.fold_reference([], weight=1.0)
     with pytest.raises(ValueError, match="target is empty"):
         editor.fold_reference([REFERENCE[0], Probe(PROMPT, "  ", image(1))], weight=1.0)
-    assert all(torch.equal(s.P_local, torch.eye(s.rank_local)) for s in editor.sites.values())
+    assert all(torch.equal(s.P_local, torch.eye(s.rank_local, device=s.P_local.device)) for s in editor.sites.values())
 
 
 def test_reference_at_construction_and_the_warning_without_one(vlm) -> None:
@@ -169,4 +169,4 @@ def test_reset_forgets_the_edits_and_keeps_the_prior(vlm) -> None:
     plain = ScopeEdit(vlm, load_preset("tiny"))
     plain.edit(EditRequest(prompt=PROMPT, target="green fish", image=image(0)))
     plain.reset()
-    assert all(torch.equal(s.P_local, torch.eye(s.rank_local)) for s in plain.sites.values())
+    assert all(torch.equal(s.P_local, torch.eye(s.rank_local, device=s.P_local.device)) for s in plain.sites.values())

@@ -122,7 +122,7 @@ def test_score_matches_manual_argmax(vlm: VisionLanguageModel) -> None:
     assert score.predicted_ids == tuple(manual_pred.tolist())
     expected_accuracy = (manual_pred == inputs.target_ids).float().mean().item()
     assert score.token_accuracy == pytest.approx(expected_accuracy)
-    assert torch.allclose(torch.tensor(score.logprobs), manual_lp, atol=1e-5)
+    assert torch.allclose(torch.tensor(score.logprobs), manual_lp.cpu(), atol=1e-5)
     assert torch.allclose(vlm.logits(_image(1), PROMPT, TARGET), logits, atol=1e-5)
 
 
@@ -259,15 +259,18 @@ PROCESSOR_NOT_SAVABLE = {"Qwen2VLForConditionalGeneration", "Qwen2_5_VLForCondit
 def test_load_from_checkpoint_directory(vlm: VisionLanguageModel, tmp_path) -> None:
     vlm.model.save_pretrained(tmp_path)
     if vlm.spec.name in PROCESSOR_NOT_SAVABLE:
-        loaded = load(tmp_path, vlm.processor)
+        loaded = load(tmp_path, vlm.processor, device=vlm.device)
     else:
         vlm.processor.save_pretrained(tmp_path)
-        loaded = load(tmp_path)
+        loaded = load(tmp_path, device=vlm.device)
     assert type(loaded.model) is type(vlm.model)
     assert type(loaded.processor) is type(vlm.processor)
     assert not loaded.model.training
     expected = vlm.logits(_image(8), PROMPT, TARGET)
-    assert torch.allclose(loaded.logits(_image(8), PROMPT, TARGET), expected, atol=1e-5)
+    # on a GPU the two copies may run different kernels (TF32 convolutions, fused attention):
+    # differences of about 1e-4 were seen on an H100
+    atol = 1e-5 if vlm.device.type == "cpu" else 1e-3
+    assert torch.allclose(loaded.logits(_image(8), PROMPT, TARGET), expected, atol=atol)
     assert torch.equal(loaded.encode(None, PROMPT, TARGET).input_ids, vlm.encode(None, PROMPT, TARGET).input_ids)
 
 

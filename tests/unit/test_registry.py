@@ -132,6 +132,8 @@ def _small_config(name: str) -> transformers.PretrainedConfig:
     config = getattr(transformers, name).config_class()
     text = config.get_text_config()
     text.num_hidden_layers = 2
+    if getattr(text, "pad_token_id", None) is not None and text.pad_token_id >= text.vocab_size:
+        text.pad_token_id = None  # some transformers 5.x defaults (Idefics3 in 5.17) put it past the vocabulary
     if name == "Blip2ForConditionalGeneration":
         config.image_token_index = 50265
     return config
