@@ -42,6 +42,12 @@ class ScopeEditConfig:
     ``reference_weight`` codes had been folded (``RecursiveEditor.fold_reference``). The bench
     and the store fold it when they create the editor (the reference set of a world model is a
     sample of its training distribution; see ``editscope.editors.reference``).
+
+    ``stop_loss`` (beyond the paper; 0 = off) ends an edit early: ``steps_per_edit`` becomes the
+    most steps an edit may take, and the edit stops at the first step whose forward finds the
+    target's mean NLL below ``stop_loss``, before writing. An edit the model already satisfies
+    writes nothing; an easy one is not pushed further than it needs; the cost per edit stays
+    bounded by ``steps_per_edit``.
     """
 
     rank_local: int = 448
@@ -68,6 +74,7 @@ class ScopeEditConfig:
     reedit_memory: int = 4096
     reference_weight: float = 0.0
     reference_size: int = 256
+    stop_loss: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("rank_local", "top_k", "n_last_layers", "steps_per_edit", "reference_size"):
@@ -82,12 +89,14 @@ class ScopeEditConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
                 raise ValueError(f"ScopeEditConfig.{name} must be a positive number, got {value!r}")
-        for name in ("projector_eta", "eta_shared", "tau", "reference_weight"):
+        for name in ("projector_eta", "eta_shared", "tau", "reference_weight", "stop_loss"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value:
                 raise ValueError(f"ScopeEditConfig.{name} must be a number, got {value!r}")
-        if self.projector_eta < 0 or self.eta_shared < 0 or self.reference_weight < 0:
-            raise ValueError("ScopeEditConfig.projector_eta, eta_shared and reference_weight must be >= 0")
+        if min(self.projector_eta, self.eta_shared, self.reference_weight, self.stop_loss) < 0:
+            raise ValueError(
+                "ScopeEditConfig.projector_eta, eta_shared, reference_weight and stop_loss must be >= 0"
+            )
         if self.basis not in BASES:
             raise ValueError(f"ScopeEditConfig.basis must be one of {BASES}, got {self.basis!r}")
         if self.reedit not in REEDIT_RULES:

@@ -95,7 +95,7 @@ def test_text_only_anchor_skips_the_projector(vlm) -> None:
     result = editor.edit(EditRequest(prompt=PROMPT, target="green fish", image=image(), anchors=(anchor,)))
     assert "projector" in result.active_groups
     decoder = [p for g in result.active_groups if g != "projector" for p in editor.groups[g]]
-    assert decoder and all(not torch.equal(editor.sites[p].P_local, torch.eye(12)) for p in decoder)
+    assert decoder and all(not torch.equal(editor.sites[p].P_local, torch.eye(12, device=vlm.device)) for p in decoder)
     assert any(not torch.equal(editor.sites[p].P_local, projector[p]) for p in projector)  # the edit wrote it
 
 
@@ -180,3 +180,35 @@ def test_loading_state_saved_with_another_config_is_refused(vlm, tmp_path) -> No
     other = ScopeEdit(vlm, load_preset("tiny").replace(eta=0.5))
     with pytest.raises(ValueError, match="configuration"):
         other.load(tmp_path)
+
+
+def test_stop_loss_ends_the_edit_once_absorbed(vlm) -> None:
+    """With ``stop_loss`` the edit stops at the first step whose forward finds the loss below it
+    (before writing); without it every edit takes ``steps_per_edit`` steps."""
+    request = EditRequest(prompt=PROMPT, target="green fish", image=image())
+    full = ScopeEdit(vlm, load_preset("tiny").replace(steps_per_edit=20)).edit(request)
+    assert full.steps == 20
+    model, processor = build_tiny("LlavaForConditionalGeneration")
+    fresh = VisionLanguageModel(model, processor)
+    stop = 0.5 * (full.loss_before + full.loss_after) if full.loss_after > 0.05 else 0.05
+    early = ScopeEdit(fresh, load_preset("tiny").replace(steps_per_edit=20, stop_loss=stop)).edit(request)
+    assert early.loss_before == pytest.approx(full.loss_before)
+    assert 1 <= early.steps < 20
+    assert early.loss_after < stop
+
+
+def test_an_edit_already_satisfied_writes_nothing(vlm) -> None:
+    editor = ScopeEdit(vlm, load_preset("tiny").replace(stop_loss=1e6))
+    before = full_state(editor)
+    result = editor.edit(EditRequest(prompt=PROMPT, target="green fish", image=image()))
+    assert result.steps == 0 and result.active_groups == () and editor.edits_applied == 1
+    after = full_state(editor)
+    counter = "editor.edits_applied"
+    assert before.pop(counter) == 0 and after.pop(counter) == 1
+    assert same_state(before, after)
+
+
+@pytest.mark.parametrize("value", [-0.1, float("nan"), "0.1"])
+def test_bad_stop_loss_is_refused(value) -> None:
+    with pytest.raises(ValueError, match="stop_loss"):
+        load_preset("tiny").replace(stop_loss=value)

@@ -133,7 +133,7 @@ class RecursiveEditor(Editor):
         try:
             if key is not None and key in self._facts:
                 self._release(self._facts[key], tx)
-            loss_before, touched_groups, gates = self._steps(inputs, request.scope, tx, folded)
+            loss_before, touched_groups, gates, steps = self._steps(inputs, request.scope, tx, folded)
             self._fold_anchors(anchors, touched_groups, tx)
             with torch.no_grad():
                 loss_after = self._loss(inputs)
@@ -156,7 +156,7 @@ class RecursiveEditor(Editor):
             active_groups=tuple(sorted(touched_groups, key=self._group_order)),
             gates=gate_values,
             wall_time_s=time.perf_counter() - start,
-            steps=self.config.steps_per_edit,
+            steps=steps,
         )
 
     def _group_order(self, group: str) -> tuple[int, int]:
@@ -187,6 +187,7 @@ class RecursiveEditor(Editor):
         touched: set[str] = set()
         loss_before = float("nan")
         gates: dict = {}
+        taken = 0
         for step in range(cfg.steps_per_edit):
             with self._trainable() as params, capture_codes(
                 self.sites, positions, projector_sites, key_sites
@@ -209,11 +210,14 @@ class RecursiveEditor(Editor):
                 raise EditRejected(
                     f"non-finite loss or gradient at step {step + 1}; the editor state is unchanged"
                 )
+            if host[0] < cfg.stop_loss:  # absorbed: stop before writing more
+                break
+            taken += 1
             active = [used[int(i)] for i in host[2:]]
             touched.update(active)
             self._local_step(capture, grads, active, tx, folded)
             gates = self._shared_step(capture, grads, active, scope, tx, folded)
-        return loss_before, touched, gates
+        return loss_before, touched, gates, taken
 
     def _local_step(self, capture: Capture, grads: dict, active: list[str], tx: Transaction,
                     folded: Folded | None = None) -> None:
