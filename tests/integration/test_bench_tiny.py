@@ -239,3 +239,15 @@ def test_reference_prior_in_a_bench_run(tiny_dir: Path, records: Path, tmp_path:
     # the same edits, but the prior damps the steps: the first edit's loss falls by less
     assert plain["edits"][0]["loss_before"] == pytest.approx(prior["edits"][0]["loss_before"])
     assert plain["edits"][0]["loss_after"] != pytest.approx(prior["edits"][0]["loss_after"])
+
+
+def test_a_reference_no_editor_uses_is_reported(tiny_dir: Path, records: Path, tmp_path: Path) -> None:
+    reference = tmp_path / "reference.json"
+    reference.write_text(json.dumps([{"prompt": "who made it ?", "answer": "a dog"}]))
+    result = CliRunner().invoke(app, [
+        "bench", "--model", str(tiny_dir), "--data", f"world:{records}", "--editors", "more", "--edits", "2",
+        "--checkpoints", "2", "--preset", "tiny", "--reference", str(reference), "--out", str(tmp_path / "out"),
+        "--threads", "1", "--quiet", "--no-exact-match",
+    ])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert f"--reference {reference} is unused" in result.output

@@ -220,6 +220,9 @@ def run_bench(spec: BenchSpec, command: str, vlm: Any = None, progress: bool = T
         size: load_reference(spec.reference, spec.model, size)
         for size in {c.reference_size for c in configs.values() if getattr(c, "reference_weight", 0.0) > 0}
     }
+    if spec.reference is not None and not references:
+        echo(f"note: --reference {spec.reference} is unused: no editor in this run has a reference prior "
+             "(reference_weight > 0)")
 
     def build(v: Any, name: str) -> Any:
         editor = build_editor(editor_kind(name), v, configs[name])
