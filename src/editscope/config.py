@@ -47,7 +47,10 @@ class ScopeEditConfig:
     most steps an edit may take, and the edit stops at the first step whose forward finds the
     target's mean NLL below ``stop_loss``, before writing. An edit the model already satisfies
     writes nothing; an easy one is not pushed further than it needs; the cost per edit stays
-    bounded by ``steps_per_edit``.
+    bounded by ``steps_per_edit``. ``eta_growth`` (beyond the paper; 1 = off) multiplies the
+    steps of an edit by ``eta_growth ** k`` at its k-th step (k = 0, 1, ...), so that an edit
+    the first steps did not absorb moves faster; with ``stop_loss`` an easy edit stops before its
+    step has grown.
     """
 
     rank_local: int = 448
@@ -75,6 +78,7 @@ class ScopeEditConfig:
     reference_weight: float = 0.0
     reference_size: int = 256
     stop_loss: float = 0.0
+    eta_growth: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("rank_local", "top_k", "n_last_layers", "steps_per_edit", "reference_size"):
@@ -85,7 +89,7 @@ class ScopeEditConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"ScopeEditConfig.{name} must be a non-negative integer, got {value!r}")
-        for name in ("alpha", "eta", "lambda_local", "lambda_shared", "beta", "gate_eps"):
+        for name in ("alpha", "eta", "lambda_local", "lambda_shared", "beta", "gate_eps", "eta_growth"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
                 raise ValueError(f"ScopeEditConfig.{name} must be a positive number, got {value!r}")

@@ -212,3 +212,24 @@ def test_an_edit_already_satisfied_writes_nothing(vlm) -> None:
 def test_bad_stop_loss_is_refused(value) -> None:
     with pytest.raises(ValueError, match="stop_loss"):
         load_preset("tiny").replace(stop_loss=value)
+
+
+def test_eta_growth_leaves_the_first_step_and_grows_the_later_ones() -> None:
+    request = EditRequest(prompt=PROMPT, target="green fish", image=image())
+
+    def state_after(**changes) -> dict:
+        model, processor = build_tiny("LlavaForConditionalGeneration")
+        editor = ScopeEdit(VisionLanguageModel(model, processor), load_preset("tiny").replace(**changes))
+        editor.edit(request)
+        return full_state(editor)
+
+    assert same_state(state_after(steps_per_edit=1), state_after(steps_per_edit=1, eta_growth=3.0))
+    plain, grown = state_after(steps_per_edit=3), state_after(steps_per_edit=3, eta_growth=3.0)
+    moved = lambda state: sum(float(v.abs().sum()) for k, v in state.items() if k.endswith("B_local"))  # noqa: E731
+    assert moved(grown) > 1.5 * moved(plain)
+
+
+@pytest.mark.parametrize("value", [0.0, -2.0])
+def test_bad_eta_growth_is_refused(value) -> None:
+    with pytest.raises(ValueError, match="eta_growth"):
+        load_preset("tiny").replace(eta_growth=value)

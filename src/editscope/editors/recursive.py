@@ -109,7 +109,7 @@ class RecursiveEditor(Editor):
         raise NotImplementedError
 
     def _shared_step(self, capture: Capture, grads: dict, active: list[str], scope: str, tx: Transaction,
-                     folded: Folded | None = None) -> dict:
+                     folded: Folded | None = None, scale: float = 1.0) -> dict:
         """Write the shared branch; returns per-group gate tensors. M-ORE has none."""
         return {}
 
@@ -215,16 +215,17 @@ class RecursiveEditor(Editor):
             taken += 1
             active = [used[int(i)] for i in host[2:]]
             touched.update(active)
-            self._local_step(capture, grads, active, tx, folded)
-            gates = self._shared_step(capture, grads, active, scope, tx, folded)
+            scale = cfg.eta_growth ** (taken - 1)  # the step of an edit not yet absorbed grows
+            self._local_step(capture, grads, active, tx, folded, scale)
+            gates = self._shared_step(capture, grads, active, scope, tx, folded, scale)
         return loss_before, touched, gates, taken
 
     def _local_step(self, capture: Capture, grads: dict, active: list[str], tx: Transaction,
-                    folded: Folded | None = None) -> None:
+                    folded: Folded | None = None, scale: float = 1.0) -> None:
         cfg = self.config
         with torch.no_grad():
             for group in active:
-                eta = cfg.projector_eta if group == PROJECTOR else cfg.eta
+                eta = scale * (cfg.projector_eta if group == PROJECTOR else cfg.eta)
                 for path in self.groups[group]:
                     site = self.sites[path]
                     tx.touch(site)
@@ -484,7 +485,7 @@ class ScopeEdit(RecursiveEditor):
         return frozenset(p for g, paths in self.groups.items() if g != PROJECTOR for p in paths)
 
     def _shared_step(self, capture: Capture, grads: dict, active: list[str], scope: str, tx: Transaction,
-                     folded: Folded | None = None) -> dict:
+                     folded: Folded | None = None, scale: float = 1.0) -> dict:
         cfg = self.config
         gates: dict[str, torch.Tensor] = {}
         for group in self._shared_groups(active):
@@ -500,7 +501,7 @@ class ScopeEdit(RecursiveEditor):
                     grads[id(site.B_shared)],
                     record.k_text,
                     record.k_image,
-                    eta=cfg.eta_shared,
+                    eta=scale * cfg.eta_shared,
                     lam=cfg.lambda_shared,
                     tau=cfg.tau,
                     beta=cfg.beta,
