@@ -51,7 +51,8 @@ def main() -> None:
         row = {"candidate": candidate or "(preset)", **{f"ret_{k}": ret.get(k) for k in KEYS},
                "onl_rel": onl.get("rel"), "onl_t_gen": onl.get("t_gen"), "onl_m_gen": onl.get("m_gen"),
                "onl_text": onl.get("text_transfer"), "onl_leak": onl.get("near_miss_leak"),
-               "time": entry["cost"]["edit_time_median_s"]}
+               "time": entry["cost"]["edit_time_median_s"],
+               "steps": sum(e["steps"] for e in entry["edits"]) / max(len(entry["edits"]), 1)}
         print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
 
 
