@@ -113,6 +113,10 @@ class GateValues:
 
 @dataclass(frozen=True)
 class EditResult:
+    """What one edit did: its loss on the edit input before the first step and after the last,
+    the groups it wrote, the gate of each group at the last step, its wall time and the number
+    of steps that wrote (fewer than ``steps_per_edit`` when ``stop_loss`` ended it early)."""
+
     edit_id: int
     loss_before: float
     loss_after: float
