@@ -18,7 +18,7 @@ from typing import Any, Mapping
 import yaml
 
 BASES = ("orthogonal", "nested")
-REEDIT_RULES = ("protect", "release")
+REEDIT_RULES = ("protect", "release", "replace")
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,10 @@ class ScopeEditConfig:
     keeps the codes of the fact's earlier edits in the preconditioners, so the history
     protection damps the new value along exactly the directions it has to move; ``"release"``
     takes those codes back out of ``P`` first (a Sherman–Morrison downdate), so the latest
-    correction writes as freely as a first one. A fact is the same image and prompt; the codes
+    correction writes as freely as a first one; ``"replace"`` does that and also subtracts the
+    fact's earlier writes from the ``B`` matrices, so the old value is taken out before the new
+    one is written and a fact edited many times leaves one write in the model, not one per
+    edit. A fact is the same image and prompt; the codes (and, for ``"replace"``, the writes)
     of the last ``reedit_memory`` facts are kept with the editor state.
 
     ``reference_weight`` (beyond the paper; 0 = off) is the weight of the reference prior: before

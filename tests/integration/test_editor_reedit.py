@@ -1,5 +1,6 @@
 """The re-edit rule (``reedit``): "release" takes a fact's earlier codes out of the
-preconditioners before the fact is edited again; "protect" (the method) keeps them."""
+preconditioners before the fact is edited again, "replace" also takes its earlier writes out of
+``B``; "protect" (the method) keeps both."""
 
 from __future__ import annotations
 
@@ -81,8 +82,9 @@ def test_memory_keeps_the_latest_facts_only(vlm) -> None:
     assert len({k.split(".")[2] for k in editor.state_dict() if k.startswith("reedit.")}) == 2
 
 
-def test_memory_round_trips_through_a_file(vlm, tmp_path) -> None:
-    editor = ScopeEdit(vlm, config("release"))
+@pytest.mark.parametrize("rule", ["release", "replace"])
+def test_memory_round_trips_through_a_file(vlm, tmp_path, rule) -> None:
+    editor = ScopeEdit(vlm, config(rule))
     editor.edit(EditRequest(prompt=PROMPT, target="green fish", image=image(0)))
     editor.edit(EditRequest(prompt=PROMPT, target="blue bird", image=image(1)))
     editor.save(tmp_path)
@@ -90,15 +92,16 @@ def test_memory_round_trips_through_a_file(vlm, tmp_path) -> None:
     editor.edit(EditRequest(prompt=PROMPT, target="red car", image=image(0)))
     expected = vlm.logits(image(0), PROMPT, "red car")
     editor.remove()
-    again = ScopeEdit(vlm, config("release"))
+    again = ScopeEdit(vlm, config(rule))
     again.load(tmp_path)
     assert list(again._facts) == saved
     again.edit(EditRequest(prompt=PROMPT, target="red car", image=image(0)))
     assert torch.equal(expected, vlm.logits(image(0), PROMPT, "red car"))
 
 
-def test_a_rejected_re_edit_changes_neither_state_nor_memory(vlm) -> None:
-    editor = ScopeEdit(vlm, config("release"))
+@pytest.mark.parametrize("rule", ["release", "replace"])
+def test_a_rejected_re_edit_changes_neither_state_nor_memory(vlm, rule) -> None:
+    editor = ScopeEdit(vlm, config(rule))
     editor.edit(EditRequest(prompt=PROMPT, target="green fish", image=image(0)))
     before = editor.state_dict()
     editor.config = editor.config.replace(eta=1e38)
@@ -106,6 +109,66 @@ def test_a_rejected_re_edit_changes_neither_state_nor_memory(vlm) -> None:
         editor.edit(EditRequest(prompt=PROMPT, target="red car", image=image(0)))
     after = editor.state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize("cls", [MORE, ScopeEdit])
+def test_replace_takes_the_earlier_write_out_of_b(vlm, cls) -> None:
+    # without anchors the second edit of the fact starts from B = 0 and P close to I, which is
+    # where an editor that only ever saw the second edit starts
+    cfg = config("replace", lambda_local=5.0, lambda_shared=5.0)
+    editor = cls(vlm, cfg)
+    editor.edit(EditRequest(prompt=PROMPT, target="green fish", image=image(0)))
+    assert any(bool(s.B_local.any()) for s in editor.sites.values())
+    editor.edit(EditRequest(prompt=PROMPT, target="red car", image=image(0)))
+    replaced = {p: (s.B_local.clone(), s.B_shared.clone()) for p, s in editor.sites.items()}
+    (folded,) = editor._facts.values()
+    writes = {(path, branch): change for path, branch, change in folded if branch.startswith("B_")}
+    assert writes
+    for path, site in editor.sites.items():  # the memory holds exactly what is in B: one write
+        for branch in ("B_local", "B_shared"):
+            stored = writes.get((path, branch), torch.zeros_like(getattr(site, branch)))
+            assert torch.allclose(getattr(site, branch), stored, atol=1e-6), (path, branch)
+    editor.remove()
+    fresh = cls(vlm, cfg)
+    fresh.edit(EditRequest(prompt=PROMPT, target="red car", image=image(0)))
+    for path, site in fresh.sites.items():
+        assert torch.allclose(site.B_local, replaced[path][0], atol=1e-3), path
+        assert torch.allclose(site.B_shared, replaced[path][1], atol=1e-3), path
+
+
+def test_release_keeps_the_earlier_write_in_b(vlm) -> None:
+    editor = ScopeEdit(vlm, config("release", lambda_local=5.0))
+    editor.edit(EditRequest(prompt=PROMPT, target="green fish", image=image(0)))
+    first = {p: s.B_local.clone() for p, s in editor.sites.items()}
+    editor.edit(EditRequest(prompt=PROMPT, target="red car", image=image(0)))
+    (folded,) = editor._facts.values()
+    assert {branch for _, branch, _ in folded} <= {"local", "shared"}
+    fresh_b = {p: s.B_local.clone() for p, s in editor.sites.items()}
+    editor.remove()
+    only_second = ScopeEdit(vlm, config("release", lambda_local=5.0))
+    only_second.edit(EditRequest(prompt=PROMPT, target="red car", image=image(0)))
+    # B holds both writes: it differs from the second edit alone by about the first write
+    moved = [p for p in first if bool(first[p].any())]
+    assert moved and any(
+        not torch.allclose(fresh_b[p], only_second.sites[p].B_local, atol=1e-3) for p in moved
+    )
+
+
+def test_a_damaged_write_in_a_saved_memory_is_refused(vlm, tmp_path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    editor = ScopeEdit(vlm, config("replace"))
+    editor.edit(EditRequest(prompt=PROMPT, target="green fish", image=image(0)))
+    editor.save(tmp_path)
+    (state_file,) = [f for f in tmp_path.iterdir() if f.suffix == ".safetensors"]
+    state = load_file(state_file)
+    name = next(k for k in state if k.startswith("reedit.") and k.endswith(".B_local"))
+    state[name] = state[name][:, :-1].contiguous()
+    save_file(state, state_file)
+    editor.remove()
+    again = ScopeEdit(vlm, config("replace"))
+    with pytest.raises(ValueError, match="write of shape"):
+        again.load(tmp_path)
 
 
 def test_unknown_rule_is_a_clear_error() -> None:

@@ -31,8 +31,10 @@ PROJECTOR = "projector"
 EDIT_COUNT_KEY = "editor.edits_applied"
 REEDIT_PREFIX = "reedit."
 
-# (site path, "local" | "shared", code) for every code one edit folded into a preconditioner
+# (site path, "local" | "shared", code) for every code one edit folded into a preconditioner,
+# and, under reedit="replace", (site path, "B_local" | "B_shared", change) for what it wrote
 Folded = list[tuple[str, str, torch.Tensor]]
+WRITES = ("B_local", "B_shared")
 
 
 def fact_key(inputs: ModelInputs) -> str:
@@ -128,12 +130,16 @@ class RecursiveEditor(Editor):
         anchors = [self.vlm.encode(p.image, p.prompt, p.answer) for p in request.anchors]
         anchors += self._reference_anchors()
         tx = Transaction()
-        key = fact_key(inputs) if self.config.reedit == "release" else None
+        key = fact_key(inputs) if self.config.reedit in ("release", "replace") else None
         folded: Folded | None = [] if key is not None else None
         try:
             if key is not None and key in self._facts:
                 self._release(self._facts[key], tx)
+            if self.config.reedit == "replace":
+                tx.mark_writes()
             loss_before, touched_groups, gates, steps = self._steps(inputs, request.scope, tx, folded)
+            if self.config.reedit == "replace" and folded is not None:
+                folded.extend(self._writes(tx))
             self._fold_anchors(anchors, touched_groups, tx)
             with torch.no_grad():
                 loss_after = self._loss(inputs)
@@ -234,15 +240,28 @@ class RecursiveEditor(Editor):
                     if folded is not None:
                         folded.append((path, "local", code.detach().to(site.P_local.dtype).clone()))
 
-    # -- re-edits (reedit="release") --------------------------------------------------------------
+    # -- re-edits (reedit="release" | "replace") -------------------------------------------------
+    def _writes(self, tx: Transaction) -> Folded:
+        """What the steps of this edit wrote into each site's ``B`` matrices (non-zero ones)."""
+        path_of = {id(site): path for path, site in self.sites.items()}
+        entries: Folded = []
+        for site, local, shared in tx.writes():
+            for branch, change in (("B_local", local), ("B_shared", shared)):
+                if change.numel() and bool(change.any()):
+                    entries.append((path_of[id(site)], branch, change.clone()))
+        return entries
+
     def _release(self, folded: Folded, tx: Transaction) -> None:
-        """Take a fact's earlier codes back out of the preconditioners before it is edited again."""
+        """Take a fact's earlier codes back out of the preconditioners (and, under "replace",
+        its earlier writes out of ``B``) before it is edited again."""
         cfg = self.config
         with torch.no_grad():
             for path, branch, code in folded:
                 site = self.sites[path]
                 tx.touch(site)
-                if branch == "local":
+                if branch in WRITES:
+                    getattr(site, branch).sub_(code.to(getattr(site, branch).dtype))
+                elif branch == "local":
                     site.P_local.copy_(sherman_morrison_downdate(site.P_local, code, cfg.lambda_local))
                 else:
                     site.P_shared.copy_(sherman_morrison_downdate(site.P_shared, code, cfg.lambda_shared))
@@ -350,7 +369,9 @@ class RecursiveEditor(Editor):
             for path, branch, code in folded:
                 by_site.setdefault((path, branch), []).append(code)
             for (path, branch), codes in by_site.items():
-                state[f"{REEDIT_PREFIX}{i:06d}.{key}.{path}.{branch}"] = torch.stack(codes).detach().clone()
+                # a write is one matrix per site and fact; codes are stacked, one row each
+                value = codes[0] if branch in WRITES else torch.stack(codes)
+                state[f"{REEDIT_PREFIX}{i:06d}.{key}.{path}.{branch}"] = value.detach().clone()
         return state
 
     def state_bytes(self) -> int:
@@ -395,9 +416,20 @@ class RecursiveEditor(Editor):
             head, _, branch = name.rpartition(".")
             index, _, rest = head[len(REEDIT_PREFIX):].partition(".")
             key, _, path = rest.partition(".")
-            if branch not in ("local", "shared") or not index.isdigit() or path not in self.sites or tensor.dim() != 2:
+            if branch not in ("local", "shared", *WRITES) or not index.isdigit() or path not in self.sites \
+                    or tensor.dim() != 2:
                 raise ValueError(f"editor state {name}: not a re-edit memory entry of this editor")
             site = self.sites[path]
+            if branch in WRITES:
+                target = getattr(site, branch)
+                if tensor.shape != target.shape or not torch.isfinite(tensor).all():
+                    raise ValueError(
+                        f"editor state {name}: a write of shape {tuple(tensor.shape)}, expected {tuple(target.shape)}"
+                    )
+                entries.setdefault((int(index), key), []).append(
+                    (path, branch, tensor.to(device=target.device, dtype=target.dtype).clone())
+                )
+                continue
             rank = site.rank_local if branch == "local" else site.rank_shared
             if tensor.shape[1] != rank or not torch.isfinite(tensor).all():
                 raise ValueError(f"editor state {name}: codes of shape {tuple(tensor.shape)}, expected (n, {rank})")
