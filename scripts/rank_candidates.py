@@ -2,6 +2,8 @@
 
 Usage: python scripts/rank_candidates.py runs/t500/*.log
 Reads the JSON lines printed by scripts/tune_builtin.py; near-miss leakage counts as 1 - leak.
+A bench report (a path ending in results.json) adds one row per editor: its retention at the
+last checkpoint.
 """
 
 from __future__ import annotations
@@ -22,6 +24,14 @@ def main(paths: list[str]) -> None:
     rows = []
     for path in paths:
         with open(path) as handle:
+            if path.endswith("results.json"):
+                for name, editor in json.load(handle)["editors"].items():
+                    last = max(editor["retention"], key=int)
+                    row = {f"ret_{k}": v for k, v in editor["retention"][last].items()}
+                    if any(row.get(f"ret_{key}") is None for key, _, _ in GOALS):
+                        continue  # an editor without every goal metric (the unedited model)
+                    rows.append(({**row, "candidate": f"{name} after {last}"}, path))
+                continue
             rows += [(json.loads(line), path) for line in handle if line.startswith("{")]
     for row, path in sorted(rows, key=lambda r: -goal_mean(r[0])):
         print(f"{goal_mean(row):.3f}  {row['candidate']}  ({path})")
