@@ -199,6 +199,12 @@ class RecursiveEditor(Editor):
                 self.sites, positions, projector_sites, key_sites
             ) as capture:
                 loss = self._loss(inputs)
+                if cfg.stop_loss > 0:  # absorbed: stop before the backward and before writing more
+                    value = float(loss.detach())
+                    if step == 0:
+                        loss_before = value
+                    if value < cfg.stop_loss:
+                        break
                 grad_list = torch.autograd.grad(loss, params, allow_unused=True)
             grads = {id(p): g for p, g in zip(params, grad_list)}
             # Groups the forward did not reach (the projector on a text-only edit) sit out.
@@ -208,7 +214,8 @@ class RecursiveEditor(Editor):
             )
             finite = torch.isfinite(loss) & torch.isfinite(scores).all()
             top = torch.topk(scores, min(k, len(used))).indices
-            # The one host sync of a step: the loss, the finiteness flag and the chosen groups.
+            # The host sync of a step: the loss, the finiteness flag and the chosen groups (with
+            # stop_loss, the loss has already been read once, before the backward).
             host = torch.cat([loss.detach().reshape(1), finite.reshape(1).float(), top.float()]).tolist()
             if step == 0:
                 loss_before = host[0]
@@ -216,8 +223,6 @@ class RecursiveEditor(Editor):
                 raise EditRejected(
                     f"non-finite loss or gradient at step {step + 1}; the editor state is unchanged"
                 )
-            if host[0] < cfg.stop_loss:  # absorbed: stop before writing more
-                break
             taken += 1
             active = [used[int(i)] for i in host[2:]]
             touched.update(active)
