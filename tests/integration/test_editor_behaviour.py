@@ -197,6 +197,22 @@ def test_stop_loss_ends_the_edit_once_absorbed(vlm) -> None:
     assert early.loss_after < stop
 
 
+def test_the_stopping_step_runs_no_backward(vlm, monkeypatch) -> None:
+    """An edit that stops after k steps runs k backward passes: the loss is tested before the
+    backward of the step that finds it low enough."""
+    request = EditRequest(prompt=PROMPT, target="green fish", image=image())
+    editor = ScopeEdit(vlm, load_preset("tiny").replace(steps_per_edit=20))
+    full = editor.edit(request)
+    editor.reset()
+    editor.config = editor.config.replace(stop_loss=0.5 * (full.loss_before + full.loss_after))
+    calls = []
+    backward = torch.autograd.grad
+    monkeypatch.setattr(torch.autograd, "grad", lambda *a, **k: calls.append(1) or backward(*a, **k))
+    early = editor.edit(request)
+    assert 1 <= early.steps < 20
+    assert len(calls) == early.steps
+
+
 def test_an_edit_already_satisfied_writes_nothing(vlm) -> None:
     editor = ScopeEdit(vlm, load_preset("tiny").replace(stop_loss=1e6))
     before = full_state(editor)
