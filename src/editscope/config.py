@@ -19,6 +19,7 @@ import yaml
 
 BASES = ("orthogonal", "nested")
 REEDIT_RULES = ("protect", "release", "replace")
+HISTORY_FOLDS = ("step", "edit")
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,8 @@ class ScopeEditConfig:
     reference_size: int = 256
     stop_loss: float = 0.0
     eta_growth: float = 1.0
+    history_fold: str = "step"
+    history_weight: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("rank_local", "top_k", "n_last_layers", "steps_per_edit", "reference_size"):
@@ -92,7 +95,8 @@ class ScopeEditConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"ScopeEditConfig.{name} must be a non-negative integer, got {value!r}")
-        for name in ("alpha", "eta", "lambda_local", "lambda_shared", "beta", "gate_eps", "eta_growth"):
+        for name in ("alpha", "eta", "lambda_local", "lambda_shared", "beta", "gate_eps", "eta_growth",
+                     "history_weight"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
                 raise ValueError(f"ScopeEditConfig.{name} must be a positive number, got {value!r}")
@@ -108,6 +112,10 @@ class ScopeEditConfig:
             raise ValueError(f"ScopeEditConfig.basis must be one of {BASES}, got {self.basis!r}")
         if self.reedit not in REEDIT_RULES:
             raise ValueError(f"ScopeEditConfig.reedit must be one of {REEDIT_RULES}, got {self.reedit!r}")
+        if self.history_fold not in HISTORY_FOLDS:
+            raise ValueError(
+                f"ScopeEditConfig.history_fold must be one of {HISTORY_FOLDS}, got {self.history_fold!r}"
+            )
         if self.basis == "nested" and self.rank_shared > self.rank_local:
             raise ValueError("a nested basis needs rank_shared <= rank_local")
 

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from editscope.config import ScopeEditConfig
 from editscope.core.capture import Capture, Positions, capture_codes
-from editscope.core.linalg import fold_second_moment, sherman_morrison_downdate, site_seed
+from editscope.core.linalg import fold_second_moment, sherman_morrison, sherman_morrison_downdate, site_seed
 from editscope.core.site import STATE_NAMES, EditSite
 from editscope.core.update import fold_code, local_update, shared_update
 from editscope.editors.base import Editor, EditRejected, trainable
@@ -34,6 +34,8 @@ REEDIT_PREFIX = "reedit."
 # (site path, "local" | "shared", code) for every code one edit folded into a preconditioner,
 # and, under reedit="replace", (site path, "B_local" | "B_shared", change) for what it wrote
 Folded = list[tuple[str, str, torch.Tensor]]
+# history_fold="edit": (site path, "local" | "shared") -> the code to fold once the edit's steps end
+Pending = dict[tuple[str, str], torch.Tensor]
 WRITES = ("B_local", "B_shared")
 
 
@@ -111,7 +113,7 @@ class RecursiveEditor(Editor):
         raise NotImplementedError
 
     def _shared_step(self, capture: Capture, grads: dict, active: list[str], scope: str, tx: Transaction,
-                     folded: Folded | None = None, scale: float = 1.0) -> dict:
+                     folded: Folded | None = None, scale: float = 1.0, pending: Pending | None = None) -> dict:
         """Write the shared branch; returns per-group gate tensors. M-ORE has none."""
         return {}
 
@@ -194,6 +196,7 @@ class RecursiveEditor(Editor):
         loss_before = float("nan")
         gates: dict = {}
         taken = 0
+        pending: Pending | None = {} if cfg.history_fold == "edit" else None
         for step in range(cfg.steps_per_edit):
             with self._trainable() as params, capture_codes(
                 self.sites, positions, projector_sites, key_sites
@@ -227,12 +230,29 @@ class RecursiveEditor(Editor):
             active = [used[int(i)] for i in host[2:]]
             touched.update(active)
             scale = cfg.eta_growth ** (taken - 1)  # the step of an edit not yet absorbed grows
-            self._local_step(capture, grads, active, tx, folded, scale)
-            gates = self._shared_step(capture, grads, active, scope, tx, folded, scale)
+            self._local_step(capture, grads, active, tx, folded, scale, pending)
+            gates = self._shared_step(capture, grads, active, scope, tx, folded, scale, pending)
+        if pending:
+            self._fold_pending(pending, tx, folded)
         return loss_before, touched, gates, taken
 
+    def _fold_pending(self, pending: Pending, tx: Transaction, folded: Folded | None) -> None:
+        """history_fold="edit": fold each written site's last code once, with weight
+        ``history_weight`` (the code scaled by its square root)."""
+        cfg = self.config
+        weight = cfg.history_weight ** 0.5
+        with torch.no_grad():
+            for (path, branch), code in sorted(pending.items()):
+                site = self.sites[path]
+                tx.touch(site)
+                p, lam = (site.P_local, cfg.lambda_local) if branch == "local" else (site.P_shared, cfg.lambda_shared)
+                code = (weight * code).to(p.dtype)
+                p.copy_(sherman_morrison(p, code, lam))  # a zero code (a gate never open) leaves P as it is
+                if folded is not None:
+                    folded.append((path, branch, code.detach().clone()))
+
     def _local_step(self, capture: Capture, grads: dict, active: list[str], tx: Transaction,
-                    folded: Folded | None = None, scale: float = 1.0) -> None:
+                    folded: Folded | None = None, scale: float = 1.0, pending: Pending | None = None) -> None:
         cfg = self.config
         with torch.no_grad():
             for group in active:
@@ -241,8 +261,11 @@ class RecursiveEditor(Editor):
                     site = self.sites[path]
                     tx.touch(site)
                     code = capture.sites[path].z
-                    local_update(site, grads[id(site.B_local)], code, eta, cfg.lambda_local)
-                    if folded is not None:
+                    local_update(site, grads[id(site.B_local)], code, eta, cfg.lambda_local,
+                                 fold=pending is None)
+                    if pending is not None:
+                        pending[(path, "local")] = code.detach().clone()
+                    elif folded is not None:
                         folded.append((path, "local", code.detach().to(site.P_local.dtype).clone()))
 
     # -- re-edits (reedit="release" | "replace") -------------------------------------------------
@@ -522,7 +545,7 @@ class ScopeEdit(RecursiveEditor):
         return frozenset(p for g, paths in self.groups.items() if g != PROJECTOR for p in paths)
 
     def _shared_step(self, capture: Capture, grads: dict, active: list[str], scope: str, tx: Transaction,
-                     folded: Folded | None = None, scale: float = 1.0) -> dict:
+                     folded: Folded | None = None, scale: float = 1.0, pending: Pending | None = None) -> dict:
         cfg = self.config
         gates: dict[str, torch.Tensor] = {}
         for group in self._shared_groups(active):
@@ -544,9 +567,13 @@ class ScopeEdit(RecursiveEditor):
                     beta=cfg.beta,
                     eps=cfg.gate_eps,
                     force_open=scope == "broad",
+                    fold=pending is None,
                 )
                 values.append(torch.stack([gate.cos, gate.support, gate.g]))
-                if folded is not None:  # a closed gate folded nothing: its code is kept as zeros
+                if pending is not None:  # the last step whose gate was open gives the code to fold
+                    last = pending.get((path, "shared"), torch.zeros_like(gate.q))
+                    pending[(path, "shared")] = torch.where(gate.g > 0, gate.q.detach(), last)
+                elif folded is not None:  # a closed gate folded nothing: its code is kept as zeros
                     folded.append((path, "shared", (gate.q * (gate.g > 0)).detach().to(site.P_shared.dtype).clone()))
             if values:
                 gates[group] = torch.stack(values).mean(0)
