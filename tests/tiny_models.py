@@ -18,8 +18,9 @@ import os
 from typing import Any, Callable, Iterator
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
+
+from editscope.benchmarks.tiny import bpe_tokenizer
 
 TEST_DEVICE = torch.device(os.environ.get("EDITSCOPE_TEST_DEVICE", "cpu"))
 VOCAB_SIZE = 400
@@ -51,36 +52,18 @@ def make_tokenizer(
     extra_special_tokens: dict[str, str] | None = None,
     chat_template: str | None = None,
 ) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer trained on ``CORPUS`` (deterministic), wrapped for transformers.
-
-    ``special_tokens`` get the first ids, in order. With ``add_bos`` the tokenizer prepends
-    ``bos`` when asked for special tokens.
-    """
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB_SIZE,
-        special_tokens=special_tokens,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
+    """The package's byte-level BPE tokenizer, trained on ``CORPUS`` (deterministic)."""
+    return bpe_tokenizer(
+        CORPUS,
+        VOCAB_SIZE,
+        special_tokens,
+        bos=bos,
+        eos=eos,
+        pad=pad,
+        add_bos=add_bos,
+        extra_special_tokens=extra_special_tokens,
+        chat_template=chat_template,
     )
-    backend.train_from_iterator(CORPUS, trainer)
-    if add_bos:
-        assert bos is not None
-        bos_id = backend.token_to_id(bos)
-        backend.post_processor = processors.TemplateProcessing(
-            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, bos_id)]
-        )
-    kwargs: dict[str, Any] = dict(eos_token=eos, pad_token=pad)
-    if bos is not None:
-        kwargs["bos_token"] = bos
-    if extra_special_tokens:
-        kwargs["extra_special_tokens"] = extra_special_tokens
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, **kwargs)
-    if chat_template is not None:
-        tokenizer.chat_template = chat_template
-    return tokenizer
 
 
 def _llama_text_config(tokenizer: PreTrainedTokenizerFast, **overrides: Any):

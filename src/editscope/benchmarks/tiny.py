@@ -7,6 +7,7 @@ list, the image processor is CLIP's with a small image size. Seeded, so two buil
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Sequence
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -26,6 +27,54 @@ CHAT_TEMPLATE = (
 )
 
 
+def bpe_tokenizer(
+    corpus: Sequence[str],
+    vocab_size: int,
+    special_tokens: Sequence[str],
+    *,
+    bos: str | None,
+    eos: str,
+    pad: str,
+    unk: str | None = None,
+    add_bos: bool = True,
+    extra_special_tokens: dict[str, str] | None = None,
+    chat_template: str | None = None,
+):
+    """A byte-level BPE tokenizer trained in memory on ``corpus`` (deterministic), as a
+    ``PreTrainedTokenizerFast``. ``special_tokens`` get the first ids, in order; with ``add_bos``
+    the tokenizer prepends ``bos`` when asked for special tokens."""
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(special_tokens),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(list(corpus), trainer)
+    if add_bos:
+        if bos is None:
+            raise ValueError("add_bos needs a bos token")
+        bos_id = backend.token_to_id(bos)
+        backend.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, bos_id)]
+        )
+    kwargs: dict[str, Any] = dict(eos_token=eos, pad_token=pad)
+    if bos is not None:
+        kwargs["bos_token"] = bos
+    if unk is not None:
+        kwargs["unk_token"] = unk
+    if extra_special_tokens:
+        kwargs["extra_special_tokens"] = extra_special_tokens
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, **kwargs)
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template
+    return tokenizer
+
+
 @dataclass(frozen=True)
 class TinyLlavaSize:
     hidden: int = 128
@@ -41,35 +90,17 @@ class TinyLlavaSize:
 def build_tiny_llava(seed: int = 0, size: TinyLlavaSize = TinyLlavaSize()):
     """Return ``(model, processor)``: a ``LlavaForConditionalGeneration`` (float32, eval) and
     its ``LlavaProcessor``."""
-    from transformers import (
-        CLIPVisionConfig,
-        LlamaConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-        LlavaProcessor,
-        PreTrainedTokenizerFast,
-    )
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=size.vocab,
-        special_tokens=["<unk>", "<s>", "</s>", "<pad>", "<image>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    backend.train_from_iterator([" ".join(WORDS)] * 4, trainer)
-    backend.post_processor = processors.TemplateProcessing(
-        single="<s> $A", special_tokens=[("<s>", backend.token_to_id("<s>"))]
-    )
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        bos_token="<s>",
-        eos_token="</s>",
-        pad_token="<pad>",
-        unk_token="<unk>",
+    tokenizer = bpe_tokenizer(
+        [" ".join(WORDS)] * 4,
+        size.vocab,
+        ["<unk>", "<s>", "</s>", "<pad>", "<image>"],
+        bos="<s>",
+        eos="</s>",
+        pad="<pad>",
+        unk="<unk>",
         extra_special_tokens={"image_token": "<image>"},
     )
     image_processor = CLIPImageProcessorPil(
