@@ -20,6 +20,7 @@ import yaml
 BASES = ("orthogonal", "nested")
 REEDIT_RULES = ("protect", "release", "replace")
 HISTORY_FOLDS = ("step", "edit")
+HISTORY_CODES = ("mean", "target", "all")
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,16 @@ class ScopeEditConfig:
     steps of an edit by ``eta_growth ** k`` at its k-th step (k = 0, 1, ...), so that an edit
     the first steps did not absorb moves faster; with ``stop_loss`` an easy edit stops before its
     step has grown.
+
+    ``history_fold`` (beyond the paper) says when an edit's codes enter the preconditioners:
+    ``"step"`` (the method) folds the code of every step, so the later steps of an edit are
+    damped along the very direction it writes and its protection from later edits grows with
+    its step count; ``"edit"`` writes every step with the ``P`` from before the edit and folds
+    the codes of its last step once, at the end, each with weight ``history_weight`` (as if
+    folded that many times), so how hard an edit writes and how strongly later edits keep off it
+    are set apart. ``history_codes`` (with ``"edit"``) says which codes: ``"mean"`` the edit's
+    code ``z`` (the mean over its target positions, as in the method), ``"target"`` the code of
+    each target position, ``"all"`` the code of every position of the edit input.
     """
 
     rank_local: int = 448
@@ -85,6 +96,7 @@ class ScopeEditConfig:
     eta_growth: float = 1.0
     history_fold: str = "step"
     history_weight: float = 1.0
+    history_codes: str = "mean"
 
     def __post_init__(self) -> None:
         for name in ("rank_local", "top_k", "n_last_layers", "steps_per_edit", "reference_size"):
@@ -116,6 +128,12 @@ class ScopeEditConfig:
             raise ValueError(
                 f"ScopeEditConfig.history_fold must be one of {HISTORY_FOLDS}, got {self.history_fold!r}"
             )
+        if self.history_codes not in HISTORY_CODES:
+            raise ValueError(
+                f"ScopeEditConfig.history_codes must be one of {HISTORY_CODES}, got {self.history_codes!r}"
+            )
+        if self.history_codes != "mean" and self.history_fold != "edit":
+            raise ValueError("ScopeEditConfig.history_codes other than 'mean' needs history_fold: edit")
         if self.basis == "nested" and self.rank_shared > self.rank_local:
             raise ValueError("a nested basis needs rank_shared <= rank_local")
 

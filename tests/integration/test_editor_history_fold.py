@@ -107,3 +107,29 @@ def test_bad_history_settings_are_clear_errors() -> None:
         load_preset("tiny").replace(history_fold="sometimes")
     with pytest.raises(ValueError, match="history_weight"):
         load_preset("tiny").replace(history_weight=0.0)
+
+
+@pytest.mark.parametrize("codes", ["mean", "target", "all"])
+def test_history_codes_fold_one_code_per_position_asked_for(vlm, codes) -> None:
+    cfg = config(steps_per_edit=3, history_fold="edit", history_weight=10.0, history_codes=codes)
+    inputs = vlm.encode(image(0), PROMPT, "green fish")
+    n_target, n_all = inputs.target_positions.numel(), inputs.input_ids.shape[-1]
+    assert 1 < n_target < cfg.rank  # M-ORE's one branch has rank rank_local + rank_shared
+    expected = {"mean": 1, "target": n_target, "all": min(n_all, cfg.rank)}[codes]
+    editor = MORE(vlm, cfg)
+    editor.edit(EditRequest(prompt=PROMPT, target="green fish", image=image(0)))
+    ranks = []
+    for path, site in editor.sites.items():
+        if path in editor.groups.get("projector", ()):
+            continue  # the projector folds every position of its input in every mode but "mean"
+        moment = torch.linalg.inv(site.P_local.double()) - torch.eye(site.rank_local, dtype=torch.float64)
+        if float(moment.abs().max()) > 1e-6:
+            ranks.append(int(torch.linalg.matrix_rank(moment, rtol=1e-6)))
+    assert ranks and set(ranks) == {expected}
+
+
+def test_position_codes_need_the_edit_fold() -> None:
+    with pytest.raises(ValueError, match="history_fold"):
+        load_preset("tiny").replace(history_codes="target")
+    with pytest.raises(ValueError, match="history_codes"):
+        load_preset("tiny").replace(history_fold="edit", history_codes="some")

@@ -30,11 +30,14 @@ class Positions:
 @dataclass
 class SiteCapture:
     """What one site recorded: the local code ``z`` (r_l,) and, for decoder sites, the text key
-    ``k_text`` (d_in,) and the image key ``k_image`` (d_in,) or ``None`` without image tokens."""
+    ``k_text`` (d_in,) and the image key ``k_image`` (d_in,) or ``None`` without image tokens.
+    ``codes`` (n, r_l): the local codes of single positions, where the capture asked for them
+    (the target positions, or every position)."""
 
     z: torch.Tensor
     k_text: torch.Tensor | None = None
     k_image: torch.Tensor | None = None
+    codes: torch.Tensor | None = None
 
 
 @dataclass
@@ -42,14 +45,20 @@ class Capture:
     sites: dict[str, SiteCapture] = field(default_factory=dict)
 
 
-def _record(site: EditSite, x: torch.Tensor, positions: Positions | None, keys: bool) -> SiteCapture:
+def _record(site: EditSite, x: torch.Tensor, positions: Positions | None, keys: bool,
+            codes: str | None = None) -> SiteCapture:
     x = x.detach().to(site.A_local.dtype)
     if positions is None:  # projector: every position of its input
-        flat = x.reshape(-1, x.shape[-1])
-        return SiteCapture(z=site.local_code(flat).mean(0))
+        flat = site.local_code(x.reshape(-1, x.shape[-1]))
+        return SiteCapture(z=flat.mean(0), codes=flat if codes else None)
     seq = x.reshape(-1, x.shape[-2], x.shape[-1])[0]
     target = seq.index_select(0, positions.target.to(seq.device))
-    captured = SiteCapture(z=site.local_code(target).mean(0))
+    target_codes = site.local_code(target)
+    captured = SiteCapture(z=target_codes.mean(0))
+    if codes == "target":
+        captured.codes = target_codes
+    elif codes == "all":
+        captured.codes = site.local_code(seq)
     if keys:
         captured.k_text = target.mean(0)
         if positions.image.numel():
@@ -63,9 +72,12 @@ def capture_codes(
     positions: Positions,
     projector_sites: frozenset[str] = frozenset(),
     key_sites: frozenset[str] = frozenset(),
+    codes: str | None = None,
 ) -> Iterator[Capture]:
     """Record codes (and keys for ``key_sites``) of every site during the forward passes run
-    inside the context. Sites in ``projector_sites`` average over all their positions."""
+    inside the context. Sites in ``projector_sites`` average over all their positions.
+    ``codes`` ("target" | "all" | None) also keeps the local codes of single positions: the
+    target positions, or every position (a projector site: every position either way)."""
     capture = Capture()
     handles = []
 
@@ -74,7 +86,7 @@ def capture_codes(
         wants_keys = name in key_sites
 
         def hook(module: torch.nn.Module, args: tuple) -> None:
-            capture.sites[name] = _record(site, args[0], site_positions, wants_keys)
+            capture.sites[name] = _record(site, args[0], site_positions, wants_keys, codes)
 
         return hook
 

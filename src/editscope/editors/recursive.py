@@ -197,9 +197,10 @@ class RecursiveEditor(Editor):
         gates: dict = {}
         taken = 0
         pending: Pending | None = {} if cfg.history_fold == "edit" else None
+        position_codes = None if cfg.history_codes == "mean" else cfg.history_codes
         for step in range(cfg.steps_per_edit):
             with self._trainable() as params, capture_codes(
-                self.sites, positions, projector_sites, key_sites
+                self.sites, positions, projector_sites, key_sites, position_codes
             ) as capture:
                 loss = self._loss(inputs)
                 if cfg.stop_loss > 0:  # absorbed: stop before the backward and before writing more
@@ -237,8 +238,9 @@ class RecursiveEditor(Editor):
         return loss_before, touched, gates, taken
 
     def _fold_pending(self, pending: Pending, tx: Transaction, folded: Folded | None) -> None:
-        """history_fold="edit": fold each written site's last code once, with weight
-        ``history_weight`` (the code scaled by its square root)."""
+        """history_fold="edit": fold each written site's last code (or, with ``history_codes``
+        "target" | "all", each of its position codes) once, with weight ``history_weight`` (the
+        code scaled by its square root)."""
         cfg = self.config
         weight = cfg.history_weight ** 0.5
         with torch.no_grad():
@@ -246,10 +248,10 @@ class RecursiveEditor(Editor):
                 site = self.sites[path]
                 tx.touch(site)
                 p, lam = (site.P_local, cfg.lambda_local) if branch == "local" else (site.P_shared, cfg.lambda_shared)
-                code = (weight * code).to(p.dtype)
-                p.copy_(sherman_morrison(p, code, lam))  # a zero code (a gate never open) leaves P as it is
-                if folded is not None:
-                    folded.append((path, branch, code.detach().clone()))
+                for row in (weight * code).to(p.dtype).reshape(-1, p.shape[0]):
+                    p.copy_(sherman_morrison(p, row, lam))  # a zero code (a gate never open) leaves P as it is
+                    if folded is not None:
+                        folded.append((path, branch, row.detach().clone()))
 
     def _local_step(self, capture: Capture, grads: dict, active: list[str], tx: Transaction,
                     folded: Folded | None = None, scale: float = 1.0, pending: Pending | None = None) -> None:
@@ -264,7 +266,8 @@ class RecursiveEditor(Editor):
                     local_update(site, grads[id(site.B_local)], code, eta, cfg.lambda_local,
                                  fold=pending is None)
                     if pending is not None:
-                        pending[(path, "local")] = code.detach().clone()
+                        codes = capture.sites[path].codes
+                        pending[(path, "local")] = (code if codes is None else codes).detach().clone()
                     elif folded is not None:
                         folded.append((path, "local", code.detach().to(site.P_local.dtype).clone()))
 
