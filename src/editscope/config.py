@@ -21,6 +21,7 @@ BASES = ("orthogonal", "nested")
 REEDIT_RULES = ("protect", "release", "replace")
 HISTORY_FOLDS = ("step", "edit")
 HISTORY_CODES = ("mean", "target", "all")
+HISTORY_SITES = ("active", "all")
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,9 @@ class ScopeEditConfig:
     are set apart. ``history_codes`` (with ``"edit"``) says which codes: ``"mean"`` the edit's
     code ``z`` (the mean over its target positions, as in the method), ``"target"`` the code of
     each target position, ``"all"`` the code of every position of the edit input.
+    ``history_sites`` (with ``"edit"``) says where: ``"active"`` the sites the edit wrote (as in
+    the method), ``"all"`` every site its forward reached, so that a later edit written at
+    another layer keeps off it too.
     """
 
     rank_local: int = 448
@@ -97,6 +101,7 @@ class ScopeEditConfig:
     history_fold: str = "step"
     history_weight: float = 1.0
     history_codes: str = "mean"
+    history_sites: str = "active"
 
     def __post_init__(self) -> None:
         for name in ("rank_local", "top_k", "n_last_layers", "steps_per_edit", "reference_size"):
@@ -132,8 +137,12 @@ class ScopeEditConfig:
             raise ValueError(
                 f"ScopeEditConfig.history_codes must be one of {HISTORY_CODES}, got {self.history_codes!r}"
             )
-        if self.history_codes != "mean" and self.history_fold != "edit":
-            raise ValueError("ScopeEditConfig.history_codes other than 'mean' needs history_fold: edit")
+        if self.history_sites not in HISTORY_SITES:
+            raise ValueError(
+                f"ScopeEditConfig.history_sites must be one of {HISTORY_SITES}, got {self.history_sites!r}"
+            )
+        if (self.history_codes != "mean" or self.history_sites != "active") and self.history_fold != "edit":
+            raise ValueError("ScopeEditConfig.history_codes and history_sites need history_fold: edit")
         if self.basis == "nested" and self.rank_shared > self.rank_local:
             raise ValueError("a nested basis needs rank_shared <= rank_local")
 

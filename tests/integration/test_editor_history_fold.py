@@ -128,8 +128,23 @@ def test_history_codes_fold_one_code_per_position_asked_for(vlm, codes) -> None:
     assert ranks and set(ranks) == {expected}
 
 
+def test_history_sites_all_folds_every_site_the_forward_reached(vlm) -> None:
+    unwritten = {}
+    for sites in ("active", "all"):
+        editor = MORE(vlm, config(history_fold="edit", history_sites=sites, top_k=1))
+        editor.edit(EditRequest(prompt=PROMPT, target="green fish", image=image(0)))
+        unwritten[sites] = [
+            bool(torch.equal(s.P_local, torch.eye(s.rank_local))) for s in editor.sites.values() if not s.B_local.any()
+        ]
+        editor.remove()
+    assert unwritten["active"] and all(unwritten["active"])  # top_k 1: other groups' P untouched
+    assert unwritten["all"] and not any(unwritten["all"])  # folded everywhere, written in one group
+
+
 def test_position_codes_need_the_edit_fold() -> None:
     with pytest.raises(ValueError, match="history_fold"):
         load_preset("tiny").replace(history_codes="target")
+    with pytest.raises(ValueError, match="history_fold"):
+        load_preset("tiny").replace(history_sites="all")
     with pytest.raises(ValueError, match="history_codes"):
         load_preset("tiny").replace(history_fold="edit", history_codes="some")

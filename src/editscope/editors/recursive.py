@@ -232,6 +232,9 @@ class RecursiveEditor(Editor):
             touched.update(active)
             scale = cfg.eta_growth ** (taken - 1)  # the step of an edit not yet absorbed grows
             self._local_step(capture, grads, active, tx, folded, scale, pending)
+            if pending is not None and cfg.history_sites == "all":  # the sites this step did not write too
+                for path, record in capture.sites.items():
+                    pending[(path, "local")] = (record.z if record.codes is None else record.codes).detach().clone()
             gates = self._shared_step(capture, grads, active, scope, tx, folded, scale, pending)
         if pending:
             self._fold_pending(pending, tx, folded)
