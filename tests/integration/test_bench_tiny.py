@@ -111,7 +111,7 @@ def test_outputs_written(bench_out: Path) -> None:
         assert f"## Retention after {n} edits" in summary
     for name in UNDER_TEST:
         assert f"| {name} |" in summary
-    for png in ("metrics_vs_edits.png", "scope_tradeoff.png", "edit_time.png"):
+    for png in ("metrics_vs_edits.png", "scope_tradeoff.png", "edit_time.png", "forgetting.png"):
         data = (bench_out / png).read_bytes()
         assert data[:4] == b"\x89PNG" and len(data) > 1000
 

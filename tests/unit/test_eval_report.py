@@ -144,3 +144,52 @@ def test_goals_section_says_which_goals_are_met() -> None:
     results["editors"]["more"]["retention"]["100"]["t_loc"] = 0.85
     assert next(x for x in goals_section(results, "100") if x.startswith("In-scope")).endswith(": met.")
     assert goals_section({"editors": {"more": {"retention": {"100": more}}}}, "100") == []
+
+
+def _aged_entry() -> dict:
+    # a stream of 40 edits over facts f0..f3; a fact's latest edit decides its age
+    facts = {"f0": [0, 33], "f1": [15], "f2": [2], "f3": [39]}
+    online = {"f0": 1.0, "f1": 1.0, "f2": 1.0, "f3": 0.5}  # f3's latest edit was not absorbed
+    edits = [{"edit_index": i, "fact_id": "pad", "rel": 1.0, "edit_time_s": 0.1} for i in range(40)]
+    for fact, indices in facts.items():
+        for i in indices:
+            edits[i] = {"edit_index": i, "fact_id": fact, "rel": online[fact], "edit_time_s": 0.1}
+    edits[0]["rel"] = 0.0  # f0's first edit did not land; its latest did
+    final = {"f0": 1.0, "f1": 0.5, "f2": 0.0, "f3": 1.0, "pad": 1.0}
+    rows = [{"fact_id": f, "rel": final[f]} for f in ("f0", "f1", "f2", "f3")]
+    return {"edits": edits, "retention_rows": {"40": rows}}
+
+
+def test_retention_by_age_hand_computed() -> None:
+    from editscope.evaluation.report import retention_by_age
+
+    table = retention_by_age(_aged_entry(), "40")
+    # ages of the latest edits: f0 40 - 33 = 7, f1 25, f2 38; f3 is left out (online Rel 0.5)
+    assert table == [("1-10", 1.0, 1), ("11-30", 0.5, 1), ("31+", 0.0, 1)]
+
+
+def test_forgetting_table_plot_and_report_command(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from editscope.cli.main import app
+    from editscope.evaluation.report import forgetting_section
+
+    results = {"command": "bench", "created": "t", "stream": [],
+               "config": {"model": "tiny", "data": "x", "edits": 40, "checkpoints": [40]},
+               "editors": {"a": {**_aged_entry(), "retention": {}, "online": {},
+                                 "cost": {"window": 4, "edit_time_median_s": 0.1, "edit_time_p95_s": 0.1,
+                                          "edit_time_start_median_s": 0.1, "edit_time_end_median_s": 0.1,
+                                          "fwd_bwd_s": None, "overhead_ratio": None, "rss_max_bytes": None,
+                                          "state_bytes_first": None, "state_bytes_last": None,
+                                          "rejected_edits": 0}}}}
+    lines = forgetting_section(results, "40")
+    assert "| a | 1.000 (1) | 0.500 (1) | 0.000 (1) |" in lines
+    path = write_results(results, tmp_path / "run")
+    result = CliRunner().invoke(app, ["bench-report", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "Forgetting" in (tmp_path / "run" / "summary.md").read_text()
+    assert (tmp_path / "run" / "forgetting.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads(path.read_text())["command"] == "bench"  # the results are not rewritten
+    (tmp_path / "bad.json").write_text("{not json")
+    bad = CliRunner().invoke(app, ["bench-report", str(tmp_path / "bad.json")])
+    assert bad.exit_code == 2 and "bad.json" in bad.output

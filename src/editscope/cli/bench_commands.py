@@ -110,7 +110,32 @@ def bench_merge(
     typer.echo(f"merged {len(parts)} runs ({', '.join(merged['editors'])}) into {out}")
 
 
+def bench_report(
+    results: Path = typer.Argument(..., help="a results.json written by bench or bench-merge"),
+    out: Path = typer.Option(None, "--out", help="directory for summary.md and the plots (default: beside results.json)"),
+) -> None:
+    """Write summary.md and the plots again from a results.json (for instance after an upgrade
+    that adds a table or a plot); the results themselves are not changed."""
+    import json
+
+    from editscope.evaluation.plots import write_plots
+    from editscope.evaluation.report import write_summary
+
+    out = out if out is not None else results.parent
+    try:
+        loaded = json.loads(results.read_text())
+        if not isinstance(loaded, dict) or not isinstance(loaded.get("editors"), dict) or "config" not in loaded:
+            raise ValueError("not a bench results.json (no 'editors' and 'config')")
+        summary = write_summary(loaded, out)
+        plots = write_plots(loaded, out)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        typer.echo(f"error: {results}: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"wrote {summary} and {len(plots)} plots ({', '.join(p.name for p in plots)})")
+
+
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the main app."""
     app.command("bench")(bench)
     app.command("bench-merge")(bench_merge)
+    app.command("bench-report")(bench_report)

@@ -118,6 +118,36 @@ def plot_edit_time(results: dict[str, Any], path: Path) -> Path:
     return path
 
 
+def plot_forgetting(results: dict[str, Any], path: Path) -> Path:
+    """Retention Rel at the last checkpoint against the age of each fact's latest edit (facts
+    whose latest edit was reliable when made), one line per editor: how fast later edits undo
+    earlier ones."""
+    from editscope.evaluation.report import retention_by_age
+
+    last = str(max(int(n) for n in results["config"]["checkpoints"]))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    labels: list[str] = []
+    for name, entry in results["editors"].items():
+        if last not in entry.get("retention_rows", {}):
+            continue
+        table = retention_by_age(entry, last)
+        labels = labels or [label for label, _, _ in table]
+        xs = [i for i, (_, v, _) in enumerate(table) if v is not None]
+        ax.plot(xs, [table[i][1] for i in xs], marker="o", label=name)
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_xlabel(f"edits since the fact's latest edit (after {last} edits)")
+    ax.set_ylabel("retention Rel")
+    ax.set_ylim(-0.05, 1.05)
+    ax.grid(alpha=0.3)
+    if labels:
+        ax.legend(fontsize=8)
+    ax.set_title("Forgetting: how later edits undo earlier ones")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def write_plots(results: dict[str, Any], out_dir: str | Path) -> list[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -125,4 +155,5 @@ def write_plots(results: dict[str, Any], out_dir: str | Path) -> list[Path]:
         plot_metrics(results, out / "metrics_vs_edits.png"),
         plot_tradeoff(results, out / "scope_tradeoff.png"),
         plot_edit_time(results, out / "edit_time.png"),
+        plot_forgetting(results, out / "forgetting.png"),
     ]

@@ -225,6 +225,58 @@ def goals_section(results: dict[str, Any], checkpoint: str, editor: str = "scope
     return lines
 
 
+# edges of the age buckets: edits since a fact's last edit (1 = the last edit of the stream)
+AGE_EDGES: tuple[int, ...] = (1, 11, 31, 101, 301, 1001)
+
+
+def age_label(low: int, high: int | None) -> str:
+    return f"{low}+" if high is None else (f"{low}" if high - 1 == low else f"{low}-{high - 1}")
+
+
+def retention_by_age(entry: dict[str, Any], checkpoint: str,
+                     metric: str = "rel") -> list[tuple[str, float | None, int]]:
+    """Forgetting: the retention ``metric`` after ``checkpoint`` edits, grouped by the age of
+    each fact's latest edit (edits made since it, counting it: 1 for the last edit of the stream)
+    over the facts whose latest edit was absorbed when it was made (online ``metric`` = 1), so
+    that what is measured is what later edits undid. ``[(bucket label, mean or None, facts)]``
+    for the buckets of ``AGE_EDGES`` up to the checkpoint."""
+    n = int(checkpoint)
+    last: dict[Any, dict[str, Any]] = {}
+    for row in entry["edits"][:n]:
+        last[row["fact_id"]] = row
+    edges = [e for e in AGE_EDGES if e <= n] + [None]
+    groups: list[list[float]] = [[] for _ in edges[:-1]]
+    for row in entry.get("retention_rows", {}).get(checkpoint, []):
+        edit = last.get(row["fact_id"])
+        if edit is None or edit.get(metric) != 1.0 or row.get(metric) is None:
+            continue
+        age = n - int(edit["edit_index"])
+        for i in range(len(groups)):
+            if age >= edges[i] and (edges[i + 1] is None or age < edges[i + 1]):
+                groups[i].append(float(row[metric]))
+    return [(age_label(edges[i], edges[i + 1]), sum(g) / len(g) if g else None, len(g))
+            for i, g in enumerate(groups)]
+
+
+def forgetting_section(results: dict[str, Any], checkpoint: str) -> list[str]:
+    tables = {name: retention_by_age(entry, checkpoint) for name, entry in results["editors"].items()
+              if checkpoint in entry.get("retention_rows", {})}
+    tables = {name: t for name, t in tables.items() if any(count for _, _, count in t)}
+    if not tables:
+        return []
+    keep = [i for i in range(len(next(iter(tables.values())))) if any(t[i][2] for t in tables.values())]
+    tables = {name: [t[i] for i in keep] for name, t in tables.items()}  # no all-empty buckets
+    labels = [label for label, _, _ in next(iter(tables.values()))]
+    lines = [f"## Forgetting: Rel after {checkpoint} edits by the age of each fact's latest edit", "",
+             "Facts whose latest edit was reliable when it was made (online Rel = 1), grouped by the "
+             "number of edits made since (1 = the last edit of the stream); each cell is the mean "
+             "retention Rel and, in brackets, the number of facts.", "",
+             "| editor | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+    for name, table in tables.items():
+        lines.append(f"| {name} | " + " | ".join(f"{_fmt(v)} ({c})" for _, v, c in table) + " |")
+    return lines + [""]
+
+
 def summary_markdown(results: dict[str, Any]) -> str:
     cfg = results["config"]
     checkpoints = [str(n) for n in cfg["checkpoints"]]
@@ -253,6 +305,7 @@ def summary_markdown(results: dict[str, Any]) -> str:
     out[4:4] = [f"Merged from: `{command}`\n" for command in cfg.get("merged_from", [])]
     out += [f"## Online (each edit scored right after it), {last} edits", "",
             *_table(results, "online", last), ""]
+    out += forgetting_section(results, last)
     out += ["## Cost per edit", "",
             "| editor | median | p95 | start | end | fwd+bwd | overhead ratio | RSS (max during run) | state (first) | state (last) | rejected |",
             "|---|---|---|---|---|---|---|---|---|---|---|"]
