@@ -122,15 +122,12 @@ def plot_forgetting(results: dict[str, Any], path: Path) -> Path:
     """Retention Rel at the last checkpoint against the age of each fact's latest edit (facts
     whose latest edit was reliable when made), one line per editor: how fast later edits undo
     earlier ones."""
-    from editscope.evaluation.report import retention_by_age
+    from editscope.evaluation.report import forgetting_tables
 
     last = str(max(int(n) for n in results["config"]["checkpoints"]))
     fig, ax = plt.subplots(figsize=(7, 4))
     labels: list[str] = []
-    for name, entry in results["editors"].items():
-        if last not in entry.get("retention_rows", {}):
-            continue
-        table = retention_by_age(entry, last)
+    for name, table in forgetting_tables(results, last).items():
         labels = labels or [label for label, _, _ in table]
         xs = [i for i, (_, v, _) in enumerate(table) if v is not None]
         ax.plot(xs, [table[i][1] for i in xs], marker="o", label=name)

@@ -258,14 +258,22 @@ def retention_by_age(entry: dict[str, Any], checkpoint: str,
             for i, g in enumerate(groups)]
 
 
-def forgetting_section(results: dict[str, Any], checkpoint: str) -> list[str]:
+def forgetting_tables(results: dict[str, Any], checkpoint: str) -> dict[str, list[tuple[str, float | None, int]]]:
+    """``retention_by_age`` of every editor that has a fact to show, without the buckets that
+    are empty for all of them."""
     tables = {name: retention_by_age(entry, checkpoint) for name, entry in results["editors"].items()
               if checkpoint in entry.get("retention_rows", {})}
     tables = {name: t for name, t in tables.items() if any(count for _, _, count in t)}
     if not tables:
-        return []
+        return {}
     keep = [i for i in range(len(next(iter(tables.values())))) if any(t[i][2] for t in tables.values())]
-    tables = {name: [t[i] for i in keep] for name, t in tables.items()}  # no all-empty buckets
+    return {name: [t[i] for i in keep] for name, t in tables.items()}
+
+
+def forgetting_section(results: dict[str, Any], checkpoint: str) -> list[str]:
+    tables = forgetting_tables(results, checkpoint)
+    if not tables:
+        return []
     labels = [label for label, _, _ in next(iter(tables.values()))]
     lines = [f"## Forgetting: Rel after {checkpoint} edits by the age of each fact's latest edit", "",
              "Facts whose latest edit was reliable when it was made (online Rel = 1), grouped by the "
