@@ -12,7 +12,7 @@ from tiny_models import build_tiny
 
 from editscope.config import load_preset
 from editscope.core.linalg import sherman_morrison
-from editscope.editors.recursive import MORE, ScopeEdit
+from editscope.editors.recursive import MORE, ScopeEdit, compact_write, expand_write
 from editscope.models import VisionLanguageModel
 from editscope.types import EditRequest
 
@@ -126,7 +126,8 @@ def test_replace_takes_the_earlier_write_out_of_b(vlm, cls) -> None:
     assert writes
     for path, site in editor.sites.items():  # the memory holds exactly what is in B: one write
         for branch in ("B_local", "B_shared"):
-            stored = writes.get((path, branch), torch.zeros_like(getattr(site, branch)))
+            stored = expand_write(writes[(path, branch)], getattr(site, branch).shape) \
+                if (path, branch) in writes else torch.zeros_like(getattr(site, branch))
             assert torch.allclose(getattr(site, branch), stored, atol=1e-6), (path, branch)
     editor.remove()
     fresh = cls(vlm, cfg)
@@ -195,3 +196,33 @@ def test_state_saved_before_the_rule_existed_still_loads(vlm, tmp_path) -> None:
     released = ScopeEdit(vlm, load_preset("tiny").replace(reedit="release"))
     with pytest.raises(ValueError, match="configuration"):
         released.load(tmp_path)
+
+
+def test_a_low_rank_write_is_kept_as_factors_and_restored() -> None:
+    generator = torch.Generator().manual_seed(0)
+    low = torch.randn(300, 3, generator=generator) @ torch.randn(3, 40, generator=generator)
+    kept = compact_write(low)
+    assert kept.shape == (340, 3)  # [U; V] of rank 3 instead of 300 x 40
+    assert torch.allclose(expand_write(kept, low.shape), low, atol=1e-4)
+    full = torch.randn(300, 40, generator=generator)
+    assert compact_write(full) is full  # no smaller as factors: kept as it is
+    assert expand_write(full, full.shape) is full
+
+
+def test_damaged_factors_in_a_saved_memory_are_refused(vlm, tmp_path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    editor = ScopeEdit(vlm, config("replace"))
+    editor.edit(EditRequest(prompt=PROMPT, target="green fish", image=image(0)))
+    editor.save(tmp_path)
+    (state_file,) = [f for f in tmp_path.iterdir() if f.suffix == ".safetensors"]
+    state = load_file(state_file)
+    name = next(k for k in state if k.startswith("reedit.") and k.endswith(".B_local"))
+    site = editor.sites[name.split(".", 3)[3].rsplit(".", 1)[0]]  # reedit.INDEX.KEY.PATH.B_local
+    d_out, r = site.B_local.shape
+    state[name] = torch.zeros(d_out + r, r)  # "factors" as wide as the matrix itself
+    save_file(state, state_file)
+    editor.remove()
+    again = ScopeEdit(vlm, config("replace"))
+    with pytest.raises(ValueError, match="factors of shape"):
+        again.load(tmp_path)

@@ -37,6 +37,28 @@ Folded = list[tuple[str, str, torch.Tensor]]
 # history_fold="edit": (site path, "local" | "shared") -> the code to fold once the edit's steps end
 Pending = dict[tuple[str, str], torch.Tensor]
 WRITES = ("B_local", "B_shared")
+COMPACT_RTOL = 1e-6  # singular values below this fraction of the largest are float noise
+
+
+def compact_write(change: torch.Tensor) -> torch.Tensor:
+    """A write ``W`` (d_out x r) as it is kept in the re-edit memory: the matrix itself, or,
+    where its numerical rank ``q`` makes it smaller, the factors of ``W = U V^T`` stacked as one
+    (d_out + r) x q matrix ``[U; V]`` (``U`` holds the singular values). The factors drop only
+    singular values below ``COMPACT_RTOL`` of the largest."""
+    d_out, r = change.shape
+    u, values, vh = torch.linalg.svd(change.double(), full_matrices=False)
+    q = int((values > COMPACT_RTOL * values[0]).sum()) if values.numel() and float(values[0]) > 0 else 0
+    if (d_out + r) * q >= d_out * r:
+        return change
+    return torch.cat([u[:, :q] * values[:q], vh[:q].T]).to(change.dtype)
+
+
+def expand_write(stored: torch.Tensor, shape: torch.Size | tuple[int, int]) -> torch.Tensor:
+    """The write ``W`` of shape ``shape`` back from what :func:`compact_write` kept."""
+    d_out, r = shape
+    if tuple(stored.shape) == (d_out, r):
+        return stored
+    return stored[:d_out] @ stored[d_out:].T
 
 
 def fact_key(inputs: ModelInputs) -> str:
@@ -282,7 +304,7 @@ class RecursiveEditor(Editor):
         for site, local, shared in tx.writes():
             for branch, change in (("B_local", local), ("B_shared", shared)):
                 if change.numel() and bool(change.any()):
-                    entries.append((path_of[id(site)], branch, change.clone()))
+                    entries.append((path_of[id(site)], branch, compact_write(change).clone()))
         return entries
 
     def _release(self, folded: Folded, tx: Transaction) -> None:
@@ -294,7 +316,8 @@ class RecursiveEditor(Editor):
                 site = self.sites[path]
                 tx.touch(site)
                 if branch in WRITES:
-                    getattr(site, branch).sub_(code.to(getattr(site, branch).dtype))
+                    target = getattr(site, branch)
+                    target.sub_(expand_write(code, target.shape).to(target.dtype))
                 elif branch == "local":
                     site.P_local.copy_(sherman_morrison_downdate(site.P_local, code, cfg.lambda_local))
                 else:
@@ -456,9 +479,13 @@ class RecursiveEditor(Editor):
             site = self.sites[path]
             if branch in WRITES:
                 target = getattr(site, branch)
-                if tensor.shape != target.shape or not torch.isfinite(tensor).all():
+                d_out, r = target.shape
+                full = tensor.shape == target.shape
+                factored = tensor.shape[0] == d_out + r and 0 < tensor.shape[1] < r
+                if not (full or factored) or not torch.isfinite(tensor).all():
                     raise ValueError(
-                        f"editor state {name}: a write of shape {tuple(tensor.shape)}, expected {tuple(target.shape)}"
+                        f"editor state {name}: a write of shape {tuple(tensor.shape)}, expected "
+                        f"{(d_out, r)} or factors of shape ({d_out + r}, q < {r})"
                     )
                 entries.setdefault((int(index), key), []).append(
                     (path, branch, tensor.to(device=target.device, dtype=target.dtype).clone())
