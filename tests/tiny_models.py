@@ -422,3 +422,12 @@ def build_tiny(arch: str, seed: int = 0) -> tuple[Any, Any]:
         model, processor = _BUILDERS[arch]()
     model = model.to(device=TEST_DEVICE, dtype=torch.float32).eval()
     return model, processor
+
+
+def noise_image(seed: int = 0, size: int = 32, mode: str = "RGB") -> Any:
+    """A seeded random-noise PIL image (``size`` x ``size``), converted to ``mode``."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.random.RandomState(seed).randint(0, 256, size=(size, size, 3), dtype=np.uint8)
+    return Image.fromarray(pixels).convert(mode)

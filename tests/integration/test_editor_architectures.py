@@ -3,11 +3,10 @@ edit, absorbs an edit, round-trips its state, merges into the weights."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 from tiny_models import build_tiny
+from tiny_models import noise_image as image
 
 from editscope.config import load_preset
 from editscope.editors.recursive import ScopeEdit
@@ -25,11 +24,6 @@ ARCHITECTURES = [
 ]
 PROMPT = "what color is the object in the image ?"
 TARGET = "purple banana"
-
-
-def image(seed: int = 0, size: int = 32) -> Image.Image:
-    pixels = np.random.RandomState(seed).randint(0, 256, size=(size, size, 3), dtype=np.uint8)
-    return Image.fromarray(pixels)
 
 
 def fresh(arch: str, dtype: torch.dtype = torch.float32) -> VisionLanguageModel:

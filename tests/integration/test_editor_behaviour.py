@@ -3,11 +3,10 @@ bad input, constant state size, M-ORE."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 from tiny_models import build_tiny
+from tiny_models import noise_image as image
 
 from editscope.config import load_preset
 from editscope.editors.base import EditRejected
@@ -16,17 +15,6 @@ from editscope.models import VisionLanguageModel
 from editscope.types import EditRequest, Probe
 
 PROMPT = "what color is the object in the image ?"
-
-
-def image(seed: int = 0, mode: str = "RGB") -> Image.Image:
-    pixels = np.random.RandomState(seed).randint(0, 256, size=(32, 32, 3), dtype=np.uint8)
-    return Image.fromarray(pixels).convert(mode)
-
-
-@pytest.fixture()
-def vlm() -> VisionLanguageModel:
-    model, processor = build_tiny("LlavaForConditionalGeneration")
-    return VisionLanguageModel(model, processor)
 
 
 def shared_state(editor: ScopeEdit) -> list[torch.Tensor]:
@@ -151,7 +139,7 @@ def test_prompt_longer_than_the_context_is_refused(vlm) -> None:
 
 def test_non_rgb_image_is_converted(vlm) -> None:
     editor = ScopeEdit(vlm, load_preset("tiny"))
-    result = editor.edit(EditRequest(prompt=PROMPT, target="green fish", image=image(0, "L")))
+    result = editor.edit(EditRequest(prompt=PROMPT, target="green fish", image=image(0, mode="L")))
     assert result.loss_after < result.loss_before
 
 

@@ -4,29 +4,15 @@ weight ``history_weight``."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
-from tiny_models import build_tiny
+from tiny_models import noise_image as image
 
 from editscope.config import load_preset
 from editscope.editors.recursive import MORE, ScopeEdit
-from editscope.models import VisionLanguageModel
 from editscope.types import EditRequest
 
 PROMPT = "what color is the object in the image ?"
-
-
-def image(seed: int = 0) -> Image.Image:
-    pixels = np.random.RandomState(seed).randint(0, 256, size=(32, 32, 3), dtype=np.uint8)
-    return Image.fromarray(pixels)
-
-
-@pytest.fixture()
-def vlm() -> VisionLanguageModel:
-    model, processor = build_tiny("LlavaForConditionalGeneration")
-    return VisionLanguageModel(model, processor)
 
 
 def config(**changes):

@@ -3,11 +3,9 @@ preconditioners (docs/method-notes.md), before or between edits."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
-from tiny_models import build_tiny
+from tiny_models import noise_image as image
 
 from editscope.config import load_preset
 from editscope.editors.recursive import MORE, ScopeEdit
@@ -17,22 +15,11 @@ from editscope.types import EditRequest, Probe
 PROMPT = "what color is the object in the image ?"
 
 
-def image(seed: int = 0) -> Image.Image:
-    pixels = np.random.RandomState(seed).randint(0, 256, size=(32, 32, 3), dtype=np.uint8)
-    return Image.fromarray(pixels)
-
-
 REFERENCE = [
     Probe(PROMPT, "red", image(3)),
     Probe("what is this ?", "a round blue thing", image(4)),
     Probe("where do cats live ?", "in houses"),  # text only: the projector sees nothing
 ]
-
-
-@pytest.fixture()
-def vlm() -> VisionLanguageModel:
-    model, processor = build_tiny("LlavaForConditionalGeneration")
-    return VisionLanguageModel(model, processor)
 
 
 def site_inputs(vlm: VisionLanguageModel, editor, probes) -> dict[str, list[torch.Tensor]]:

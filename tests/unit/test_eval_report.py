@@ -10,7 +10,7 @@ import pytest
 from editscope.evaluation.plots import tradeoff_point, write_plots
 from editscope.evaluation.protocol import EditorRun, ProtocolConfig
 from editscope.evaluation.report import (
-    MAIN_METRICS, aggregate, build_results, summary_markdown, window_size, write_results, write_summary,
+    MAIN_METRICS, aggregate, build_results, window_size, write_results, write_summary,
 )
 
 
