@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import processors
+
+from editscope.world.tokenizer import train_byte_level_bpe
 
 WORDS = (
     "what which who where when how is are the a an of in on this that object image picture color "
@@ -45,16 +47,7 @@ def bpe_tokenizer(
     the tokenizer prepends ``bos`` when asked for special tokens."""
     from transformers import PreTrainedTokenizerFast
 
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=list(special_tokens),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    backend.train_from_iterator(list(corpus), trainer)
+    backend = train_byte_level_bpe(corpus, vocab_size, special_tokens)
     if add_bos:
         if bos is None:
             raise ValueError("add_bos needs a bos token")

@@ -43,18 +43,25 @@ def corpus(world: World) -> list[str]:
     return lines
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = DEFAULT_VOCAB_SIZE) -> Tokenizer:
-    """Train a byte-level BPE on ``texts`` with the special tokens at ids 0-3."""
+def train_byte_level_bpe(texts: Iterable[str], vocab_size: int, special_tokens: Iterable[str]) -> Tokenizer:
+    """A byte-level BPE trained on ``texts`` (deterministic), ``special_tokens`` at the first ids,
+    without a post-processor."""
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=list(SPECIAL_TOKENS),
+        special_tokens=list(special_tokens),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tokenizer.train_from_iterator(list(texts), trainer=trainer)
+    return tokenizer
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int = DEFAULT_VOCAB_SIZE) -> Tokenizer:
+    """Train a byte-level BPE on ``texts`` with the special tokens at ids 0-3."""
+    tokenizer = train_byte_level_bpe(texts, vocab_size, SPECIAL_TOKENS)
     bos_id = tokenizer.token_to_id(BOS)
     tokenizer.post_processor = processors.Sequence([
         processors.ByteLevel(trim_offsets=False),
