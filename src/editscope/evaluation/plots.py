@@ -73,6 +73,16 @@ def tradeoff_point(agg: dict[str, Any]) -> tuple[float | None, float | None]:
     return locality, transfer
 
 
+def _save(fig: Any, ax: Any, title: str, path: Path) -> Path:
+    """Grid, title, tight layout; write ``path`` and close the figure."""
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_tradeoff(results: dict[str, Any], path: Path) -> Path:
     """In-scope transfer against out-of-scope locality, per editor, along the checkpoints
     (retention); the last checkpoint is the large labelled marker."""
@@ -91,13 +101,8 @@ def plot_tradeoff(results: dict[str, Any], path: Path) -> Path:
     ax.set_ylabel("in-scope transfer (T-Gen, M-Gen, text-only)")
     ax.set_xlim(-0.05, 1.05)
     ax.set_ylim(-0.05, 1.05)
-    ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower left")
-    ax.set_title("Edit scope: transfer against locality (retention)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, "Edit scope: transfer against locality (retention)", path)
 
 
 def plot_edit_time(results: dict[str, Any], path: Path) -> Path:
@@ -109,13 +114,8 @@ def plot_edit_time(results: dict[str, Any], path: Path) -> Path:
     ax.set_xlabel("edit index")
     ax.set_ylabel("edit wall time (ms)")
     ax.set_yscale("log")
-    ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title("Time per edit along the stream")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, "Time per edit along the stream", path)
 
 
 def plot_forgetting(results: dict[str, Any], path: Path) -> Path:
@@ -135,14 +135,9 @@ def plot_forgetting(results: dict[str, Any], path: Path) -> Path:
     ax.set_xlabel(f"edits since the fact's latest edit (after {last} edits)")
     ax.set_ylabel("retention Rel")
     ax.set_ylim(-0.05, 1.05)
-    ax.grid(alpha=0.3)
     if labels:
         ax.legend(fontsize=8)
-    ax.set_title("Forgetting: how later edits undo earlier ones")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, "Forgetting: how later edits undo earlier ones", path)
 
 
 def write_plots(results: dict[str, Any], out_dir: str | Path) -> list[Path]:
