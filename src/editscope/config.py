@@ -22,6 +22,7 @@ REEDIT_RULES = ("protect", "release", "replace")
 HISTORY_FOLDS = ("step", "edit")
 HISTORY_CODES = ("mean", "target", "all")
 HISTORY_SITES = ("active", "all")
+SITE_RANKS = ("fixed", "fill")
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,13 @@ class ScopeEditConfig:
     ``history_sites`` (with ``"edit"``) says where: ``"active"`` the sites the edit wrote (as in
     the method), ``"all"`` every site its forward reached, so that a later edit written at
     another layer keeps off it too.
+
+    ``site_rank`` (beyond the paper) sets each site's local rank: ``"fixed"`` (the method)
+    gives every site ``rank_local``; ``"fill"`` gives each site the whole of its input width
+    not taken by the shared basis (``d_in - rank_shared``; M-ORE ``d_in``), so a wide site (an
+    MLP down projection) can hold as many independent facts as its input has directions. The
+    scaling stays ``alpha / (rank_local + rank_shared)`` at every site. Meant for small models:
+    ``P`` is (d_in x d_in) at a filled site.
     """
 
     rank_local: int = 448
@@ -102,6 +110,7 @@ class ScopeEditConfig:
     history_weight: float = 1.0
     history_codes: str = "mean"
     history_sites: str = "active"
+    site_rank: str = "fixed"
 
     def __post_init__(self) -> None:
         for name in ("rank_local", "top_k", "n_last_layers", "steps_per_edit", "reference_size"):
@@ -141,6 +150,8 @@ class ScopeEditConfig:
             raise ValueError(
                 f"ScopeEditConfig.history_sites must be one of {HISTORY_SITES}, got {self.history_sites!r}"
             )
+        if self.site_rank not in SITE_RANKS:
+            raise ValueError(f"ScopeEditConfig.site_rank must be one of {SITE_RANKS}, got {self.site_rank!r}")
         if (self.history_codes != "mean" or self.history_sites != "active") and self.history_fold != "edit":
             raise ValueError("ScopeEditConfig.history_codes and history_sites need history_fold: edit")
         if self.basis == "nested" and self.rank_shared > self.rank_local:

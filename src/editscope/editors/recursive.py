@@ -105,6 +105,13 @@ class RecursiveEditor(Editor):
                 base = self.model.get_submodule(path)
                 if isinstance(base, EditSite):
                     raise ValueError(f"{path} already holds an edit site: remove() the other editor first")
+                if self.config.site_rank == "fill" and isinstance(base, nn.Linear):
+                    rank_local = base.in_features - rank_shared
+                    if rank_local < 1:
+                        raise ValueError(
+                            f"site_rank fill: {path} has input width {base.in_features}, "
+                            f"no room beside rank_shared {rank_shared}"
+                        )
                 self.sites[path] = EditSite(
                     base,
                     rank_local,
