@@ -9,25 +9,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
+
+from editscope.evaluation.report import GATE_OPEN, gate_summary
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("results", nargs="+")
-    parser.add_argument("--open", type=float, default=0.05, help="g above this counts as open")
+    parser.add_argument("--open", type=float, default=GATE_OPEN, help="g above this counts as open")
     args = parser.parse_args()
     for path in args.results:
         with open(path) as handle:
             results = json.load(handle)
         for name, entry in results["editors"].items():
-            gates = [g for row in entry["edits"] if row.get("gates") for g in row["gates"].values()]
-            if not gates:
-                continue
-            mean = {key: statistics.mean(g[key] for g in gates) for key in ("cos", "support", "g")}
-            share = statistics.mean(g["g"] > args.open for g in gates)
-            print(f"{path} {name}: {len(gates)} gates, cos {mean['cos']:.3f}, support {mean['support']:.3f}, "
-                  f"g {mean['g']:.3f}, g > {args.open}: {share:.3f}")
+            row = gate_summary(entry, args.open)
+            if row is not None:
+                print(f"{path} {name}: {row['gates']} gates, cos {row['cos']:.3f}, support {row['support']:.3f}, "
+                      f"g {row['g']:.3f}, g > {args.open}: {row['open_share']:.3f}")
 
 
 if __name__ == "__main__":

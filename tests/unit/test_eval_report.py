@@ -193,3 +193,21 @@ def test_forgetting_table_plot_and_report_command(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text("{not json")
     bad = CliRunner().invoke(app, ["bench-report", str(tmp_path / "bad.json")])
     assert bad.exit_code == 2 and "bad.json" in bad.output
+
+
+def test_gate_summary_hand_computed() -> None:
+    from editscope.evaluation.report import gate_section, gate_summary
+
+    gate = lambda cos, support, g: {"cos": cos, "support": support, "g": g}  # noqa: E731
+    entry = {"edits": [{"gates": {"layer.2": gate(0.5, 0.8, 0.3), "layer.3": gate(0.1, 0.6, 0.01)}},
+                       {"gates": {}},
+                       {"gates": {"layer.2": gate(0.9, 1.0, 0.2)}}]}
+    summary = gate_summary(entry)
+    assert summary["gates"] == 3
+    assert summary["cos"] == pytest.approx(0.5) and summary["support"] == pytest.approx(0.8)
+    assert summary["g"] == pytest.approx(0.17) and summary["open_share"] == pytest.approx(2 / 3)
+    assert gate_summary(entry, open_at=0.25)["open_share"] == pytest.approx(1 / 3)
+    assert gate_summary({"edits": [{"gates": {}}, {}]}) is None
+    lines = gate_section({"editors": {"scopeedit": entry, "lora": {"edits": [{}]}}})
+    assert "| scopeedit | 3 | 0.500 | 0.800 | 0.170 | 0.667 |" in lines
+    assert not any(line.startswith("| lora") for line in lines)

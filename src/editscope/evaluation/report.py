@@ -285,6 +285,38 @@ def forgetting_section(results: dict[str, Any], checkpoint: str) -> list[str]:
     return lines + [""]
 
 
+GATE_OPEN = 0.05  # a gate whose shared-step scale g is above this counts as open in the report
+
+
+def gate_summary(entry: dict[str, Any], open_at: float = GATE_OPEN) -> dict[str, Any] | None:
+    """How open an editor's evidence gate was over its stream: the number of gates recorded (one
+    per shared-branch group and edit), the mean ``cos``, ``support`` and ``g``, and the share of
+    gates with ``g > open_at``; None for an editor that records no gates."""
+    gates = [g for row in entry["edits"] if row.get("gates") for g in row["gates"].values()]
+    if not gates:
+        return None
+    summary: dict[str, Any] = {"gates": len(gates)}
+    for key in ("cos", "support", "g"):
+        summary[key] = sum(float(g[key]) for g in gates) / len(gates)
+    summary["open_share"] = sum(float(g["g"]) > open_at for g in gates) / len(gates)
+    return summary
+
+
+def gate_section(results: dict[str, Any]) -> list[str]:
+    rows = {name: gate_summary(entry) for name, entry in results["editors"].items()}
+    rows = {name: row for name, row in rows.items() if row is not None}
+    if not rows:
+        return []
+    lines = ["## Evidence gate", "",
+             "Over the whole stream, one gate per edit and shared-branch group: mean cos(u_t, u_v), "
+             f"support and shared-step scale g, and the share of gates with g > {GATE_OPEN}.", "",
+             "| editor | gates | cos | support | g | open |", "|---|---|---|---|---|---|"]
+    for name, row in rows.items():
+        lines.append(f"| {name} | {row['gates']} | {_fmt(row['cos'])} | {_fmt(row['support'])} | "
+                     f"{_fmt(row['g'])} | {_fmt(row['open_share'])} |")
+    return lines + [""]
+
+
 def summary_markdown(results: dict[str, Any]) -> str:
     cfg = results["config"]
     checkpoints = [str(n) for n in cfg["checkpoints"]]
@@ -314,6 +346,7 @@ def summary_markdown(results: dict[str, Any]) -> str:
     out += [f"## Online (each edit scored right after it), {last} edits", "",
             *_table(results, "online", last), ""]
     out += forgetting_section(results, last)
+    out += gate_section(results)
     out += ["## Cost per edit", "",
             "| editor | median | p95 | start | end | fwd+bwd | overhead ratio | RSS (max during run) | state (first) | state (last) | rejected |",
             "|---|---|---|---|---|---|---|---|---|---|---|"]
