@@ -7,7 +7,8 @@ Usage: python scripts/single_edit_study.py --edits 30 '{}' '{"editor": "more"}' 
 Each argument is one candidate: a JSON object of overrides of the builtin preset, with an
 optional "editor" key (scopeedit, the default, or more). Prints one line per candidate with the
 mean of each metric over the edits (and, for ScopeEdit, the gate's mean cos and g over the
-shared layers, with the smallest g).
+shared layers, with the smallest g, and shared_share: the shared branch's share of the norm of
+what the edit wrote, |B_g| over |B_l| + |B_g| summed over the sites).
 """
 
 from __future__ import annotations
@@ -53,11 +54,15 @@ def main() -> None:
             reference = load_reference("world", "builtin", config.reference_size) if config.reference_weight > 0 else None
             editor = editor_cls(vlm, config, reference=reference)  # reset() after each edit keeps the prior
             scorer = CaseScorer(editor, refs, protocol)
-            rows, gates = [], []
+            rows, gates, shares = [], [], []
             for case in cases:
                 result = editor.edit(anchored_request(case, protocol))
                 gates.extend(result.gates.values())
                 rows.append(scorer.score(case))
+                # what each branch wrote (the bases have orthonormal rows: |B A| = |B|)
+                local = sum(float(site.B_local.norm()) for site in editor.sites.values())
+                shared = sum(float(site.B_shared.norm()) for site in editor.sites.values())
+                shares.append(shared / (local + shared) if local + shared > 0 else 0.0)
                 editor.reset()
             editor.remove()
             means = {k: round(statistics.mean(r[k] for r in rows if r.get(k) is not None), 3) for k in KEYS}
@@ -65,6 +70,7 @@ def main() -> None:
                 means["gate_cos"] = round(statistics.mean(g.cos for g in gates), 3)
                 means["gate_g"] = round(statistics.mean(g.g for g in gates), 3)
                 means["gate_g_min"] = round(min(g.g for g in gates), 3)
+                means["shared_share"] = round(statistics.mean(shares), 3)
             print(json.dumps({"candidate": candidate, **means}), flush=True)
 
 
