@@ -32,7 +32,8 @@ def main(paths: list[str]) -> None:
                         continue  # an editor without every goal metric (the unedited model)
                     rows.append(({**row, "candidate": f"{name} after {last}"}, path))
                 continue
-            rows += [(json.loads(line), path) for line in handle if line.startswith("{")]
+            lines = [json.loads(line) for line in handle if line.startswith("{")]
+            rows += [(row, path) for row in lines if "ret_rel" in row]  # tune lines only
     for row, path in sorted(rows, key=lambda r: -goal_mean(r[0])):
         print(f"{goal_mean(row):.3f}  {row['candidate']}  ({path})")
 
