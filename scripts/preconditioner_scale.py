@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 
 import torch
-import yaml
+from tune_builtin import parse  # scripts/ is on the path when this script runs
 
 from editscope.config import load_preset
 from editscope.editors.recursive import ScopeEdit
@@ -21,8 +21,7 @@ from editscope.models import load
 
 def main(overrides: str = "") -> None:
     torch.set_num_threads(1)
-    changes = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in overrides.split(",") if item)}
-    config = load_preset("builtin").replace(**changes)
+    config = load_preset("builtin").replace(**parse(overrides))
     vlm = load("builtin")
     reference = load_reference("world", "builtin", config.reference_size) if config.reference_weight > 0 else None
     editor = ScopeEdit(vlm, config, reference=reference)

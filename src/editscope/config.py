@@ -51,8 +51,9 @@ class ScopeEditConfig:
     sample of its training distribution; see ``editscope.editors.reference``). The recursion
     from ``P = I`` gives ``P = lambda * inv(lambda I + sum c c^T)``, so under a strong prior
     ``P_l / P_g`` is about ``lambda_local / lambda_shared``: raising one lambda alone makes its
-    branch's steps larger against the other's by about that factor (the ``builtin`` preset's 2000 / 1 leaves its
-    shared branch writing under 0.1% of an edit; docs/results/tuning.md, round 8).
+    branch's steps larger against the other's by about that factor (the ``builtin`` preset's
+    2000 / 1 leaves its shared branch writing under 0.1% of an edit; docs/results/tuning.md,
+    round 8).
 
     ``stop_loss`` (beyond the paper; 0 = off) ends an edit early: ``steps_per_edit`` becomes the
     most steps an edit may take, and the edit stops at the first step whose forward finds the
