@@ -8,7 +8,9 @@ Each argument is one candidate: a JSON object of overrides of the builtin preset
 optional "editor" key (scopeedit, the default, or more). Prints one line per candidate with the
 mean of each metric over the edits (and, for ScopeEdit, the gate's mean cos and g over the
 shared layers, with the smallest g, and shared_share: the shared branch's share of the norm of
-what the edit wrote, |B_g| over |B_l| + |B_g| summed over the sites).
+what the edit wrote, |B_g| over |B_l| + |B_g| summed over the sites), and margin: on the edit
+itself after the edit, the smallest over its target tokens of the target's logit minus the
+largest other logit (how far later writes must push before the edit is lost).
 """
 
 from __future__ import annotations
@@ -34,6 +36,17 @@ KEYS = ("rel", "t_gen", "m_gen", "text_transfer", "t_loc", "m_loc", "other_fact_
 EDITORS = {"scopeedit": ScopeEdit, "more": MORE}
 
 
+def margin(vlm, request) -> float:
+    """min over the target tokens of (target logit - largest other logit), teacher-forced."""
+    inputs = vlm.encode(request.image, request.prompt, request.target)
+    with torch.no_grad():
+        logits = vlm.forward(inputs)[0].float()[inputs.target_positions.long()]
+    target = inputs.target_ids.long().to(logits.device)
+    own = logits.gather(1, target[:, None])[:, 0]
+    others = logits.scatter(1, target[:, None], float("-inf")).max(1).values
+    return float((own - others).min())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("candidates", nargs="*", default=["{}"])
@@ -54,11 +67,12 @@ def main() -> None:
             reference = load_reference("world", "builtin", config.reference_size) if config.reference_weight > 0 else None
             editor = editor_cls(vlm, config, reference=reference)  # reset() after each edit keeps the prior
             scorer = CaseScorer(editor, refs, protocol)
-            rows, gates, shares = [], [], []
+            rows, gates, shares, margins = [], [], [], []
             for case in cases:
                 result = editor.edit(anchored_request(case, protocol))
                 gates.extend(result.gates.values())
                 rows.append(scorer.score(case))
+                margins.append(margin(vlm, case.request))
                 # what each branch wrote (the bases have orthonormal rows: |B A| = |B|)
                 local = sum(float(site.B_local.norm()) for site in editor.sites.values())
                 shared = sum(float(site.B_shared.norm()) for site in editor.sites.values())
@@ -66,6 +80,7 @@ def main() -> None:
                 editor.reset()
             editor.remove()
             means = {k: round(statistics.mean(r[k] for r in rows if r.get(k) is not None), 3) for k in KEYS}
+            means["margin"] = round(statistics.mean(margins), 3)
             if gates:  # ScopeEdit: the evidence gate of the shared layers at each edit's last step
                 means["gate_cos"] = round(statistics.mean(g.cos for g in gates), 3)
                 means["gate_g"] = round(statistics.mean(g.g for g in gates), 3)

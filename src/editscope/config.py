@@ -83,6 +83,14 @@ class ScopeEditConfig:
     MLP down projection) can hold as many independent facts as its input has directions. The
     scaling stays ``alpha / (rank_local + rank_shared)`` at every site. Meant for small models:
     ``P`` is (d_in x d_in) at a filled site.
+
+    ``rehearse`` (beyond the paper; 0 = off) re-checks, after each edit, that many earlier facts:
+    the ones checked or edited longest ago, round robin over the facts the re-edit rule remembers.
+    A fact whose latest target's mean NLL is at or above ``stop_loss`` is written again as a
+    re-edit with that target (its earlier write out first under ``"replace"``), so that what later
+    edits wore away is restored at a cost per edit bounded by ``rehearse`` more edits. Needs
+    ``reedit`` ``"release"`` or ``"replace"`` and ``stop_loss > 0``; the encoded inputs of the
+    remembered facts are kept with the editor state (on the host).
     """
 
     rank_local: int = 448
@@ -116,13 +124,14 @@ class ScopeEditConfig:
     history_codes: str = "mean"
     history_sites: str = "active"
     site_rank: str = "fixed"
+    rehearse: int = 0
 
     def __post_init__(self) -> None:
         for name in ("rank_local", "top_k", "n_last_layers", "steps_per_edit", "reference_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"ScopeEditConfig.{name} must be a positive integer, got {value!r}")
-        for name in ("rank_shared", "shared_layers", "anchors_per_edit", "seed", "reedit_memory"):
+        for name in ("rank_shared", "shared_layers", "anchors_per_edit", "seed", "reedit_memory", "rehearse"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"ScopeEditConfig.{name} must be a non-negative integer, got {value!r}")
@@ -159,6 +168,11 @@ class ScopeEditConfig:
             raise ValueError(f"ScopeEditConfig.site_rank must be one of {SITE_RANKS}, got {self.site_rank!r}")
         if (self.history_codes != "mean" or self.history_sites != "active") and self.history_fold != "edit":
             raise ValueError("ScopeEditConfig.history_codes and history_sites need history_fold: edit")
+        if self.rehearse and (self.reedit == "protect" or not self.stop_loss > 0):
+            raise ValueError(
+                "ScopeEditConfig.rehearse needs reedit: release or replace (the facts it re-checks) "
+                "and stop_loss > 0 (the loss under which a fact counts as held)"
+            )
         if self.basis == "nested" and self.rank_shared > self.rank_local:
             raise ValueError("a nested basis needs rank_shared <= rank_local")
 

@@ -115,7 +115,8 @@ class GateValues:
 class EditResult:
     """What one edit did: its loss on the edit input before the first step and after the last,
     the groups it wrote, the gate of each group at the last step, its wall time and the number
-    of steps that wrote (fewer than ``steps_per_edit`` when ``stop_loss`` ended it early)."""
+    of steps that wrote (fewer than ``steps_per_edit`` when ``stop_loss`` ended it early), and the
+    number of earlier facts written again after it (ScopeEdit and M-ORE with ``rehearse``)."""
 
     edit_id: int
     loss_before: float
@@ -124,6 +125,7 @@ class EditResult:
     gates: dict[str, GateValues] = field(default_factory=dict)
     wall_time_s: float = 0.0
     steps: int = 0
+    rehearsed: int = 0
 
 
 @dataclass(frozen=True)

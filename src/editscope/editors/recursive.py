@@ -23,13 +23,15 @@ from editscope.core.site import STATE_NAMES, EditSite
 from editscope.core.update import fold_code, local_update, shared_update
 from editscope.editors.base import Editor, EditRejected, trainable
 from editscope.editors.transaction import Transaction
-from editscope.types import EditRequest, EditResult, GateValues, ModelInputs, Probe
+from editscope.types import SCOPES, EditRequest, EditResult, GateValues, ModelInputs, Probe
 
 logger = logging.getLogger(__name__)
 
 PROJECTOR = "projector"
 EDIT_COUNT_KEY = "editor.edits_applied"
 REEDIT_PREFIX = "reedit."
+REHEARSE_PREFIX = "rehearse."
+INPUT_FIELDS = ("target_ids", "target_positions", "image_positions")
 
 # (site path, "local" | "shared", code) for every code one edit folded into a preconditioner,
 # and, under reedit="replace", (site path, "B_local" | "B_shared", change) for what it wrote
@@ -127,6 +129,8 @@ class RecursiveEditor(Editor):
         self._reference: list[ModelInputs] = []
         # reedit="release": the codes each remembered fact folded into the preconditioners
         self._facts: OrderedDict[str, Folded] = OrderedDict()
+        # rehearse > 0: each remembered fact's latest encoded edit input and scope, in check order
+        self._queue: OrderedDict[str, tuple[ModelInputs, str]] = OrderedDict()
         # reference_weight > 0: whether the prior is in P (folded here or loaded with a state)
         self._prior_in_p = False
         self._prior: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # P right after fold_reference
@@ -160,15 +164,41 @@ class RecursiveEditor(Editor):
         inputs = self.vlm.encode(request.image, request.prompt, request.target)
         anchors = [self.vlm.encode(p.image, p.prompt, p.answer) for p in request.anchors]
         anchors += self._reference_anchors()
-        tx = Transaction()
         key = fact_key(inputs) if self.config.reedit in ("release", "replace") else None
+        loss_before, touched_groups, gates, steps, loss_after = self._write(inputs, anchors, request.scope, key)
+        self.edits_applied += 1
+        rehearsed = 0
+        if key is not None and self.config.rehearse:
+            self._enqueue(key, inputs, request.scope)
+            rehearsed = self._rehearse()
+        gate_values = {
+            g: GateValues(cos=float(v[0]), support=float(v[1]), g=float(v[2]))
+            for g, v in ((g, t.tolist()) for g, t in gates.items())
+        }
+        return EditResult(
+            edit_id=self.edits_applied,
+            loss_before=loss_before,
+            loss_after=loss_after,
+            active_groups=tuple(sorted(touched_groups, key=self._group_order)),
+            gates=gate_values,
+            wall_time_s=time.perf_counter() - start,
+            steps=steps,
+            rehearsed=rehearsed,
+        )
+
+    def _write(self, inputs: ModelInputs, anchors: list[ModelInputs], scope: str,
+               key: str | None) -> tuple[float, set[str], dict, int, float]:
+        """One edit's steps, anchors and re-edit bookkeeping as one transaction: everything or,
+        on any error, nothing. Returns the loss before and after, the groups written, the gates
+        and the number of steps."""
+        tx = Transaction()
         folded: Folded | None = [] if key is not None else None
         try:
             if key is not None and key in self._facts:
                 self._release(self._facts[key], tx)
             if self.config.reedit == "replace":
                 tx.mark_writes()
-            loss_before, touched_groups, gates, steps = self._steps(inputs, request.scope, tx, folded)
+            loss_before, touched_groups, gates, steps = self._steps(inputs, scope, tx, folded)
             if self.config.reedit == "replace" and folded is not None:
                 folded.extend(self._writes(tx))
             self._fold_anchors(anchors, touched_groups, tx)
@@ -179,22 +209,40 @@ class RecursiveEditor(Editor):
         except BaseException:
             tx.rollback()
             raise
-        self.edits_applied += 1
         if key is not None:
             self._remember(key, folded or [])
-        gate_values = {
-            g: GateValues(cos=float(v[0]), support=float(v[1]), g=float(v[2]))
-            for g, v in ((g, t.tolist()) for g, t in gates.items())
-        }
-        return EditResult(
-            edit_id=self.edits_applied,
-            loss_before=loss_before,
-            loss_after=float(loss_after),
-            active_groups=tuple(sorted(touched_groups, key=self._group_order)),
-            gates=gate_values,
-            wall_time_s=time.perf_counter() - start,
-            steps=steps,
-        )
+        return loss_before, touched_groups, gates, steps, float(loss_after)
+
+    # -- rehearsal (rehearse > 0) -------------------------------------------------------------
+    def _enqueue(self, key: str, inputs: ModelInputs, scope: str) -> None:
+        """Keep a fact's latest edit input at the back of the rehearsal queue (on the host)."""
+        self._queue.pop(key, None)
+        self._queue[key] = (inputs.to("cpu"), scope)
+        while len(self._queue) > self.config.reedit_memory:
+            self._queue.popitem(last=False)
+
+    def _rehearse(self) -> int:
+        """Re-check the ``rehearse`` facts at the front of the queue (checked or edited longest
+        ago; never the edit just made, which sits at the back) and write again, as a re-edit,
+        each whose loss is at or above ``stop_loss``. Returns how many were written. A rewrite
+        that fails is rolled back and skipped with a warning: the edit itself stands."""
+        cfg = self.config
+        written = 0
+        for _ in range(min(cfg.rehearse, len(self._queue) - 1)):
+            key, (stored, scope) = next(iter(self._queue.items()))
+            self._queue.move_to_end(key)
+            inputs = stored.to(self.vlm.device)
+            with torch.no_grad():
+                loss = float(self._loss(inputs))
+            if loss < cfg.stop_loss:
+                continue
+            try:
+                self._write(inputs, self._reference_anchors(), scope, key)
+            except EditRejected as error:
+                logger.warning("rehearsal skipped an earlier fact: %s", error)
+                continue
+            written += 1
+        return written
 
     def _group_order(self, group: str) -> tuple[int, int]:
         return (1, 0) if group == PROJECTOR else (0, int(group.split(".")[-1]))
@@ -436,6 +484,13 @@ class RecursiveEditor(Editor):
                 # a write is one matrix per site and fact; codes are stacked, one row each
                 value = codes[0] if branch in WRITES else torch.stack(codes)
                 state[f"{REEDIT_PREFIX}{i:06d}.{key}.{path}.{branch}"] = value.detach().clone()
+        for i, (key, (inputs, scope)) in enumerate(self._queue.items()):
+            head = f"{REHEARSE_PREFIX}{i:06d}.{key}."
+            state[head + "scope"] = torch.tensor(SCOPES.index(scope), dtype=torch.int64)
+            for name in INPUT_FIELDS:
+                state[head + name] = getattr(inputs, name).clone()
+            for name, tensor in inputs.tensors.items():
+                state[head + "tensors." + name] = tensor.clone()
         return state
 
     def state_bytes(self) -> int:
@@ -443,14 +498,18 @@ class RecursiveEditor(Editor):
             getattr(s, n).numel() * getattr(s, n).element_size() for s in self.sites.values() for n in STATE_NAMES
         )
         facts = sum(c.numel() * c.element_size() for folded in self._facts.values() for _, _, c in folded)
-        return sites + facts
+        queue = sum(t.numel() * t.element_size() for inputs, _ in self._queue.values()
+                    for t in (*inputs.tensors.values(), *(getattr(inputs, n) for n in INPUT_FIELDS)))
+        return sites + facts + queue
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         expected = {f"{p}.{n}": getattr(s, n) for p, s in self.sites.items() for n in STATE_NAMES}
         missing = sorted(set(expected) - set(state))
         facts = self._facts_from_state(state)
+        queue = self._queue_from_state(state)
         unexpected = sorted(
-            k for k in set(state) - set(expected) - {EDIT_COUNT_KEY} if not k.startswith(REEDIT_PREFIX)
+            k for k in set(state) - set(expected) - {EDIT_COUNT_KEY}
+            if not k.startswith((REEDIT_PREFIX, REHEARSE_PREFIX))
         )
         if missing or unexpected:
             raise ValueError(
@@ -466,6 +525,7 @@ class RecursiveEditor(Editor):
                 target.copy_(state[key].to(device=target.device, dtype=target.dtype))
         self.edits_applied = int(state[EDIT_COUNT_KEY]) if EDIT_COUNT_KEY in state else 0
         self._facts = facts
+        self._queue = queue
         self._prior_in_p = True  # a saved state carries whatever prior its editor had
         if self.edits_applied == 0 and not all(
             torch.equal(s.P_local, torch.eye(s.rank_local, device=s.P_local.device)) for s in self.sites.values()
@@ -508,6 +568,31 @@ class RecursiveEditor(Editor):
             for (_, key), folded in sorted(entries.items())
         )
 
+    @staticmethod
+    def _queue_from_state(state: dict[str, torch.Tensor]) -> "OrderedDict[str, tuple[ModelInputs, str]]":
+        entries: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
+        for name, tensor in state.items():
+            if not name.startswith(REHEARSE_PREFIX):
+                continue
+            index, _, rest = name[len(REHEARSE_PREFIX):].partition(".")
+            key, _, field_name = rest.partition(".")
+            if not index.isdigit() or not key or not field_name:
+                raise ValueError(f"editor state {name}: not a rehearsal entry")
+            entries.setdefault((int(index), key), {})[field_name] = tensor
+        queue: OrderedDict[str, tuple[ModelInputs, str]] = OrderedDict()
+        for (index, key), found in sorted(entries.items()):
+            missing = [n for n in ("scope", *INPUT_FIELDS, "tensors.input_ids") if n not in found]
+            scope = int(found["scope"]) if "scope" in found and found["scope"].numel() == 1 else -1
+            if missing or not 0 <= scope < len(SCOPES):
+                raise ValueError(
+                    f"editor state: rehearsal entry {index} ({key[:12]}) is incomplete "
+                    f"(missing {missing}, scope index {scope})"
+                )
+            tensors = {n[len("tensors."):]: t.clone() for n, t in found.items() if n.startswith("tensors.")}
+            inputs = ModelInputs(tensors=tensors, **{n: found[n].clone() for n in INPUT_FIELDS})
+            queue[key] = (inputs, SCOPES[scope])
+        return queue
+
     def config_dict(self) -> dict[str, Any]:
         return {"editor": self.name, "config": self.config.to_dict()}
 
@@ -527,6 +612,7 @@ class RecursiveEditor(Editor):
                     site.P_shared.copy_(torch.eye(site.rank_shared, device=site.P_shared.device))
         self.edits_applied = 0
         self._facts.clear()
+        self._queue.clear()
         self._prior_in_p = bool(self._prior)
 
     def remove(self) -> nn.Module:
