@@ -26,7 +26,7 @@ from tune_builtin import parse  # scripts/ is on the path when this script runs
 
 from editscope.config import load_preset
 from editscope.core.capture import Positions, capture_codes
-from editscope.editors.recursive import ScopeEdit
+from editscope.editors.recursive import PROJECTOR, ScopeEdit
 from editscope.editors.reference import load_reference
 from editscope.evaluation.data import load_records
 from editscope.models import load
@@ -37,7 +37,7 @@ from editscope.world import builtin_path, load_world, write_edits
 def codes(editor: ScopeEdit, probe: Probe) -> dict[str, torch.Tensor]:
     """The local code z of every decoder site for one probe (teacher-forced on its answer)."""
     inputs = editor.vlm.encode(probe.image, probe.prompt, probe.answer)
-    decoder = {p: s for p, s in editor.sites.items() if p not in editor.groups.get("projector", ())}
+    decoder = {p: s for p, s in editor.sites.items() if p not in editor.groups.get(PROJECTOR, ())}
     with torch.no_grad(), capture_codes(decoder, Positions(inputs.target_positions, inputs.image_positions)) as cap:
         editor.vlm.forward(inputs)
     return {p: r.z.double() for p, r in cap.sites.items()}

@@ -588,8 +588,9 @@ class RecursiveEditor(Editor):
                     f"editor state: rehearsal entry {index} ({key[:12]}) is incomplete "
                     f"(missing {missing}, scope index {scope})"
                 )
-            tensors = {n[len("tensors."):]: t.clone() for n, t in found.items() if n.startswith("tensors.")}
-            inputs = ModelInputs(tensors=tensors, **{n: found[n].clone() for n in INPUT_FIELDS})
+            # kept on the host, as _enqueue keeps them
+            tensors = {n[len("tensors."):]: t.cpu().clone() for n, t in found.items() if n.startswith("tensors.")}
+            inputs = ModelInputs(tensors=tensors, **{n: found[n].cpu().clone() for n in INPUT_FIELDS})
             queue[key] = (inputs, SCOPES[scope])
         return queue
 
