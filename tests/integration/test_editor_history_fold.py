@@ -54,7 +54,7 @@ def test_edit_fold_writes_with_the_p_from_before_the_edit_and_folds_once(vlm, cl
         for light_p, heavy_p in ((p_l, heavy[path][2]), (p_g, heavy[path][3])):
             if not light_p.numel():
                 continue
-            eye = torch.eye(light_p.shape[0], dtype=torch.float64)
+            eye = torch.eye(light_p.shape[0], dtype=torch.float64, device=light_p.device)
             light_moment = torch.linalg.inv(light_p.double()) - eye
             heavy_moment = torch.linalg.inv(heavy_p.double()) - eye
             assert torch.allclose(heavy_moment, 50 * light_moment, atol=1e-3 * (1 + float(heavy_moment.abs().max())))
@@ -108,7 +108,8 @@ def test_history_codes_fold_one_code_per_position_asked_for(vlm, codes) -> None:
     for path, site in editor.sites.items():
         if path in editor.groups.get("projector", ()):
             continue  # the projector folds every position of its input in every mode but "mean"
-        moment = torch.linalg.inv(site.P_local.double()) - torch.eye(site.rank_local, dtype=torch.float64)
+        eye = torch.eye(site.rank_local, dtype=torch.float64, device=site.P_local.device)
+        moment = torch.linalg.inv(site.P_local.double()) - eye
         if float(moment.abs().max()) > 1e-6:
             ranks.append(int(torch.linalg.matrix_rank(moment, rtol=1e-6)))
     assert ranks and set(ranks) == {expected}
@@ -120,7 +121,8 @@ def test_history_sites_all_folds_every_site_the_forward_reached(vlm) -> None:
         editor = MORE(vlm, config(history_fold="edit", history_sites=sites, top_k=1))
         editor.edit(EditRequest(prompt=PROMPT, target="green fish", image=image(0)))
         unwritten[sites] = [
-            bool(torch.equal(s.P_local, torch.eye(s.rank_local))) for s in editor.sites.values() if not s.B_local.any()
+            bool(torch.equal(s.P_local, torch.eye(s.rank_local, device=s.P_local.device)))
+            for s in editor.sites.values() if not s.B_local.any()
         ]
         editor.remove()
     assert unwritten["active"] and all(unwritten["active"])  # top_k 1: other groups' P untouched
