@@ -171,7 +171,7 @@ class ScopeEditConfig:
         if self.rehearse and (self.reedit == "protect" or not self.stop_loss > 0):
             raise ValueError(
                 "ScopeEditConfig.rehearse needs reedit: release or replace (the facts it re-checks) "
-                "and stop_loss > 0 (the loss under which a fact counts as held)"
+                "and stop_loss > 0 (the loss under which a fact counts as held); rehearse: 0 turns it off"
             )
         if self.basis == "nested" and self.rank_shared > self.rank_local:
             raise ValueError("a nested basis needs rank_shared <= rank_local")
