@@ -90,7 +90,10 @@ class ScopeEditConfig:
     re-edit with that target (its earlier write out first under ``"replace"``), so that what later
     edits wore away is restored at a cost per edit bounded by ``rehearse`` more edits. Needs
     ``reedit`` ``"release"`` or ``"replace"`` and ``stop_loss > 0``; the encoded inputs of the
-    remembered facts are kept with the editor state (on the host).
+    remembered facts are kept with the editor state (on the host). ``rehearse_loss`` (0 = use
+    ``stop_loss``) is the loss at or above which a re-checked fact is rewritten: a looser check
+    (say 0.7, about the answer no longer being first) leaves alone the facts an edit brought
+    near but not below ``stop_loss``.
     """
 
     rank_local: int = 448
@@ -125,6 +128,7 @@ class ScopeEditConfig:
     history_sites: str = "active"
     site_rank: str = "fixed"
     rehearse: int = 0
+    rehearse_loss: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("rank_local", "top_k", "n_last_layers", "steps_per_edit", "reference_size"):
@@ -140,13 +144,13 @@ class ScopeEditConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
                 raise ValueError(f"ScopeEditConfig.{name} must be a positive number, got {value!r}")
-        for name in ("projector_eta", "eta_shared", "tau", "reference_weight", "stop_loss"):
+        for name in ("projector_eta", "eta_shared", "tau", "reference_weight", "stop_loss", "rehearse_loss"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value:
                 raise ValueError(f"ScopeEditConfig.{name} must be a number, got {value!r}")
-        if min(self.projector_eta, self.eta_shared, self.reference_weight, self.stop_loss) < 0:
+        if min(self.projector_eta, self.eta_shared, self.reference_weight, self.stop_loss, self.rehearse_loss) < 0:
             raise ValueError(
-                "ScopeEditConfig.projector_eta, eta_shared, reference_weight and stop_loss must be >= 0"
+                "ScopeEditConfig.projector_eta, eta_shared, reference_weight, stop_loss and rehearse_loss must be >= 0"
             )
         if self.basis not in BASES:
             raise ValueError(f"ScopeEditConfig.basis must be one of {BASES}, got {self.basis!r}")

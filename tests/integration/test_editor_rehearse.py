@@ -63,6 +63,24 @@ def test_a_worn_away_fact_is_written_again_by_the_next_edit(setup, rehearse) -> 
         editor.remove()
 
 
+def test_a_check_looser_than_the_loss_leaves_the_fact_alone(setup) -> None:
+    vlm, config, reference, (first, second, _) = setup
+    editor = ScopeEdit(vlm, config, reference=reference)
+    try:
+        editor.edit(first)
+        wear_away(editor)
+        worn = float(editor._loss(vlm.encode(first.image, first.prompt, first.target)))
+        assert worn > config.stop_loss
+        editor.config = config.replace(rehearse_loss=2 * worn)
+        assert editor.edit(second).rehearsed == 0
+        assert not held(vlm, first)
+        editor.config = config.replace(rehearse_loss=worn / 2)
+        assert editor.edit(second).rehearsed == 1
+        assert held(vlm, first)
+    finally:
+        editor.remove()
+
+
 def test_held_facts_are_checked_round_robin_and_not_written(setup) -> None:
     vlm, config, reference, requests = setup
     editor = MORE(vlm, config, reference=reference)

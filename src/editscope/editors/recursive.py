@@ -224,9 +224,11 @@ class RecursiveEditor(Editor):
     def _rehearse(self) -> int:
         """Re-check the ``rehearse`` facts at the front of the queue (checked or edited longest
         ago; never the edit just made, which sits at the back) and write again, as a re-edit,
-        each whose loss is at or above ``stop_loss``. Returns how many were written. A rewrite
+        each whose loss is at or above ``rehearse_loss`` (``stop_loss`` where it is 0). Returns how
+        many were written. A rewrite
         that fails is rolled back and skipped with a warning: the edit itself stands."""
         cfg = self.config
+        bound = cfg.rehearse_loss or cfg.stop_loss
         written = 0
         for _ in range(min(cfg.rehearse, len(self._queue) - 1)):
             key, (stored, scope) = next(iter(self._queue.items()))
@@ -234,7 +236,7 @@ class RecursiveEditor(Editor):
             inputs = stored.to(self.vlm.device)
             with torch.no_grad():
                 loss = float(self._loss(inputs))
-            if loss < cfg.stop_loss:
+            if loss < bound:
                 continue
             try:
                 self._write(inputs, self._reference_anchors(), scope, key)
