@@ -22,14 +22,11 @@ import tempfile
 from pathlib import Path
 
 import torch
-from tune_builtin import parse  # scripts/ is on the path when this script runs
+from tune_builtin import builtin_scopeedit  # scripts/ is on the path when this script runs
 
-from editscope.config import load_preset
 from editscope.core.capture import Positions, capture_codes
 from editscope.editors.recursive import PROJECTOR, ScopeEdit
-from editscope.editors.reference import load_reference
 from editscope.evaluation.data import load_records
-from editscope.models import load
 from editscope.types import Probe
 from editscope.world import builtin_path, load_world, write_edits
 
@@ -61,11 +58,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="?", default="")
     parser.add_argument("--edits", type=int, default=30)
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    config = load_preset("builtin").replace(**parse(args.overrides))
-    vlm = load("builtin")
-    reference = load_reference("world", "builtin", config.reference_size) if config.reference_weight > 0 else None
-    editor = ScopeEdit(vlm, config, reference=reference)
+    config, vlm, editor = builtin_scopeedit(args.overrides)
     P = {p: s.P_local.double() for p, s in editor.sites.items()}
     with tempfile.TemporaryDirectory() as tmp:
         records = write_edits(load_world(builtin_path()), "dev", Path(tmp))

@@ -15,14 +15,10 @@ import statistics
 import tempfile
 from pathlib import Path
 
-import torch
-from tune_builtin import parse  # scripts/ is on the path when this script runs
+from tune_builtin import builtin_scopeedit  # scripts/ is on the path when this script runs
 
-from editscope.config import load_preset
-from editscope.editors.recursive import WRITES, ScopeEdit
-from editscope.editors.reference import load_reference
+from editscope.editors.recursive import WRITES
 from editscope.evaluation.data import build_stream, load_records
-from editscope.models import load
 from editscope.world import builtin_path, load_world, write_edits
 
 
@@ -31,11 +27,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="?", default="")
     parser.add_argument("--edits", type=int, default=120)
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    config = load_preset("builtin").replace(**parse(args.overrides))
-    vlm = load("builtin")
-    reference = load_reference("world", "builtin", config.reference_size) if config.reference_weight > 0 else None
-    editor = ScopeEdit(vlm, config, reference=reference)
+    config, vlm, editor = builtin_scopeedit(args.overrides)
     steps: list[tuple[int, float]] = []  # every write in order (steps, loss after): an edit's, then its rewrites'
     write = editor._write
 
