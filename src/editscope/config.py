@@ -20,6 +20,7 @@ import yaml
 BASES = ("orthogonal", "nested")
 REEDIT_RULES = ("protect", "release", "replace")
 HISTORY_FOLDS = ("step", "edit")
+REHEARSE_WRITES = ("replace", "topup")
 HISTORY_CODES = ("mean", "target", "all")
 HISTORY_SITES = ("active", "all")
 SITE_RANKS = ("fixed", "fill")
@@ -93,7 +94,13 @@ class ScopeEditConfig:
     remembered facts are kept with the editor state (on the host). ``rehearse_loss`` (0 = use
     ``stop_loss``) is the loss at or above which a re-checked fact is rewritten: a looser check
     (say 0.7, about the answer no longer being first) leaves alone the facts an edit brought
-    near but not below ``stop_loss``.
+    near but not below ``stop_loss``. ``rehearse_write`` says how a re-checked fact is written:
+    ``"replace"`` as a re-edit (its earlier write out first, under ``reedit: replace``, then
+    written in full again), ``"topup"`` on top of what it already holds: no release, the new steps
+    start from the current state, and what they write and fold joins the fact's remembered write,
+    so that a later re-edit still takes all of it out. ``rehearse_steps`` (0 = ``steps_per_edit``)
+    caps the steps of one rehearsal write, so a fact no edit brings below the loss costs at most
+    that many steps at each turn.
     """
 
     rank_local: int = 448
@@ -129,13 +136,16 @@ class ScopeEditConfig:
     site_rank: str = "fixed"
     rehearse: int = 0
     rehearse_loss: float = 0.0
+    rehearse_write: str = "replace"
+    rehearse_steps: int = 0
 
     def __post_init__(self) -> None:
         for name in ("rank_local", "top_k", "n_last_layers", "steps_per_edit", "reference_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"ScopeEditConfig.{name} must be a positive integer, got {value!r}")
-        for name in ("rank_shared", "shared_layers", "anchors_per_edit", "seed", "reedit_memory", "rehearse"):
+        for name in ("rank_shared", "shared_layers", "anchors_per_edit", "seed", "reedit_memory", "rehearse",
+                     "rehearse_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"ScopeEditConfig.{name} must be a non-negative integer, got {value!r}")
@@ -167,6 +177,10 @@ class ScopeEditConfig:
         if self.history_sites not in HISTORY_SITES:
             raise ValueError(
                 f"ScopeEditConfig.history_sites must be one of {HISTORY_SITES}, got {self.history_sites!r}"
+            )
+        if self.rehearse_write not in REHEARSE_WRITES:
+            raise ValueError(
+                f"ScopeEditConfig.rehearse_write must be one of {REHEARSE_WRITES}, got {self.rehearse_write!r}"
             )
         if self.site_rank not in SITE_RANKS:
             raise ValueError(f"ScopeEditConfig.site_rank must be one of {SITE_RANKS}, got {self.site_rank!r}")

@@ -14,7 +14,7 @@ from tiny_models import TEST_DEVICE
 from tiny_models import noise_image as noise
 
 from editscope import EditRequest, ScopeEdit, load, load_preset, load_reference
-from editscope.editors.recursive import MORE
+from editscope.editors.recursive import MORE, expand_write
 from editscope.world import FACTS, fact_question, fact_templates, fixed_render, load_world, split_subjects
 
 
@@ -139,3 +139,52 @@ def test_a_state_with_a_broken_rehearsal_entry_is_refused(vlm) -> None:
 def test_rehearse_needs_remembered_facts_and_a_stopping_loss(changes) -> None:
     with pytest.raises(ValueError, match="rehearse needs"):
         load_preset("builtin").replace(rehearse=1, **changes)
+
+
+def test_a_topup_writes_on_top_and_remembers_both_writes(setup) -> None:
+    """``rehearse_write: topup``: the worn fact's earlier write is not taken out; what the
+    rehearsal writes joins it in memory (one write per site, summed), and its codes are added to
+    the fact's codes, at most ``rehearse_steps`` steps' worth."""
+    vlm, config, reference, (first, second, _) = setup
+    steps = 2
+    config = config.replace(reedit="replace", rehearse_write="topup", rehearse_steps=steps)
+    editor = ScopeEdit(vlm, config, reference=reference)
+    try:
+        editor.edit(first)
+        key_first = next(iter(editor._facts))
+        before = {(p, b): v.clone() for p, b, v in editor._facts[key_first] if b in ("B_local", "B_shared")}
+        codes_before = sum(b not in ("B_local", "B_shared") for _, b, _ in editor._facts[key_first])
+        wear_away(editor)
+        assert editor.edit(second).rehearsed == 1
+        key_second = next(k for k in editor._facts if k != key_first)
+        remembered = {}
+        for key in (key_first, key_second):
+            for path, branch, value in editor._facts[key]:
+                if branch in ("B_local", "B_shared"):
+                    shape = getattr(editor.sites[path], branch).shape
+                    full = expand_write(value, shape)
+                    remembered[(path, branch)] = remembered.get((path, branch), 0) + full
+        for (path, branch), value in before.items():  # B now holds the second's write and the top-up
+            remembered[(path, branch)] = remembered[(path, branch)] - expand_write(
+                value, getattr(editor.sites[path], branch).shape
+            )
+        for path, site in editor.sites.items():
+            for branch in ("B_local", "B_shared"):
+                held_now = getattr(site, branch).detach()
+                expected = remembered.get((path, branch), torch.zeros_like(held_now))
+                assert torch.allclose(held_now, expected, atol=1e-5), (path, branch)
+        codes_after = sum(b not in ("B_local", "B_shared") for _, b, _ in editor._facts[key_first])
+        per_group = max(len(paths) for paths in editor.groups.values())
+        # each step folds one code per written site: the local branch of top_k groups, the shared
+        # branch of at most shared_layers of them
+        assert 0 < codes_after - codes_before <= steps * (config.top_k + config.shared_layers) * per_group
+        # a state with a topped-up fact round-trips (one write per site and fact)
+        restored = editor._facts_from_state(editor.state_dict())
+        assert [(p, b) for p, b, _ in restored[key_first]] == [(p, b) for p, b, _ in editor._facts[key_first]]
+    finally:
+        editor.remove()
+
+
+def test_an_unknown_rehearsal_write_is_refused() -> None:
+    with pytest.raises(ValueError, match="rehearse_write must be one of"):
+        load_preset("builtin").replace(rehearse_write="append")

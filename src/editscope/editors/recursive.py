@@ -187,18 +187,21 @@ class RecursiveEditor(Editor):
         )
 
     def _write(self, inputs: ModelInputs, anchors: list[ModelInputs], scope: str,
-               key: str | None) -> tuple[float, set[str], dict, int, float]:
+               key: str | None, topup: bool = False,
+               max_steps: int | None = None) -> tuple[float, set[str], dict, int, float]:
         """One edit's steps, anchors and re-edit bookkeeping as one transaction: everything or,
         on any error, nothing. Returns the loss before and after, the groups written, the gates
-        and the number of steps."""
+        and the number of steps. ``topup``: write on top of the fact's remembered write instead
+        of releasing it first, and remember both together."""
         tx = Transaction()
         folded: Folded | None = [] if key is not None else None
+        earlier = self._facts.get(key, []) if key is not None else []
         try:
-            if key is not None and key in self._facts:
+            if key is not None and key in self._facts and not topup:
                 self._release(self._facts[key], tx)
             if self.config.reedit == "replace":
                 tx.mark_writes()
-            loss_before, touched_groups, gates, steps = self._steps(inputs, scope, tx, folded)
+            loss_before, touched_groups, gates, steps = self._steps(inputs, scope, tx, folded, max_steps)
             if self.config.reedit == "replace" and folded is not None:
                 folded.extend(self._writes(tx))
             self._fold_anchors(anchors, touched_groups, tx)
@@ -210,7 +213,7 @@ class RecursiveEditor(Editor):
             tx.rollback()
             raise
         if key is not None:
-            self._remember(key, folded or [])
+            self._remember(key, self._merged(earlier, folded or []) if topup else (folded or []))
         return loss_before, touched_groups, gates, steps, float(loss_after)
 
     # -- rehearsal (rehearse > 0) -------------------------------------------------------------
@@ -239,7 +242,8 @@ class RecursiveEditor(Editor):
             if loss < bound:
                 continue
             try:
-                self._write(inputs, self._reference_anchors(), scope, key)
+                self._write(inputs, self._reference_anchors(), scope, key, topup=cfg.rehearse_write == "topup",
+                            max_steps=cfg.rehearse_steps or None)
             except EditRejected as error:
                 logger.warning("rehearsal skipped an earlier fact: %s", error)
                 continue
@@ -264,7 +268,8 @@ class RecursiveEditor(Editor):
     def _key_sites(self, inputs: ModelInputs, scope: str) -> frozenset[str]:
         return frozenset()
 
-    def _steps(self, inputs: ModelInputs, scope: str, tx: Transaction, folded: Folded | None = None):
+    def _steps(self, inputs: ModelInputs, scope: str, tx: Transaction, folded: Folded | None = None,
+               max_steps: int | None = None):
         cfg = self.config
         positions = self._positions(inputs)
         projector_sites = frozenset(self.groups.get(PROJECTOR, ()))
@@ -277,7 +282,7 @@ class RecursiveEditor(Editor):
         taken = 0
         pending: Pending | None = {} if cfg.history_fold == "edit" else None
         position_codes = None if cfg.history_codes == "mean" else cfg.history_codes
-        for step in range(cfg.steps_per_edit):
+        for step in range(max_steps or cfg.steps_per_edit):
             with self._trainable() as params, capture_codes(
                 self.sites, positions, projector_sites, key_sites, position_codes
             ) as capture:
@@ -379,6 +384,20 @@ class RecursiveEditor(Editor):
                     site.P_local.copy_(sherman_morrison_downdate(site.P_local, code, cfg.lambda_local))
                 else:
                     site.P_shared.copy_(sherman_morrison_downdate(site.P_shared, code, cfg.lambda_shared))
+
+    def _merged(self, earlier: Folded, later: Folded) -> Folded:
+        """A fact's remembered writes and codes with a top-up's added: the writes of one site and
+        branch summed into one (kept compact, as the state file keeps one per site), the codes
+        side by side."""
+        writes: dict[tuple[str, str], torch.Tensor] = {}
+        codes: Folded = []
+        for path, branch, value in (*earlier, *later):
+            if branch not in WRITES:
+                codes.append((path, branch, value))
+                continue
+            full = expand_write(value, getattr(self.sites[path], branch).shape)
+            writes[(path, branch)] = full + writes[(path, branch)] if (path, branch) in writes else full
+        return [*((p, b, compact_write(w).clone()) for (p, b), w in writes.items()), *codes]
 
     def _remember(self, key: str, folded: Folded) -> None:
         # grouped by site (stable), the order the state file keeps them in
