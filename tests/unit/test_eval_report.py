@@ -121,6 +121,34 @@ def test_merge_results_from_separate_processes(tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "more than one" in bad.output
 
 
+def test_a_re_run_editor_replaces_its_run_in_a_merge(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from editscope.cli.main import app
+    from editscope.evaluation.report import merge_results
+
+    published = merge_results([_results(["a", "b"]), _results(["c"])], "merge", "t")
+    rerun = _results(["b"])
+    rerun["editors"]["b"]["online"]["1"]["rel"] = 0.25
+    rerun["config"]["editor_configs"]["b"] = {"eta": 2.0}
+    merged = merge_results([published, rerun], "merge again", "t", replace=True)
+    assert list(merged["editors"]) == ["a", "b", "c"]  # the re-run editor keeps its place
+    assert merged["editors"]["b"]["online"]["1"]["rel"] == 0.25
+    assert merged["editors"]["a"] == published["editors"]["a"]
+    assert merged["config"]["editor_configs"]["b"] == {"eta": 2.0}
+    assert merged["config"]["merged_from"] == ["bench ['a', 'b']", "bench ['c']", "bench ['b']"]
+    assert merged["config"]["replaced"] == [{"editor": "b", "by": "bench ['b']"}]
+    with pytest.raises(ValueError, match="--replace"):
+        merge_results([published, rerun], "merge again", "t")
+
+    paths = [str(write_results(published, tmp_path / "published")), str(write_results(rerun, tmp_path / "b"))]
+    result = CliRunner().invoke(app, ["bench-merge", *paths, "--replace", "--out", str(tmp_path / "merged")])
+    assert result.exit_code == 0, result.output
+    summary = (tmp_path / "merged" / "summary.md").read_text()
+    assert "Replaced: `b`" in summary and "--replace" in json.loads(
+        (tmp_path / "merged" / "results.json").read_text())["command"]
+
+
 def test_results_file_rounds_floats_and_writes_null_for_non_finite(tmp_path) -> None:
     path = write_results({"score": 1 / 3, "big": 123456789.123, "bad": float("nan"), "rows": [{"x": 2.0}]}, tmp_path)
     back = json.loads(path.read_text())

@@ -88,9 +88,13 @@ def bench_merge(
     ctx: typer.Context,
     results: list[Path] = typer.Argument(..., help="results.json files of runs on the same stream"),
     out: Path = typer.Option(..., "--out", help="directory for the merged results.json, summary.md and plots"),
+    replace: bool = typer.Option(
+        False, "--replace", help="an editor in more than one file: keep the run of the later file (re-run one editor)"
+    ),
 ) -> None:
     """Merge bench runs of the same stream made in separate processes (editors split across
-    cores) into one results.json, summary.md and plots."""
+    cores) into one results.json, summary.md and plots. With --replace, a merged results.json
+    and a new run of one of its editors give the merge with that editor re-run."""
     import json
     from datetime import datetime, timezone
 
@@ -100,7 +104,7 @@ def bench_merge(
     try:
         parts = [json.loads(Path(p).read_text()) for p in results]
         created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        merged = merge_results(parts, _command_line(ctx), created)
+        merged = merge_results(parts, _command_line(ctx), created, replace=replace)
     except (OSError, ValueError, KeyError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc

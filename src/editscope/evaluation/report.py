@@ -342,7 +342,9 @@ def summary_markdown(results: dict[str, Any]) -> str:
     out += goals_section(results, last)
     for n in checkpoints:
         out += [f"## Retention after {n} edits", "", *_table(results, "retention", n), ""]
-    out[4:4] = [f"Merged from: `{command}`\n" for command in cfg.get("merged_from", [])]
+    out[4:4] = [f"Merged from: `{command}`\n" for command in cfg.get("merged_from", [])] + [
+        f"Replaced: `{r['editor']}` by the run of `{r['by']}`\n" for r in cfg.get("replaced", [])
+    ]
     out += [f"## Online (each edit scored right after it), {last} edits", "",
             *_table(results, "online", last), ""]
     out += forgetting_section(results, last)
@@ -381,14 +383,19 @@ def _stream_key(stream: Sequence[dict[str, Any]]) -> list[tuple]:
     return [tuple((k, Path(v).name if k == "image" and v else v) for k, v in sorted(row.items())) for row in stream]
 
 
-def merge_results(parts: Sequence[dict[str, Any]], command: str, created: str) -> dict[str, Any]:
+def merge_results(parts: Sequence[dict[str, Any]], command: str, created: str,
+                  replace: bool = False) -> dict[str, Any]:
     """One results structure from runs of the same stream in separate processes (editors split
     across cores). The runs must agree on the stream and on the settings in ``_SAME_RUN_KEYS``;
-    an editor present in two parts is an error."""
+    an editor present in two parts is an error, unless ``replace``: then the later part's run of
+    it replaces the earlier one (one editor re-run into a published merge), which the merged
+    config records under ``replaced``. A part that is itself a merge contributes the commands
+    it was merged from."""
     if not parts:
         raise ValueError("nothing to merge")
     first = parts[0]
     editors: dict[str, Any] = {}
+    replaced: list[dict[str, str]] = []
     for i, part in enumerate(parts):
         for key in _SAME_RUN_KEYS:
             if part["config"].get(key) != first["config"].get(key):
@@ -398,11 +405,16 @@ def merge_results(parts: Sequence[dict[str, Any]], command: str, created: str) -
             raise ValueError(f"results {i} were run on a different stream of edits than results 0")
         for name, entry in part["editors"].items():
             if name in editors:
-                raise ValueError(f"editor {name!r} appears in more than one of the merged results")
+                if not replace:
+                    raise ValueError(f"editor {name!r} appears in more than one of the merged results "
+                                     "(--replace lets the later run replace the earlier)")
+                replaced.append({"editor": name, "by": part["command"]})
             editors[name] = entry
     config = dict(first["config"])
     config["editors"] = list(editors)
     config["editor_configs"] = {k: v for p in parts for k, v in p["config"].get("editor_configs", {}).items()}
-    config["merged_from"] = [p["command"] for p in parts]
+    config["merged_from"] = [c for p in parts for c in p["config"].get("merged_from", [p["command"]])]
+    if replaced:
+        config["replaced"] = replaced
     return {"command": command, "created": created, "config": config, "stream": first["stream"],
             "editors": editors}
