@@ -14,7 +14,7 @@ from tiny_models import TEST_DEVICE
 from tiny_models import noise_image as noise
 
 from editscope import EditRequest, ScopeEdit, load, load_preset, load_reference
-from editscope.editors.recursive import MORE, expand_write
+from editscope.editors.recursive import MORE, WRITES, expand_write
 from editscope.world import FACTS, fact_question, fact_templates, fixed_render, load_world, split_subjects
 
 
@@ -153,15 +153,15 @@ def test_a_topup_writes_on_top_and_remembers_both_writes(setup) -> None:
     try:
         editor.edit(first)
         key_first = next(iter(editor._facts))
-        before = {(p, b): v.clone() for p, b, v in editor._facts[key_first] if b in ("B_local", "B_shared")}
-        codes_before = sum(b not in ("B_local", "B_shared") for _, b, _ in editor._facts[key_first])
+        before = {(p, b): v.clone() for p, b, v in editor._facts[key_first] if b in WRITES}
+        codes_before = sum(b not in WRITES for _, b, _ in editor._facts[key_first])
         wear_away(editor)
         assert editor.edit(second).rehearsed == 1
         key_second = next(k for k in editor._facts if k != key_first)
         remembered = {}
         for key in (key_first, key_second):
             for path, branch, value in editor._facts[key]:
-                if branch in ("B_local", "B_shared"):
+                if branch in WRITES:
                     shape = getattr(editor.sites[path], branch).shape
                     full = expand_write(value, shape)
                     remembered[(path, branch)] = remembered.get((path, branch), 0) + full
@@ -170,11 +170,11 @@ def test_a_topup_writes_on_top_and_remembers_both_writes(setup) -> None:
                 value, getattr(editor.sites[path], branch).shape
             )
         for path, site in editor.sites.items():
-            for branch in ("B_local", "B_shared"):
+            for branch in WRITES:
                 held_now = getattr(site, branch).detach()
                 expected = remembered.get((path, branch), torch.zeros_like(held_now))
                 assert torch.allclose(held_now, expected, atol=1e-5), (path, branch)
-        codes_after = sum(b not in ("B_local", "B_shared") for _, b, _ in editor._facts[key_first])
+        codes_after = sum(b not in WRITES for _, b, _ in editor._facts[key_first])
         per_group = max(len(paths) for paths in editor.groups.values())
         # each step folds one code per written site: the local branch of top_k groups, the shared
         # branch of at most shared_layers of them
