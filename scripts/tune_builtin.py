@@ -48,6 +48,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/tune"))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--model", default="builtin")
+    parser.add_argument("--facts", type=int, default=None, help="use only the first N dev records")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     vlm = load(args.model)
@@ -55,7 +56,7 @@ def main() -> None:
         overrides = parse(candidate)
         spec = BenchSpec(
             model=args.model, data="world:dev", preset="builtin", out=args.out / f"c{i}", editors=(args.editor,),
-            edits=args.edits, checkpoints=(args.edits,), exact_match=False,
+            edits=args.edits, checkpoints=(args.edits,), facts=args.facts, exact_match=False,
             overrides={args.editor: overrides},
         )
         results = run_bench(spec, f"tune {candidate}", vlm=vlm, progress=False)

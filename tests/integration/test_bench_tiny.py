@@ -251,3 +251,22 @@ def test_a_reference_no_editor_uses_is_reported(tiny_dir: Path, records: Path, t
     ])
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert f"--reference {reference} is unused" in result.output
+
+
+def test_facts_limits_the_stream_to_the_first_records(tiny_dir: Path, records: Path, tmp_path: Path) -> None:
+    """``--facts 2``: a 5-edit stream over the first two records only (three re-edits), recorded
+    in the results; more facts than records is refused before any editor runs."""
+    args = ["bench", "--model", str(tiny_dir), "--data", f"world:{records}", "--editors", "none", "--edits", "5",
+            "--checkpoints", "5", "--preset", "tiny", "--threads", "1", "--quiet", "--no-exact-match"]
+    result = CliRunner().invoke(app, args + ["--facts", "2", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["config"]["facts"] == 2
+    fact_ids = [row["fact_id"] for row in results["stream"]]
+    assert len(fact_ids) == 5 and len(set(fact_ids)) == 2
+    assert set(fact_ids) == set(fact_ids[:2])
+    assert sum(row["previous_target"] is not None for row in results["stream"]) == 3
+    assert "facts: the first 2 records" in (tmp_path / "out" / "summary.md").read_text()
+    refused = CliRunner().invoke(app, args + ["--facts", "4", "--out", str(tmp_path / "refused")])
+    assert refused.exit_code == 2 and "--facts 4: the data has only 3 records" in refused.output
+    assert not (tmp_path / "refused" / "results.json").exists()

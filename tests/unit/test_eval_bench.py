@@ -31,6 +31,8 @@ def test_spec_validation(tmp_path: Path) -> None:
         _spec(tmp_path, editors=("lora", "lora"))
     with pytest.raises(ValueError, match="--edits"):
         _spec(tmp_path, edits=0)
+    with pytest.raises(ValueError, match="--facts"):
+        _spec(tmp_path, facts=0)
 
 
 def test_editor_configs_follow_the_preset_and_overrides(tmp_path: Path) -> None:

@@ -40,6 +40,8 @@ def bench(
                                 "under that full name"),
     edits: int = typer.Option(100, "--edits", help="length of the edit stream (re-edits facts beyond the data)"),
     checkpoints: str = typer.Option("1,10,100,1000", "--checkpoints", help="retention checkpoints"),
+    facts: Optional[int] = typer.Option(None, "--facts", help="use only the first N records (a stream longer "
+                                        "than N re-edits them: more edits per fact, fewer live facts)"),
     preset: Optional[str] = typer.Option(None, "--preset", help="ScopeEdit preset name or YAML file "
                                          "(default: 'builtin' for the built-in model, else the reference values)"),
     seed: int = typer.Option(0, "--seed", help="seed of the stream order and re-edit values"),
@@ -69,7 +71,7 @@ def bench(
     try:
         spec = BenchSpec(
             model=model, data=data, out=out, editors=parse_list(editors, "--editors"), edits=edits,
-            checkpoints=parse_checkpoints(checkpoints), images=images, preset=preset, seed=seed,
+            checkpoints=parse_checkpoints(checkpoints), facts=facts, images=images, preset=preset, seed=seed,
             scope_threshold=threshold, exact_match=not no_exact_match, record_anchors=not no_record_anchors,
             editor_config=editor_config,
             device=device,

@@ -35,6 +35,7 @@ class BenchSpec:
     editors: tuple[str, ...] = DEFAULT_EDITORS
     edits: int = 100
     checkpoints: tuple[int, ...] = (1, 10, 100, 1000)
+    facts: int | None = None
     images: str | None = None
     preset: str | None = None
     seed: int = 0
@@ -61,6 +62,8 @@ class BenchSpec:
             raise ValueError(f"editor listed twice in {list(self.editors)}")
         if self.edits < 1:
             raise ValueError(f"--edits must be >= 1, got {self.edits}")
+        if self.facts is not None and self.facts < 1:
+            raise ValueError(f"--facts must be >= 1, got {self.facts}")
 
 
 def editor_kind(name: str) -> str:
@@ -169,7 +172,8 @@ def _config_record(spec: BenchSpec, configs: Mapping[str, Any], n_records: int, 
 
     return {
         "model": spec.model, "data": spec.data, "images": spec.images, "editors": list(spec.editors),
-        "edits": spec.edits, "checkpoints": list(checkpoints), "preset": resolve_preset(spec), "seed": spec.seed,
+        "edits": spec.edits, "facts": spec.facts, "checkpoints": list(checkpoints), "preset": resolve_preset(spec),
+        "seed": spec.seed,
         "scope_threshold": spec.scope_threshold, "exact_match": spec.exact_match,
         "record_anchors": spec.record_anchors, "records": n_records, "reference": spec.reference,
         "editor_configs": {k: plain(v) for k, v in configs.items()}, "device": device,
@@ -187,6 +191,10 @@ def run_bench(spec: BenchSpec, command: str, vlm: Any = None, progress: bool = T
     torch.manual_seed(spec.seed)
     spec.out.mkdir(parents=True, exist_ok=True)
     cases = load_cases(spec)
+    if spec.facts is not None:
+        if spec.facts > len(cases):
+            raise ValueError(f"--facts {spec.facts}: the data has only {len(cases)} records")
+        cases = cases[: spec.facts]
     stream = build_stream(cases, spec.edits, seed=spec.seed)
     if len(cases) < spec.edits:
         echo(f"{len(cases)} records for {spec.edits} edits: later edits re-edit facts to new values")

@@ -327,7 +327,8 @@ def summary_markdown(results: dict[str, Any]) -> str:
         f"Command: `{results['command']}`",
         "",
         f"Model: `{cfg.get('model')}` · data: `{cfg.get('data')}` · edits: {cfg.get('edits')} · "
-        f"seed: {cfg.get('seed')} · preset: `{cfg.get('preset')}` · scope threshold: "
+        + (f"facts: the first {cfg['facts']} records · " if cfg.get("facts") else "")
+        + f"seed: {cfg.get('seed')} · preset: `{cfg.get('preset')}` · scope threshold: "
         f"{cfg.get('scope_threshold')} · created {results['created']}",
         "",
         "Retention: after N edits, every fact edited so far is scored on the final model "
@@ -373,7 +374,7 @@ def write_summary(results: dict[str, Any], out_dir: str | Path) -> Path:
 
 # -- merging runs of separate processes ------------------------------------------------------
 
-_SAME_RUN_KEYS = ("model", "data", "images", "edits", "checkpoints", "preset", "seed", "scope_threshold",
+_SAME_RUN_KEYS = ("model", "data", "images", "edits", "facts", "checkpoints", "preset", "seed", "scope_threshold",
                   "exact_match", "record_anchors")
 
 
