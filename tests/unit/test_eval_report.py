@@ -19,6 +19,7 @@ def _row(i: int, rel: float, t_gen: float, leaked: bool, scope: str | None, time
             "steps": 2, "state_bytes": 100, "peak_rss_bytes": 1 << 20, "rel": rel, "exact_match": rel,
             "t_gen": t_gen, "m_gen": 1.0, "t_loc": 1.0, "m_loc": 0.0 if leaked else 1.0,
             "m_loc_full_top10": 0.9, "near_miss_leak": 1.0 if leaked else 0.0, "transfer": t_gen,
+            "other_fact_loc": 0.0 if leaked else 1.0,
             "leaked": leaked, "scope_class": scope}
 
 
@@ -37,6 +38,7 @@ def test_aggregate_hand_computed() -> None:
     assert agg["t_gen"] == pytest.approx(2 / 3)
     assert agg["m_loc"] == pytest.approx(2 / 3)
     assert agg["near_miss_leak"] == pytest.approx(1 / 3)
+    assert agg["other_fact_loc"] == pytest.approx(2 / 3)
     assert agg["proper_share"] == 0.5 and agg["entangled_share"] == 0.5 and agg["under_share"] == 0.0
     assert agg["edit_time_median_s"] == pytest.approx(0.2)
     assert agg["port"] is None and agg["text_transfer"] is None
@@ -71,6 +73,7 @@ def test_results_summary_and_plots(tmp_path: Path) -> None:
     assert "editscope bench --edits 3" in md
     assert "## Retention after 1 edits" in md and "## Retention after 3 edits" in md
     assert md.count("| a |") >= 3 and "| b |" in md
+    assert "| M-Loc@10 full | Other fact | Near-miss leak |" in md
     for png in write_plots(results, tmp_path):
         assert png.stat().st_size > 1000 and png.read_bytes()[:4] == b"\x89PNG"
 

@@ -129,7 +129,7 @@ def write_results(results: dict[str, Any], out_dir: str | Path) -> Path:
 _COLUMNS: tuple[tuple[str, str], ...] = (
     ("rel", "Rel"), ("exact_match", "EM"), ("t_gen", "T-Gen"), ("m_gen", "M-Gen"),
     ("text_transfer", "Text"), ("port", "Port"), ("t_loc", "T-Loc"), ("m_loc", "M-Loc"),
-    ("m_loc_full_top10", "M-Loc@10 full"), ("near_miss_leak", "Near-miss leak"),
+    ("m_loc_full_top10", "M-Loc@10 full"), ("other_fact_loc", "Other fact"), ("near_miss_leak", "Near-miss leak"),
     ("proper_share", "Proper"), ("under_share", "Under"), ("over_share", "Over"),
     ("entangled_share", "Entangled"),
 )
@@ -334,7 +334,8 @@ def summary_markdown(results: dict[str, Any]) -> str:
         "Retention: after N edits, every fact edited so far is scored on the final model "
         "(against its latest value). T-Loc and M-Loc are top-1 agreement with the unedited "
         "model on the answer tokens; M-Loc@10 full is the field's top-10 agreement over the "
-        "whole sequence. Scope shares are over reliable edits (Rel = 1). Edit time: median over "
+        "whole sequence; Other fact is the same agreement for another fact of the edited subject, asked "
+        "on the edit image (world data). Scope shares are over reliable edits (Rel = 1). Edit time: median over "
         "the first N edits, and over the first and last "
         f"{results['editors'][next(iter(results['editors']))]['cost']['window'] if results['editors'] else 0} "
         "edits of the stream.",
