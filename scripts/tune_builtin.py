@@ -49,6 +49,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--model", default="builtin")
     parser.add_argument("--facts", type=int, default=None, help="use only the first N dev records")
+    parser.add_argument("--sibling-anchors", action="store_true", help="anchor on the records' sibling questions")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     vlm = load(args.model)
@@ -57,6 +58,7 @@ def main() -> None:
         spec = BenchSpec(
             model=args.model, data="world:dev", preset="builtin", out=args.out / f"c{i}", editors=(args.editor,),
             edits=args.edits, checkpoints=(args.edits,), facts=args.facts, exact_match=False,
+            sibling_anchors=args.sibling_anchors,
             overrides={args.editor: overrides},
         )
         results = run_bench(spec, f"tune {candidate}", vlm=vlm, progress=False)

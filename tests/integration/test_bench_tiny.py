@@ -258,10 +258,10 @@ def test_facts_limits_the_stream_to_the_first_records(tiny_dir: Path, records: P
     in the results; more facts than records is refused before any editor runs."""
     args = ["bench", "--model", str(tiny_dir), "--data", f"world:{records}", "--editors", "none", "--edits", "5",
             "--checkpoints", "5", "--preset", "tiny", "--threads", "1", "--quiet", "--no-exact-match"]
-    result = CliRunner().invoke(app, args + ["--facts", "2", "--out", str(tmp_path / "out")])
+    result = CliRunner().invoke(app, args + ["--facts", "2", "--sibling-anchors", "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output + repr(result.exception)
     results = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert results["config"]["facts"] == 2
+    assert results["config"]["facts"] == 2 and results["config"]["sibling_anchors"] is True
     fact_ids = [row["fact_id"] for row in results["stream"]]
     assert len(fact_ids) == 5 and len(set(fact_ids)) == 2
     assert set(fact_ids) == set(fact_ids[:2])

@@ -100,6 +100,18 @@ def test_world_extra_probes(root: Path) -> None:
                    record_id="test-0001")
     (c2,) = load_records("world", _write(root, [rec2], "w2.json"), root / "img")
     assert c2.near_miss[0].prompt == "Which one is it?" and c2.fact_id == "w2:test-0001"
+    assert c.siblings == () and c2.siblings == ()
+    rec3 = _record(3, sibling_q=["Who made it?", "When was it made?"], sibling_a=["Acme", "1901"])
+    (c3,) = load_records("world", _write(root, [rec3], "w4.json"), root / "img")
+    assert [(p.prompt, p.answer, p.image) for p in c3.siblings] == [
+        ("Who made it?", "Acme", c3.request.image), ("When was it made?", "1901", c3.request.image)]
+    assert "siblings" not in c3.out_of_scope_probes()  # anchors only, never scored
+    for change, message in (({"sibling_a": ["Acme"]}, "has 1 answers for 2 questions"),
+                            ({"sibling_a": ["Acme", ""]}, "item 1 is not a non-empty string"),
+                            ({"sibling_q": 5}, "expected a list of strings")):
+        path = _write(root, [rec3, {**rec3, **change}], "w5.json")
+        with pytest.raises(DataError, match=rf"record 1, field 'sibling_[qa]': {message}"):
+            load_records("world", path, root / "img")
     bad = _record(2, near_miss_image="gone.png", near_miss_a="Rome")
     path = _write(root, [rec, bad], "w3.json")
     with pytest.raises(DataError, match=r"record 1, field 'near_miss_image': image not found"):

@@ -12,7 +12,7 @@ from torch import nn
 
 from editscope.editors.base import Editor
 from editscope.evaluation.data import EditCase, build_stream
-from editscope.evaluation.protocol import ProtocolConfig, run_comparison
+from editscope.evaluation.protocol import ProtocolConfig, anchored_request, run_comparison
 from editscope.types import EditRequest, EditResult, ModelInputs, Probe
 
 V = 300
@@ -203,3 +203,17 @@ def test_global_editor_forgets_all_but_the_last_and_leaks_everywhere(result) -> 
     assert rows[last]["scope_class"] == "over"
     online = runs[2].edits
     assert all(r["rel"] == 1.0 for r in online)  # each edit works right after it is made
+
+
+def test_anchored_request_adds_the_locality_pair_and_siblings_when_asked() -> None:
+    loc, m_loc = Probe("who wrote it ?", "a dog"), Probe("how many ?", "three", "m.png")
+    siblings = (Probe("who made this ?", "acme", "e.png"), Probe("when ?", "1901", "e.png"))
+    own = Probe("an anchor the request brought", "yes")
+    case = EditCase(case_id=0, fact_id="f", record_index=0, loc=loc, m_loc=m_loc, siblings=siblings,
+                    request=EditRequest("what city ?", "rome", "e.png", anchors=(own,)))
+    anchors = {(rec, sib): anchored_request(case, ProtocolConfig(record_anchors=rec, sibling_anchors=sib)).anchors
+               for rec in (False, True) for sib in (False, True)}
+    assert anchors[False, False] == (own,)
+    assert anchors[True, False] == (own, loc, m_loc)
+    assert anchors[False, True] == (own, *siblings)
+    assert anchors[True, True] == (own, loc, m_loc, *siblings)

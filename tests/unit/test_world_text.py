@@ -108,6 +108,10 @@ def test_edit_records_are_valid_and_deterministic(world):
         assert r["loc_ans"] in world.by_name(r["loc_subject"]).facts.values()
         assert r["m_loc_a"] in world.by_name(r["m_loc_subject"]).facts.values()
         assert len({r["image"], r["image_rephrase"], r["m_loc"], r["near_miss_image"]}) == 4
+        # the unscored sibling questions: the subject's facts other than the edited and the probed one
+        assert len(r["sibling_q"]) == len(r["sibling_a"]) == len(FACTS) - 2
+        assert sorted([r["pred"], r["other_fact_a"], *r["sibling_a"]]) == sorted(subject.facts.values())
+        assert not {r["src"], r["other_fact_q"]} & set(r["sibling_q"])
 
 
 def test_each_subject_edited_once_and_lookalikes_on_different_facts(world):

@@ -51,6 +51,9 @@ def bench(
     no_exact_match: bool = typer.Option(False, "--no-exact-match", help="skip greedy generation (faster)"),
     no_record_anchors: bool = typer.Option(False, "--no-record-anchors",
                                            help="do not pass each record's locality pair to the editor as anchors"),
+    sibling_anchors: bool = typer.Option(False, "--sibling-anchors",
+                                         help="also pass each world record's unscored sibling questions (other "
+                                         "facts of the subject on the edit image) to the editor as anchors"),
     device: Optional[str] = typer.Option(None, "--device", help="e.g. cpu or cuda (default: where the model loads)"),
     reference: Optional[str] = typer.Option(None, "--reference",
                                             help="reference set of editors with reference_weight > 0: 'world' "
@@ -73,6 +76,7 @@ def bench(
             model=model, data=data, out=out, editors=parse_list(editors, "--editors"), edits=edits,
             checkpoints=parse_checkpoints(checkpoints), facts=facts, images=images, preset=preset, seed=seed,
             scope_threshold=threshold, exact_match=not no_exact_match, record_anchors=not no_record_anchors,
+            sibling_anchors=sibling_anchors,
             editor_config=editor_config,
             device=device,
             reference=reference,

@@ -42,6 +42,7 @@ class BenchSpec:
     scope_threshold: float = 0.5
     exact_match: bool = True
     record_anchors: bool = True
+    sibling_anchors: bool = False
     editor_config: str | None = None
     device: str | None = None
     reference: str | None = None
@@ -175,7 +176,8 @@ def _config_record(spec: BenchSpec, configs: Mapping[str, Any], n_records: int, 
         "edits": spec.edits, "facts": spec.facts, "checkpoints": list(checkpoints), "preset": resolve_preset(spec),
         "seed": spec.seed,
         "scope_threshold": spec.scope_threshold, "exact_match": spec.exact_match,
-        "record_anchors": spec.record_anchors, "records": n_records, "reference": spec.reference,
+        "record_anchors": spec.record_anchors, "sibling_anchors": spec.sibling_anchors,
+        "records": n_records, "reference": spec.reference,
         "editor_configs": {k: plain(v) for k, v in configs.items()}, "device": device,
         "torch": torch.__version__, "threads": torch.get_num_threads(), "platform": platform.platform(),
     }
@@ -206,6 +208,7 @@ def run_bench(spec: BenchSpec, command: str, vlm: Any = None, progress: bool = T
     device = str(vlm.device)
     protocol = ProtocolConfig(checkpoints=spec.checkpoints, scope_threshold=spec.scope_threshold,
                               exact_match=spec.exact_match, record_anchors=spec.record_anchors,
+                              sibling_anchors=spec.sibling_anchors,
                               progress=progress)
     checkpoints = protocol.checkpoints_for(len(stream))
     config = _config_record(spec, configs, len(cases), checkpoints, device)

@@ -40,7 +40,9 @@ class EditCase:
     subject) are in scope and expect the edit target. ``loc`` (T-Loc), ``m_loc`` (M-Loc),
     ``near_miss`` (look-alike subjects) and ``other_fact`` (another fact of the same subject)
     are out of scope: they are scored against the unedited model's own outputs.
-    ``portability`` questions expect answers that follow from the edit.
+    ``portability`` questions expect answers that follow from the edit. ``siblings`` are
+    unscored questions the edit must leave alone (other facts of the subject on the edit
+    image), for a protocol that passes them to the editor as anchors.
     """
 
     case_id: int
@@ -55,6 +57,7 @@ class EditCase:
     text_transfer: tuple[Probe, ...] = ()
     near_miss: tuple[Probe, ...] = ()
     other_fact: tuple[Probe, ...] = ()
+    siblings: tuple[Probe, ...] = ()
     round: int = 0
     previous_target: str | None = None
     group: str = ""
@@ -112,6 +115,18 @@ class _RecordReader:
                 raise self.error(key, "empty")
             return None
         return value.strip()
+
+    def text_list(self, key: str) -> list[str]:
+        """A list of non-empty strings (a single string counts as a list of one)."""
+        value = self.record.get(key)
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            raise self.error(key, f"expected a list of strings, got {type(value).__name__}")
+        for i, item in enumerate(value):
+            if not isinstance(item, str) or not item.strip():
+                raise self.error(key, f"item {i} is not a non-empty string")
+        return [v.strip() for v in value]
 
     def image(self, key: str, required: bool = True) -> Path | None:
         name = self.text(key, required=required)
@@ -202,6 +217,7 @@ def _portability(r: _RecordReader, image: Path | None, template: str) -> tuple[P
 WORLD_TEXT_TRANSFER_Q = "text_only_q"
 WORLD_NEAR_MISS = ("near_miss_image", "near_miss_q", "near_miss_a")
 WORLD_OTHER_FACT = ("other_fact_q", "other_fact_a")
+WORLD_SIBLINGS = ("sibling_q", "sibling_a")
 WORLD_GROUP = "fact"
 WORLD_ID = "record_id"
 
@@ -219,10 +235,16 @@ def _world_extras(r: _RecordReader, case: EditCase, template: str, source: str) 
     if r.has(WORLD_OTHER_FACT[0]):
         question_key, answer_key = WORLD_OTHER_FACT
         other_fact = (Probe(template.format(r.text(question_key)), r.text(answer_key), case.request.image),)
+    siblings: tuple[Probe, ...] = ()
+    if r.has(WORLD_SIBLINGS[0]):
+        questions, answers = (r.text_list(key) for key in WORLD_SIBLINGS)
+        if len(questions) != len(answers):
+            raise r.error(WORLD_SIBLINGS[1], f"has {len(answers)} answers for {len(questions)} questions")
+        siblings = tuple(Probe(template.format(q), a, case.request.image) for q, a in zip(questions, answers))
     group = r.text(WORLD_GROUP, required=False) or ""
     fact_id = f"{source}:{r.text(WORLD_ID)}" if r.has(WORLD_ID) else case.fact_id
     return replace(case, text_transfer=text_transfer, near_miss=near_miss, other_fact=other_fact,
-                   group=group, fact_id=fact_id)
+                   siblings=siblings, group=group, fact_id=fact_id)
 
 
 def load_records(

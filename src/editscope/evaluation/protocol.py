@@ -38,6 +38,7 @@ class ProtocolConfig:
     exact_match: bool = True
     extra_new_tokens: int = 3  # greedy answers get len(target tokens) + this many tokens
     record_anchors: bool = True  # pass the record's locality pair as the edit's anchors
+    sibling_anchors: bool = False  # also pass the record's unscored sibling questions (world data)
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -231,10 +232,15 @@ def measure_fwd_bwd(vlm: Any, stream: Sequence[EditCase], n: int = 5) -> float |
 
 
 def anchored_request(case: EditCase, config: ProtocolConfig):
-    """The case's edit request, with its locality pair as anchors when the protocol says so."""
-    if not config.record_anchors:
+    """The case's edit request, with its locality pair (and, with ``sibling_anchors``, its
+    sibling questions) as anchors when the protocol says so."""
+    anchors: tuple = ()
+    if config.record_anchors:
+        anchors += tuple(p for p in (case.loc, case.m_loc) if p is not None)
+    if config.sibling_anchors:
+        anchors += case.siblings
+    if not anchors:
         return case.request
-    anchors = tuple(p for p in (case.loc, case.m_loc) if p is not None)
     return replace(case.request, anchors=tuple(case.request.anchors) + anchors)
 
 

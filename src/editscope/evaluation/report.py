@@ -376,7 +376,7 @@ def write_summary(results: dict[str, Any], out_dir: str | Path) -> Path:
 # -- merging runs of separate processes ------------------------------------------------------
 
 _SAME_RUN_KEYS = ("model", "data", "images", "edits", "facts", "checkpoints", "preset", "seed", "scope_threshold",
-                  "exact_match", "record_anchors")
+                  "exact_match", "record_anchors", "sibling_anchors")
 
 
 def _stream_key(stream: Sequence[dict[str, Any]]) -> list[tuple]:

@@ -10,6 +10,10 @@ Each record changes one fact of one subject to a new value. Besides the MMEdit k
   subject's image, with that subject's unchanged answer (near-miss leakage);
 - ``other_fact_q`` / ``other_fact_a``: another fact of the edited subject, asked on the edit
   image, which must not change;
+- ``sibling_q`` / ``sibling_a``: the subject's remaining facts (neither the edited one nor the
+  other-fact probe's), asked on the edit image with each fact's first training template, and
+  their unchanged answers: questions an edit must leave alone that are not scored, for editors
+  that anchor on them (``editscope bench --sibling-anchors``);
 - ``record_id``, ``subject``, ``subject_index``, ``fact``, ``lookalike``, ``loc_subject``,
   ``m_loc_subject``: bookkeeping (subject names).
 
@@ -102,6 +106,7 @@ def _record(world: World, split: str, number: int, subject: Subject, fact: str, 
     loc_subject, m_loc_subject = (world.subject(i) for i in rng.sample(locality, 2))
     loc_fact, m_loc_fact = rng.choice(FACTS), rng.choice(FACTS)
     other_fact = rng.choice([f for f in FACTS if f != fact])
+    siblings = [f for f in FACTS if f not in (fact, other_fact)]  # no draw: the records stay as they were
     return {
         "record_id": record_id,
         "subject": subject.name,
@@ -126,6 +131,8 @@ def _record(world: World, split: str, number: int, subject: Subject, fact: str, 
         "near_miss_a": lookalike.facts[fact],
         "other_fact_q": _visual(subject, other_fact, rng.choice(fact_templates(other_fact, "train"))),
         "other_fact_a": subject.facts[other_fact],
+        "sibling_q": [_visual(subject, f, fact_templates(f, "train")[0]) for f in siblings],
+        "sibling_a": [subject.facts[f] for f in siblings],
         "loc_subject": loc_subject.name,
         "m_loc_subject": m_loc_subject.name,
     }
