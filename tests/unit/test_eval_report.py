@@ -104,6 +104,13 @@ def test_merge_results_from_separate_processes(tmp_path: Path) -> None:
         merge_results([_results(["a"]), _results(["c"], seed=1)], "merge", "t")
     with pytest.raises(ValueError, match="more than one"):
         merge_results([_results(["a"]), _results(["a"])], "merge", "t")
+    # a file written before --facts and --sibling-anchors existed merges with one that has their defaults
+    newer = _results(["c"])
+    newer["config"].update(facts=None, sibling_anchors=False)
+    assert list(merge_results([_results(["a"]), newer], "merge", "t")["editors"]) == ["a", "c"]
+    newer["config"]["sibling_anchors"] = True
+    with pytest.raises(ValueError, match="'sibling_anchors': True != False"):
+        merge_results([_results(["a"]), newer], "merge", "t")
     other = _results(["c"])
     other["stream"] = [{"case_id": 1}]
     with pytest.raises(ValueError, match="different stream"):

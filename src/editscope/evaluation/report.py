@@ -377,6 +377,8 @@ def write_summary(results: dict[str, Any], out_dir: str | Path) -> Path:
 
 _SAME_RUN_KEYS = ("model", "data", "images", "edits", "facts", "checkpoints", "preset", "seed", "scope_threshold",
                   "exact_match", "record_anchors", "sibling_anchors")
+# what a results file written before a key existed meant by leaving it out
+_RUN_KEY_DEFAULTS = {"facts": None, "sibling_anchors": False}
 
 
 def _stream_key(stream: Sequence[dict[str, Any]]) -> list[tuple]:
@@ -400,9 +402,9 @@ def merge_results(parts: Sequence[dict[str, Any]], command: str, created: str,
     replaced: list[dict[str, str]] = []
     for i, part in enumerate(parts):
         for key in _SAME_RUN_KEYS:
-            if part["config"].get(key) != first["config"].get(key):
-                raise ValueError(f"results {i} differ from results 0 in {key!r}: "
-                                 f"{part['config'].get(key)!r} != {first['config'].get(key)!r}")
+            value, expected = (p["config"].get(key, _RUN_KEY_DEFAULTS.get(key)) for p in (part, first))
+            if value != expected:
+                raise ValueError(f"results {i} differ from results 0 in {key!r}: {value!r} != {expected!r}")
         if _stream_key(part["stream"]) != _stream_key(first["stream"]):
             raise ValueError(f"results {i} were run on a different stream of edits than results 0")
         for name, entry in part["editors"].items():
