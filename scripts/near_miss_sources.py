@@ -8,7 +8,9 @@ record has been edited, that probe is also *another fact of the look-alike*, and
 answer may come from the look-alike's edit rather than from a confusion of the two subjects.
 This script splits each editor's near-miss leakage by whether the look-alike's record had been
 edited: online (each edit scored right after it is made; "before" = the look-alike was edited
-earlier in the stream) and at each retention checkpoint (the look-alike edited within the first N
+earlier in the stream), online from edit ``--skip`` on by whether the look-alike's record is in the
+stream at all (the same stream positions for both sides; "never" needs ``bench --facts``, which
+leaves records out), and at each retention checkpoint (the look-alike edited within the first N
 edits). The records are rebuilt from the model's world (no images are written).
 """
 
@@ -40,24 +42,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("results", type=Path)
     parser.add_argument("--model", default=None, help="model whose world made the records (default: the run's)")
+    parser.add_argument("--skip", type=int, default=100, help="online split by stream membership from this edit on")
     args = parser.parse_args()
     results = json.loads(args.results.read_text())
     data = results["config"]["data"]
     if not data.startswith("world:") or data.split(":", 1)[1] not in ("dev", "test"):
         raise SystemExit(f"{args.results}: data {data!r} is not world:dev or world:test")
     look = lookalike_facts(args.model or results["config"]["model"], data.split(":", 1)[1])
-    stream = [row["fact_id"] for row in results["stream"]]
+    order = [row["fact_id"] for row in results["stream"]]
+    stream = set(order)
     print("near-miss leakage, split by whether the look-alike's record was edited (mean, n)")
     for name, entry in results["editors"].items():
         online: dict[bool, list[float]] = defaultdict(list)
+        late: dict[bool, list[float]] = defaultdict(list)
         seen: set[str] = set()
-        for row in entry["edits"]:
+        for index, row in enumerate(entry["edits"]):
             if row.get("near_miss_leak") is not None:
                 online[look.get(row["fact_id"]) in seen].append(float(row["near_miss_leak"]))
+                if index >= args.skip:
+                    late[look.get(row["fact_id"]) in stream].append(float(row["near_miss_leak"]))
             seen.add(row["fact_id"])
-        cells = [f"online: look-alike edited before {_cell(online[True])}, not yet {_cell(online[False])}"]
+        cells = [f"online: look-alike edited before {_cell(online[True])}, not yet {_cell(online[False])}",
+                 f"online from edit {args.skip}: look-alike in the stream {_cell(late[True])}, "
+                 f"never {_cell(late[False])}"]
         for checkpoint, rows in entry.get("retention_rows", {}).items():
-            edited = set(stream[: int(checkpoint)])
+            edited = set(order[: int(checkpoint)])
             kept: dict[bool, list[float]] = defaultdict(list)
             for row in rows:
                 if row.get("near_miss_leak") is not None:
