@@ -1,6 +1,6 @@
 """Where near-miss leakage comes from on the world's records.
 
-Usage: python scripts/near_miss_sources.py RESULTS.json [--model builtin]
+Usage: python scripts/near_miss_sources.py RESULTS.json [--model builtin] [--skip 100]
 
 In a world split both members of a look-alike pair are edited (on different facts). A record's
 near-miss probe asks the edited question on the look-alike's image; once the look-alike's own

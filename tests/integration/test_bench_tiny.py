@@ -255,7 +255,8 @@ def test_a_reference_no_editor_uses_is_reported(tiny_dir: Path, records: Path, t
 
 def test_facts_limits_the_stream_to_the_first_records(tiny_dir: Path, records: Path, tmp_path: Path) -> None:
     """``--facts 2``: a 5-edit stream over the first two records only (three re-edits), recorded
-    in the results; more facts than records is refused before any editor runs."""
+    in the results (with the --sibling-anchors flag); more facts than records is refused before
+    any editor runs."""
     args = ["bench", "--model", str(tiny_dir), "--data", f"world:{records}", "--editors", "none", "--edits", "5",
             "--checkpoints", "5", "--preset", "tiny", "--threads", "1", "--quiet", "--no-exact-match"]
     result = CliRunner().invoke(app, args + ["--facts", "2", "--sibling-anchors", "--out", str(tmp_path / "out")])
