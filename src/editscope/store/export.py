@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from editscope.editors.base import Editor
+from editscope.store.atomic import write_atomically  # noqa: F401  (re-exported: store.layout imports it from here)
 from editscope.store.journal import EditRecord, utc_now
 
 
@@ -41,20 +42,6 @@ def export_manifest(
             for r in applied
         ],
     }
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(handle, "w") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 def _build_then_move(out: Path, fill: Callable[[Path], None]) -> None:

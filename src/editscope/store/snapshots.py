@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Sequence
@@ -20,6 +18,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
+
+from editscope.store.atomic import write_atomically
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$")
 
@@ -62,16 +62,7 @@ class SnapshotFiles:
         digest = hashlib.sha256(data).hexdigest()
         self.root.mkdir(parents=True, exist_ok=True)
         file_name = f"{name}-{uuid.uuid4().hex[:12]}.safetensors"
-        handle, temp = tempfile.mkstemp(dir=self.root, prefix=".tmp-")
-        try:
-            with os.fdopen(handle, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temp, self.root / file_name)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+        write_atomically(self.root / file_name, data)
         return file_name, digest
 
     def read(self, name: str, file_name: str, sha256: str) -> dict[str, torch.Tensor]:
