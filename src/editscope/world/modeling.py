@@ -11,7 +11,7 @@ from typing import Mapping
 
 import torch
 from transformers import (
-    CLIPImageProcessor,
+    CLIPImageProcessorPil,
     CLIPVisionConfig,
     LlamaConfig,
     LlavaConfig,
@@ -126,8 +126,13 @@ def build_model(spec: ModelSpec, tokenizer: PreTrainedTokenizerBase, seed: int) 
 
 def build_processor(spec: ModelSpec, tokenizer: PreTrainedTokenizerBase) -> LlavaProcessor:
     """The processor: CLIP-style image preprocessing at ``spec.image_size`` + tokenizer + chat
-    template, expanding ``<image>`` to ``spec.image_tokens`` tokens."""
-    image_processor = CLIPImageProcessor(
+    template, expanding ``<image>`` to ``spec.image_tokens`` tokens.
+
+    The image processor is CLIP's PIL backend, named directly: the plain ``CLIPImageProcessor``
+    name needs torchvision, and without it transformers warns on import and falls back to this
+    same class. Its saved ``image_processor_type`` is still ``"CLIPImageProcessor"``, so the
+    directory loads with ``AutoProcessor`` as before."""
+    image_processor = CLIPImageProcessorPil(
         do_resize=True,
         size={"shortest_edge": spec.image_size},
         do_center_crop=True,
