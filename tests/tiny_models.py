@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator
 import torch
 from transformers import PreTrainedTokenizerFast
 
-from editscope.benchmarks.tiny import bpe_tokenizer
+from editscope.benchmarks.tiny import TinyLlavaSize, bpe_tokenizer, build_tiny_llava
 
 TEST_DEVICE = torch.device(os.environ.get("EDITSCOPE_TEST_DEVICE", "cpu"))
 VOCAB_SIZE = 400
@@ -114,33 +114,19 @@ def _llama_tokenizer(chat_template: str | None = None) -> PreTrainedTokenizerFas
 
 
 # -- LLaVA -----------------------------------------------------------------------------------
+# The package's tiny-LLaVA builder (also the ``cost`` model), at test sizes.
+LLAVA_SIZE = TinyLlavaSize(
+    hidden=64, intermediate=128, layers=3, heads=4, kv_heads=2, max_positions=256,
+    vision_hidden=32, vision_intermediate=64, vision_layers=2, vision_heads=2, vision_projection=32,
+    image_size=IMAGE_SIZE, patch=8, vocab=VOCAB_SIZE,
+)  # fmt: skip
+
+
 def _build_llava() -> tuple[Any, Any]:
     """LLaVA-1.5 layout: CLIP tower (32px, patch 8 -> 16 image tokens, "default" strategy),
-    two-layer projector, Llama decoder; the processor has a LLaVA-1.5 chat template."""
-    from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
-    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
-
-    tokenizer = _llama_tokenizer()
-    image_processor = CLIPImageProcessorPil(
-        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
-    )
-    processor = LlavaProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        patch_size=8,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-        chat_template=LLAVA_CHAT_TEMPLATE,
-    )
-    config = LlavaConfig(
-        vision_config=_clip_vision_config(),
-        text_config=_llama_text_config(tokenizer),
-        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-        vision_feature_select_strategy="default",
-        vision_feature_layer=-1,
-        projector_hidden_act="gelu",
-    )
-    return LlavaForConditionalGeneration(config), processor
+    two-layer projector, Llama decoder; the processor has a LLaVA-1.5 chat template. Built by
+    :func:`editscope.benchmarks.tiny.build_tiny_llava` from the RNG ``build_tiny`` seeded."""
+    return build_tiny_llava(None, LLAVA_SIZE, corpus=CORPUS, chat_template=LLAVA_CHAT_TEMPLATE, unk=None)
 
 
 # -- LLaVA-NeXT ------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""A small random LLaVA built from a config, with a real processor, for cost measurements.
+"""A small random LLaVA built from a config, with a real processor: the ``cost`` model, and
+(smaller, through the same builder) the tests' tiny LLaVA.
 
 Nothing is downloaded: the tokenizer is a byte-level BPE trained in memory on a fixed word
 list, the image processor is CLIP's with a small image size. Seeded, so two builds are equal.
@@ -70,30 +71,52 @@ def bpe_tokenizer(
 
 @dataclass(frozen=True)
 class TinyLlavaSize:
+    """Sizes of the tiny LLaVA. The defaults are the ``cost`` model; the tests build a smaller
+    one from the same builder (``tests/tiny_models.py``)."""
+
     hidden: int = 128
     intermediate: int = 512
     layers: int = 4
+    heads: int = 4
+    kv_heads: int = 4
+    max_positions: int = 512
     vision_hidden: int = 64
+    vision_intermediate: int | None = None  # None: 4 * vision_hidden
     vision_layers: int = 4
+    vision_heads: int = 4
+    vision_projection: int | None = None  # CLIPVisionConfig.projection_dim; None: its default
     image_size: int = 32
     patch: int = 8
     vocab: int = 512
 
 
-def build_tiny_llava(seed: int = 0, size: TinyLlavaSize = TinyLlavaSize()):
+def build_tiny_llava(
+    seed: int | None = 0,
+    size: TinyLlavaSize = TinyLlavaSize(),
+    *,
+    corpus: Sequence[str] | None = None,
+    chat_template: str = CHAT_TEMPLATE,
+    unk: str | None = "<unk>",
+):
     """Return ``(model, processor)``: a ``LlavaForConditionalGeneration`` (float32, eval) and
-    its ``LlavaProcessor``."""
+    its ``LlavaProcessor``.
+
+    The tokenizer is trained on ``corpus`` (default: :data:`WORDS`, four times) with
+    ``size.vocab`` entries; ``unk`` names its unknown token (``None``: none set). The weights are
+    drawn after ``torch.manual_seed(seed)``, or from the current torch RNG when ``seed`` is
+    ``None`` (the caller has seeded it).
+    """
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
     tokenizer = bpe_tokenizer(
-        [" ".join(WORDS)] * 4,
+        [" ".join(WORDS)] * 4 if corpus is None else corpus,
         size.vocab,
         ["<unk>", "<s>", "</s>", "<pad>", "<image>"],
         bos="<s>",
         eos="</s>",
         pad="<pad>",
-        unk="<unk>",
+        unk=unk,
         extra_special_tokens={"image_token": "<image>"},
     )
     image_processor = CLIPImageProcessorPil(
@@ -106,25 +129,28 @@ def build_tiny_llava(seed: int = 0, size: TinyLlavaSize = TinyLlavaSize()):
         patch_size=size.patch,
         vision_feature_select_strategy="default",
         num_additional_image_tokens=1,
-        chat_template=CHAT_TEMPLATE,
+        chat_template=chat_template,
     )
+    vision: dict[str, Any] = dict(
+        hidden_size=size.vision_hidden,
+        intermediate_size=size.vision_intermediate or 4 * size.vision_hidden,
+        num_hidden_layers=size.vision_layers,
+        num_attention_heads=size.vision_heads,
+        image_size=size.image_size,
+        patch_size=size.patch,
+    )
+    if size.vision_projection is not None:
+        vision["projection_dim"] = size.vision_projection
     config = LlavaConfig(
-        vision_config=CLIPVisionConfig(
-            hidden_size=size.vision_hidden,
-            intermediate_size=4 * size.vision_hidden,
-            num_hidden_layers=size.vision_layers,
-            num_attention_heads=4,
-            image_size=size.image_size,
-            patch_size=size.patch,
-        ),
+        vision_config=CLIPVisionConfig(**vision),
         text_config=LlamaConfig(
             hidden_size=size.hidden,
             intermediate_size=size.intermediate,
             num_hidden_layers=size.layers,
-            num_attention_heads=4,
-            num_key_value_heads=4,
+            num_attention_heads=size.heads,
+            num_key_value_heads=size.kv_heads,
             vocab_size=len(tokenizer),
-            max_position_embeddings=512,
+            max_position_embeddings=size.max_positions,
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
@@ -133,6 +159,7 @@ def build_tiny_llava(seed: int = 0, size: TinyLlavaSize = TinyLlavaSize()):
         vision_feature_select_strategy="default",
         vision_feature_layer=-1,
     )
-    torch.manual_seed(seed)
+    if seed is not None:
+        torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config).eval()
     return model, processor
