@@ -1,5 +1,5 @@
 """The reference prior: ``fold_reference`` folds a reference set's input statistics into the
-preconditioners (docs/method-notes.md), before or between edits."""
+preconditioners (docs/method.md, "Reference prior"), before or between edits."""
 
 from __future__ import annotations
 
