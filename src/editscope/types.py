@@ -39,7 +39,9 @@ class EditRequest:
     ``scope`` chooses how far the fix may spread: ``"auto"`` lets the evidence gate decide,
     ``"instance"`` keeps the shared branch closed, ``"broad"`` forces the gate open.
     ``anchors`` are locality probes folded into the local preconditioners after this edit, in
-    addition to the editor's configured reference set.
+    addition to the editor's configured reference set (ScopeMemory calibrates its slot against
+    them). ``fact_id`` names the fact the edit is about (ScopeMemory keeps one slot per fact;
+    without it a fact is the same image content and prompt).
     """
 
     prompt: str
@@ -47,6 +49,7 @@ class EditRequest:
     image: ImageInput | None = None
     scope: Scope = "auto"
     anchors: tuple[Probe, ...] = ()
+    fact_id: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.prompt, str):
@@ -64,6 +67,8 @@ class EditRequest:
                 "EditRequest.image must be a path, a PIL.Image or None, "
                 f"got {type(self.image).__name__}"
             )
+        if self.fact_id is not None and (not isinstance(self.fact_id, str) or not self.fact_id.strip()):
+            raise ValueError(f"EditRequest.fact_id must be a non-empty string or None, got {self.fact_id!r}")
         object.__setattr__(self, "anchors", tuple(self.anchors))
 
 

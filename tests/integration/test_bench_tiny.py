@@ -136,6 +136,9 @@ def test_each_editor_changes_the_edited_answer_and_none_does_not(bench_out: Path
                 assert row["gates"], row
                 for gate in row["gates"].values():
                     assert -1.0 <= gate["cos"] <= 1.0 and 0.0 <= gate["support"] <= 1.0 and 0.0 <= gate["g"] <= 1.0
+        elif name == "scopememory":  # the gate decides, per edit, whether the shared write may fire
+            gates = [g for row in entry["edits"] for g in row.get("gates", {}).values()]
+            assert gates and all(0.0 <= g["g"] <= 1.0 for g in gates), name
         else:
             assert all("gates" not in row for row in entry["edits"]), name
 

@@ -85,7 +85,7 @@ def test_make_config_rejects_unknown_keys_and_editors() -> None:
         make_config("lora", {"rnak": 4})
     with pytest.raises(ValueError, match="unknown editor"):
         make_config("rome", {})
-    assert set(EDITORS) == {"scopeedit", "more", "lora", "ft", "grace", "none"}
+    assert set(EDITORS) == {"scopememory", "scopeedit", "more", "lora", "ft", "grace", "none"}
 
 
 def test_restore_point_undoes_swaps_parameters_and_flags() -> None:

@@ -74,6 +74,11 @@ class Editor(abc.ABC):
 
         load_editor_state(self, directory)
 
+    def remove(self) -> nn.Module:
+        """Take the editor's modules and hooks out of the model and return it (editors that
+        add none have nothing to take out)."""
+        return self.vlm.model
+
     def merge(self) -> torch.nn.Module:
         """A plain Hugging Face model with the edits folded into its weights."""
         raise NotImplementedError(f"{type(self).__name__} cannot merge its edits into the weights")

@@ -21,7 +21,7 @@ from editscope.evaluation.report import build_results, write_results, write_summ
 
 log = logging.getLogger(__name__)
 
-DEFAULT_EDITORS: tuple[str, ...] = ("scopeedit", "more", "lora", "ft", "grace")
+DEFAULT_EDITORS: tuple[str, ...] = ("scopememory", "scopeedit", "more", "lora", "ft", "grace")
 BUILTIN_PRESET = "builtin"
 
 
@@ -49,7 +49,7 @@ class BenchSpec:
     overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from editscope.editors.baselines import EDITORS
+        from editscope.editors.registry import EDITORS
 
         if not self.editors:
             raise ValueError("no editors given")
@@ -134,8 +134,9 @@ def editor_configs(spec: BenchSpec) -> dict[str, Any]:
     """The config of every chosen editor: ScopeEdit/M-ORE from the preset, LoRA on the same
     sites, baselines from their presets for that model; then the file's overrides."""
     from editscope.config import ScopeEditConfig, load_preset
-    from editscope.editors.baselines import make_config
+    from editscope.editors.registry import make_config
     from editscope.editors.baselines.presets import baseline_values
+    from editscope.editors.scopememory import ScopeMemoryConfig, load_memory_preset, memory_preset_names
 
     preset = resolve_preset(spec)
     scope_cfg = load_preset(preset) if preset is not None else ScopeEditConfig()
@@ -145,6 +146,10 @@ def editor_configs(spec: BenchSpec) -> dict[str, Any]:
         kind = editor_kind(name)
         if kind in ("scopeedit", "more"):
             configs[name] = ScopeEditConfig.from_dict({**scope_cfg.to_dict(), **overrides.get(name, {})})
+            continue
+        if kind == "scopememory":
+            base = load_memory_preset(preset) if preset in memory_preset_names() else ScopeMemoryConfig()
+            configs[name] = ScopeMemoryConfig.from_dict({**base.to_dict(), **overrides.get(name, {})})
             continue
         values = dict(baseline_values(kind, preset))
         if kind == "lora":
@@ -169,7 +174,7 @@ def _config_record(spec: BenchSpec, configs: Mapping[str, Any], n_records: int, 
     from editscope.config import ScopeEditConfig
 
     def plain(cfg: Any) -> Any:
-        return cfg.to_dict() if isinstance(cfg, ScopeEditConfig) else dataclasses.asdict(cfg)
+        return cfg.to_dict() if isinstance(cfg, ScopeEditConfig) else dataclasses.asdict(cfg)  # ScopeMemoryConfig too
 
     return {
         "model": spec.model, "data": spec.data, "images": spec.images, "editors": list(spec.editors),
@@ -187,7 +192,7 @@ def run_bench(spec: BenchSpec, command: str, vlm: Any = None, progress: bool = T
               echo: Callable[[str], None] = log.info) -> dict[str, Any]:
     """Run the benchmark described by ``spec``; returns the results (also written to
     ``spec.out``). ``vlm`` overrides loading ``spec.model`` (tests)."""
-    from editscope.editors.baselines import build_editor
+    from editscope.editors.registry import build_editor, reference_size
     from editscope.editors.reference import load_reference
 
     torch.manual_seed(spec.seed)
@@ -227,20 +232,15 @@ def run_bench(spec: BenchSpec, command: str, vlm: Any = None, progress: bool = T
         echo(f"{run.name}: done ({len(run.edits)} edits)")
 
     # the reference sets of editors with a reference prior, built (and checked) before any runs
-    references = {
-        size: load_reference(spec.reference, spec.model, size)
-        for size in {c.reference_size for c in configs.values() if getattr(c, "reference_weight", 0.0) > 0}
-    }
+    sizes = {name: reference_size(c) for name, c in configs.items()}
+    references = {size: load_reference(spec.reference, spec.model, size) for size in set(sizes.values()) if size}
     if spec.reference is not None and not references:
-        echo(f"note: --reference {spec.reference} is unused: no editor in this run has a reference prior "
-             "(reference_weight > 0)")
+        echo(f"note: --reference {spec.reference} is unused: no editor in this run takes a reference set "
+             "(a reference prior, reference_weight > 0, or ScopeMemory's reference_size > 0)")
 
     def build(v: Any, name: str) -> Any:
-        editor = build_editor(editor_kind(name), v, configs[name])
-        weight = getattr(configs[name], "reference_weight", 0.0)
-        if weight > 0:
-            editor.fold_reference(references[configs[name].reference_size], weight, progress=progress)
-        return editor
+        return build_editor(editor_kind(name), v, configs[name], reference=references.get(sizes[name]),
+                            progress=progress)
 
     factories = {name: (lambda v, n=name: build(v, n)) for name in spec.editors}
     run_comparison(vlm, stream, factories, protocol, on_done=on_done)

@@ -318,12 +318,15 @@ def run_comparison(vlm: Any, stream: Sequence[EditCase], factories: Mapping[str,
     runs = []
     for name, factory in factories.items():
         restore_point = ModelRestorePoint(vlm.model)
+        editor = None
         try:
             editor = factory(vlm)
             check_matches_base(vlm, refs, check_probes, f"editor {name!r} before its first edit")
             run = run_editor(name, editor, stream, refs, config)
             run.fwd_bwd_s = fwd_bwd
         finally:
+            if editor is not None:
+                editor.remove()  # its hooks too: the restore point puts back modules, not hooks
             restore_point.restore()
         check_matches_base(vlm, refs, check_probes,
                            f"model after editor {name!r} (an editor changed base weights in place: "

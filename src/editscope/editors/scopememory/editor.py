@@ -1,0 +1,409 @@
+"""ScopeMemory: every fact in its own routed slot.
+
+A slot holds, for one fact (the same image content and prompt, or the request's ``fact_id``),
+its routing keys and calibrated thresholds and, at every slot site (the MLP linears of the key
+layer and the layers after it), a small write in ScopeEdit's geometry: a local branch through
+the frozen basis ``A_l`` and a shared branch through ``A_g``. The write is made by ScopeEdit's
+geometry on this fact alone (Adam on the slot's ``B`` matrices, see ``docs/scopememory.md``
+for why not the Sherman–Morrison step), and stored as its truncated SVD. At inference the router sends each input to at
+most one slot: its local write applies on the slot's own image with a matching question, its
+shared write (when the evidence gate or the request's scope allowed it) on other images of the
+subject with a matching question, and on text-only questions that match closely. Inputs that
+match no slot are computed by the base model alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from editscope.core.capture import Positions, capture_codes
+from editscope.core.gate import evidence_gate
+from editscope.core.linalg import site_seed
+from editscope.core.site import EditSite
+from editscope.editors.base import Editor, EditRejected, trainable
+from editscope.editors.baselines.common import output_linear, target_loss
+from editscope.editors.recursive import fact_key
+from editscope.editors.scopememory.config import ScopeMemoryConfig
+from editscope.editors.scopememory.router import NO_SLOT, SlotKeys, Thresholds, common_suffix, raise_thresholds
+from editscope.editors.scopememory.slots import FACT_BYTES, SlotMemory
+from editscope.types import EditRequest, EditResult, GateValues, ModelInputs, Probe
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "scopememory."
+EDIT_COUNT_KEY = "editor.edits_applied"
+ROUTER_NAMES = ("centre_text", "centre_image", "reference_text", "reference_image", "reference_has_image")
+
+
+def fact_bytes(request: EditRequest, inputs: ModelInputs) -> torch.Tensor:
+    """The 20-byte identity of the fact an edit is about: the request's ``fact_id`` when given,
+    else the image tensors and prompt tokens of its encoded input (not its target)."""
+    if request.fact_id is not None:
+        digest = hashlib.sha1(b"fact_id:" + request.fact_id.encode()).digest()
+    else:
+        digest = bytes.fromhex(fact_key(inputs))
+    return torch.tensor(list(digest), dtype=torch.uint8)
+
+
+def truncated(change: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``W`` (d_out, r) as factors ``U`` (d_out, rank) (singular values folded in) and ``V``
+    (r, rank) with ``W ~ U V^T`` (its best rank-``rank`` approximation), zero-padded."""
+    d_out, r = change.shape
+    u, values, vh = torch.linalg.svd(change.double(), full_matrices=False)
+    k = min(rank, values.numel())
+    left = torch.zeros(d_out, rank, dtype=torch.float64)
+    right = torch.zeros(r, rank, dtype=torch.float64)
+    left[:, :k] = u[:, :k] * values[:k]
+    right[:, :k] = vh[:k].T
+    return left.float(), right.float()
+
+
+class ScopeMemory(Editor):
+    name = "scopememory"
+
+    def __init__(self, vlm: Any, config: ScopeMemoryConfig | None = None,
+                 reference: Sequence[Probe] | None = None) -> None:
+        super().__init__(vlm)
+        self.config = cfg = config if config is not None else ScopeMemoryConfig()
+        self.model: nn.Module = vlm.model
+        self.model.requires_grad_(False)
+        self.model.eval()
+        n_layers = len(vlm.decoder_layers())
+        first = cfg.key_layer if cfg.key_layer >= 0 else n_layers + cfg.key_layer
+        if not 0 <= first < n_layers:
+            raise ValueError(f"key_layer {cfg.key_layer} is outside the model's {n_layers} decoder layers")
+        self.groups: dict[str, list[str]] = {}
+        for index in range(first, n_layers):
+            paths = vlm.spec.mlp_site_paths(index)
+            wrapped = [p for p in paths if not isinstance(self.model.get_submodule(p), nn.Linear)]
+            if wrapped:
+                raise ValueError(f"{wrapped[0]} is a {type(self.model.get_submodule(wrapped[0])).__name__}, not an "
+                                 "nn.Linear: remove() the other editor on this model first")
+            self.groups[f"layer.{index}"] = [output_linear(vlm, paths)] if cfg.linears == "output" else list(paths)
+        key_path = vlm.spec.mlp_site_paths(first)[0]
+        scratch: dict[str, EditSite] = {}
+        for paths in self.groups.values():
+            for path in paths:
+                base = self.model.get_submodule(path)
+                scratch[path] = EditSite(base, cfg.rank_local, cfg.rank_shared, cfg.scaling,
+                                         seed=site_seed(cfg.seed, path))
+        text_dim = self.model.get_submodule(key_path).in_features
+        limits = Thresholds(cfg.instance_threshold, cfg.text_only_threshold, cfg.margin, cfg.threshold_cap)
+        roots = (vlm.spec.text_only_module,) if vlm.spec.text_only_module else ()
+        self.memory = SlotMemory(self.model, scratch, key_path, text_dim, self._marker(), vlm.image_token_id,
+                                 limits, cfg.slot_rank, roots)
+        device = self.memory.device
+        self.reference = (torch.zeros(0, text_dim, device=device), torch.zeros(0, text_dim, device=device),
+                          torch.zeros(0, dtype=torch.bool, device=device))
+        if reference is not None:
+            try:
+                self.set_reference(reference)
+            except BaseException:
+                self.remove()
+                raise
+
+    def _marker(self) -> tuple[int, ...]:
+        """The token ids every prompt ends with (the chat template's generation prompt)."""
+        vlm = self.vlm
+        texts = [vlm.prompt_text(p, with_image=w) for p in ("alpha", "omega beta?", "7 x") for w in (False, True)]
+        ids = [vlm.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        marker = common_suffix(ids)
+        if not marker:
+            logger.warning("%s: prompts share no closing tokens; the router keys on the last token of each "
+                           "forward pass, so a teacher-forced score routes on its last target token",
+                           vlm.spec.name)
+        return marker
+
+    # -- reference set ----------------------------------------------------------------------
+    def set_reference(self, probes: Sequence[Probe | ModelInputs]) -> None:
+        """Centre the router on a reference set of ordinary inputs and keep their keys as
+        negatives for every later calibration. Must come before the first edit."""
+        if self.memory.slots.n:
+            raise ValueError("the reference set must be given before the first edit")
+        if not probes:
+            raise ValueError("the reference set is empty")
+        encoded = [p if isinstance(p, ModelInputs) else self.vlm.encode(p.image, p.prompt, p.answer) for p in probes]
+        raw = [self._keys(inputs, centred=False) for inputs in encoded]
+        q = torch.cat([k[0] for k in raw])
+        v = torch.cat([k[1] for k in raw])
+        has = torch.cat([k[2] for k in raw])
+        if not (torch.isfinite(q).all() and torch.isfinite(v).all()):
+            raise ValueError("the reference set produced non-finite activations")
+        self.memory.centre_text = q.mean(0)
+        self.memory.centre_image = v[has].mean(0) if bool(has.any()) else torch.zeros_like(q[0])
+        self.reference = (torch.cat([self._keys(i)[0] for i in encoded]),
+                          torch.cat([self._keys(i)[1] for i in encoded]), has)
+
+    def _keys(self, inputs: ModelInputs, centred: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        with torch.no_grad(), self.memory.capture_keys(centred) as keys:
+            self.vlm.forward(inputs)
+        if not keys:
+            raise ValueError("the forward pass did not reach the router's key layer")
+        return keys[0]
+
+    # -- the edit ---------------------------------------------------------------------------
+    def fact_of(self, request: EditRequest) -> bytes:
+        return bytes(fact_bytes(request, self.vlm.encode(request.image, request.prompt, request.target)).tolist())
+
+    def edit(self, request: EditRequest) -> EditResult:
+        if not isinstance(request, EditRequest):
+            raise TypeError(f"edit() takes an EditRequest, got {type(request).__name__}")
+        start = time.perf_counter()
+        inputs = self.vlm.encode(request.image, request.prompt, request.target)
+        anchors = [self.vlm.encode(p.image, p.prompt, p.answer) for p in request.anchors]
+        fact = fact_bytes(request, inputs).to(self.memory.device)
+        with torch.no_grad():
+            loss_before = float(target_loss(self.vlm, inputs))
+        keys = self._keys(inputs)
+        gates, shared_on = self._gate(self._site_keys(inputs), request, inputs)
+        self._reset_scratch()
+        steps = 0
+        if shared_on:
+            steps += self._phase(inputs, local=False, shared=True)
+        steps += self._phase(inputs, local=True, shared=shared_on)
+        row = self._slot_row(keys, fact, shared_on)
+        negatives = self._negatives(anchors, fact)
+        before = self._commit(row, negatives, fact)
+        try:
+            with torch.no_grad():
+                loss_after = float(target_loss(self.vlm, inputs))
+            if loss_after != loss_after:
+                raise EditRejected("non-finite loss after the edit; the editor state is unchanged")
+        except BaseException:
+            self._undo(before)
+            raise
+        self.edits_applied += 1
+        return EditResult(edit_id=self.edits_applied, loss_before=loss_before, loss_after=loss_after,
+                          active_groups=tuple(self.groups), gates=gates,
+                          wall_time_s=time.perf_counter() - start, steps=steps)
+
+    def _site_keys(self, inputs: ModelInputs):
+        """Each slot site's code and evidence keys on the edit input (one forward, no slot)."""
+        positions = Positions(target=inputs.target_positions, image=inputs.image_positions)
+        sites = self.memory.modules
+        with torch.no_grad(), self.memory.writing(False, False), \
+                capture_codes(sites, positions, key_sites=frozenset(sites)) as capture:
+            self.vlm.forward(inputs)
+        return capture.sites
+
+    def _gate(self, records: dict, request: EditRequest, inputs: ModelInputs) -> tuple[dict[str, GateValues], bool]:
+        """The evidence gate of each group on the edit input, and whether the shared write may fire."""
+        cfg = self.config
+        if not cfg.rank_shared or inputs.image_positions.numel() == 0 or request.scope == "instance":
+            return {}, False
+        gates: dict[str, GateValues] = {}
+        values = []
+        for group, paths in self.groups.items():
+            rows = []
+            for path in paths:
+                record, site = records[path], self.memory.sites[path]
+                gate = evidence_gate(site.A_shared @ record.k_text, site.A_shared @ record.k_image, cfg.tau, cfg.beta,
+                                     cfg.gate_eps, force_open=request.scope == "broad")
+                rows.append(torch.stack([gate.cos, gate.support, gate.g]))
+            mean = torch.stack(rows).mean(0).tolist()
+            gates[group] = GateValues(cos=mean[0], support=mean[1], g=mean[2])
+            values.append(mean[2])
+        return gates, request.scope == "broad" or sum(values) / len(values) >= cfg.gate_min
+
+    def _reset_scratch(self) -> None:
+        with torch.no_grad():
+            for site in self.memory.sites.values():
+                site.B_local.zero_()
+                site.B_shared.zero_()
+
+    def _phase(self, inputs: ModelInputs, local: bool, shared: bool) -> int:
+        """Write the scratch slot's local (``local``) or else its shared branch with Adam until the
+        edit is absorbed (``stop_loss`` or ``stop_margin``); the other branch, where enabled,
+        applies as written. Returns the steps taken."""
+        cfg = self.config
+        sites = list(self.memory.sites.values())
+        params = [s.B_local for s in sites] if local else [s.B_shared for s in sites if s.rank_shared]
+        optimiser = torch.optim.Adam(params, lr=cfg.lr)
+        taken = 0
+        with self.memory.writing(local, shared), trainable(params):
+            for step in range(cfg.steps):
+                loss, margin = self._loss_and_margin(inputs)
+                value = float(loss.detach())
+                if value != value or value in (float("inf"), float("-inf")):
+                    raise EditRejected(f"non-finite loss at step {step + 1}; the editor state is unchanged")
+                if value < cfg.stop_loss or margin >= cfg.stop_margin:
+                    break
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                if not all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params):
+                    raise EditRejected(f"non-finite gradient at step {step + 1}; the editor state is unchanged")
+                optimiser.step()
+                taken += 1
+        return taken
+
+    def _loss_and_margin(self, inputs: ModelInputs) -> tuple[torch.Tensor, float]:
+        """The target's mean NLL and its smallest logit margin (target minus best other token)."""
+        logits = self.vlm.forward(inputs)[0]
+        predicted = logits.index_select(0, inputs.target_positions.to(logits.device)).float()
+        target = inputs.target_ids.to(logits.device)
+        loss = torch.nn.functional.cross_entropy(predicted, target)
+        chosen = predicted.gather(1, target[:, None])[:, 0]
+        other = predicted.scatter(1, target[:, None], float("-inf")).max(dim=1).values
+        return loss, float((chosen - other).min().detach())
+
+    def _slot_row(self, keys: tuple, fact: torch.Tensor, shared_on: bool) -> dict[str, torch.Tensor]:
+        """The new slot's table row: keys, flags, floor thresholds and the truncated writes."""
+        cfg = self.config
+        q, v, has = keys
+        row: dict[str, torch.Tensor] = {
+            "text": q[0], "image": v[0], "has_image": has[0], "shared": torch.tensor(shared_on),
+            "active": torch.tensor(True), "tau_text": torch.tensor(cfg.text_threshold),
+            "tau_image": torch.tensor(cfg.subject_threshold), "fact": fact,
+        }
+        for i, site in enumerate(self.memory.sites.values()):
+            for branch, change in (("local", site.B_local), ("shared", site.B_shared)):
+                if change.numel() == 0:
+                    continue
+                left, right = truncated(change.detach(), cfg.slot_rank)
+                row[f"{i}.{branch}_u"], row[f"{i}.{branch}_v"] = left, right
+        if not all(bool(torch.isfinite(t).all()) for t in row.values() if t.is_floating_point()):
+            raise EditRejected("the edit produced non-finite values; the editor state is unchanged")
+        return row
+
+    def _negatives(self, anchors: list[ModelInputs], fact: torch.Tensor):
+        """Keys the new slot must not match: its anchors, the reference set and every other slot."""
+        slots = self.memory.slots
+        others = slots["active"] & ~(slots["fact"] == fact).all(-1)
+        parts = [self._keys(a) for a in anchors]
+        parts.append(self.reference)
+        parts.append((slots["text"][others], slots["image"][others], slots["has_image"][others]))
+        return tuple(torch.cat([p[i] for p in parts]) for i in range(3))
+
+    def _commit(self, row: dict[str, torch.Tensor], negatives: tuple, fact: torch.Tensor) -> dict[str, Any]:
+        """Calibrate the new slot and the slots it comes close to, then store it (over the
+        fact's earlier slot where there is one). Returns what :meth:`_undo` needs."""
+        slots, limits = self.memory.slots, self.memory.limits
+        mine = SlotKeys(text=row["text"][None], image=row["image"][None], has_image=row["has_image"][None],
+                        shared=row["shared"][None].to(slots.device), active=torch.ones(1, dtype=torch.bool, device=slots.device),
+                        tau_text=row["tau_text"][None].to(slots.device), tau_image=row["tau_image"][None].to(slots.device))
+        tau_text, tau_image = raise_thresholds(mine, *negatives, limits)
+        row["tau_text"], row["tau_image"] = tau_text[0], tau_image[0]
+        same = (slots["fact"] == fact).all(-1).nonzero().flatten()
+        index = int(same[0]) if same.numel() else slots.n
+        before = {"n": slots.n, "index": index,
+                  "row": {k: slots[k][index].clone() for k in slots.data} if index < slots.n else None,
+                  "tau_text": slots["tau_text"].clone(), "tau_image": slots["tau_image"].clone()}
+        if slots.n:
+            view = self.memory.view()
+            others = view.active.clone()
+            if index < slots.n:
+                others[index] = False
+            view.active = others
+            new_text, new_image = raise_thresholds(view, row["text"][None], row["image"][None],
+                                                   row["has_image"][None].to(slots.device), limits)
+            slots.set_column("tau_text", torch.where(others, new_text, view.tau_text))
+            slots.set_column("tau_image", torch.where(others, new_image, view.tau_image))
+        slots.write(index, row)
+        return before
+
+    def _undo(self, before: dict[str, Any]) -> None:
+        slots = self.memory.slots
+        if before["row"] is not None:
+            slots.write(before["index"], before["row"])
+        slots.n = before["n"]
+        slots.set_column("tau_text", before["tau_text"])
+        slots.set_column("tau_image", before["tau_image"])
+
+    # -- slots --------------------------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        """The number of live slots (facts)."""
+        return int(self.memory.slots["active"].sum()) if self.memory.slots.n else 0
+
+    def forget(self, fact: bytes) -> bool:
+        """Remove the slot of ``fact`` (see :meth:`fact_of`); returns whether there was one."""
+        slots = self.memory.slots
+        if not slots.n:
+            return False
+        key = torch.tensor(list(fact), dtype=torch.uint8, device=slots.device)
+        hit = (slots["fact"] == key).all(-1) & slots["active"]
+        if not bool(hit.any()):
+            return False
+        slots.set_column("active", slots["active"] & ~hit)
+        return True
+
+    def route_of(self, image: Any, prompt: str, target: str | None = None) -> tuple[int, bool, bool]:
+        """The slot (``-1``: none) an input routes to and whether its local and shared writes apply."""
+        inputs = self.vlm.encode(image, prompt, target)
+        with torch.no_grad():
+            self.vlm.forward(inputs)
+        route = self.memory.call.route if self.memory.call is not None else None
+        if route is None:
+            return NO_SLOT, False, False
+        return int(route.slot[0]), bool(route.local[0]), bool(route.shared[0])
+
+    def bytes_per_slot(self) -> int:
+        return self.memory.slots.nbytes_per_row()
+
+    # -- state --------------------------------------------------------------------------------
+    def _site_names(self) -> dict[str, str]:
+        """Internal table name -> state key of every per-site table."""
+        return {f"{i}.{t}": f"{PREFIX}site.{path}.{t}" for i, path in enumerate(self.memory.paths)
+                for t in ("local_u", "local_v", "shared_u", "shared_v")}
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        slots = self.memory.slots
+        sites = self._site_names()
+        state = {(sites[k] if k in sites else f"{PREFIX}slots.{k}"): v for k, v in slots.state().items()}
+        router = dict(zip(ROUTER_NAMES, (self.memory.centre_text, self.memory.centre_image, *self.reference)))
+        state.update({f"{PREFIX}router.{k}": v.detach().clone() for k, v in router.items()})
+        state[EDIT_COUNT_KEY] = torch.tensor(self.edits_applied, dtype=torch.int64)
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        slots = self.memory.slots
+        sites = self._site_names()
+        names = {(sites[k] if k in sites else f"{PREFIX}slots.{k}"): k for k in slots.shapes}
+        expected = set(names) | {f"{PREFIX}router.{k}" for k in ROUTER_NAMES} | {EDIT_COUNT_KEY}
+        if set(state) != expected:
+            missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+            raise ValueError(f"editor state does not match this ScopeMemory: missing {missing[:5]}, "
+                             f"unexpected {unexpected[:5]}")
+        rows = {state[k].shape[0] for k in names}
+        if len(rows) != 1:
+            raise ValueError(f"editor state: slot tables disagree on the number of slots {sorted(rows)}")
+        n = rows.pop()
+        table = {}
+        for key, name in names.items():
+            shape, _ = slots.shapes[name]
+            if tuple(state[key].shape[1:]) != shape:
+                raise ValueError(f"editor state {key}: shape {tuple(state[key].shape)} != ({n}, *{shape})")
+            if state[key].is_floating_point() and not torch.isfinite(state[key]).all():
+                raise ValueError(f"editor state {key} holds non-finite values")
+            table[name] = state[key]
+        device = self.memory.device
+        router = [state[f"{PREFIX}router.{k}"].to(device) for k in ROUTER_NAMES]
+        slots.load(table, n)
+        self.memory.centre_text, self.memory.centre_image = router[0].float(), router[1].float()
+        self.reference = (router[2].float(), router[3].float(), router[4].bool())
+        self.edits_applied = int(state[EDIT_COUNT_KEY])
+
+    def config_dict(self) -> dict[str, Any]:
+        return {"editor": self.name, "config": self.config.to_dict()}
+
+    def reset(self) -> None:
+        """Forget every slot (the reference centring stays)."""
+        self.memory.slots.n = 0
+        self.edits_applied = 0
+
+    def remove(self) -> nn.Module:
+        """Take the memory out of the model (which becomes the base model again) and return it."""
+        self.memory.remove()
+        return self.model
+
+    def merge(self) -> nn.Module:
+        raise NotImplementedError(
+            "ScopeMemory routes each input to its slot, which static weights cannot do: export a routed "
+            "checkpoint instead (editscope export --merged on a ScopeMemory store, or ScopeMemory.save_pretrained)"
+        )

@@ -1,0 +1,148 @@
+"""The router of ScopeMemory as small pure functions on tensors: where a prompt ends, which slot
+an input matches, and how a slot's thresholds are calibrated against negatives.
+
+Keys are unit vectors: a decoder layer's MLP input at the last prompt token (the *question
+key*) and its mean over the image-token positions (the *image key*), each minus the mean of a
+reference set, then normalised. Both are read before any answer token, from positions no slot
+writes to, so they are the same for a teacher-forced score and for every step of greedy
+decoding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+NO_SLOT = -1
+
+
+def common_suffix(sequences: Sequence[Sequence[int]]) -> tuple[int, ...]:
+    """The longest run of ids every sequence ends with (the chat template's generation prompt)."""
+    suffix: list[int] = []
+    for items in zip(*(reversed(list(s)) for s in sequences)):
+        if len(set(items)) != 1:
+            break
+        suffix.append(items[0])
+    return tuple(reversed(suffix))
+
+
+def prompt_ends(input_ids: torch.Tensor, marker: torch.Tensor) -> torch.Tensor:
+    """For each row of ``input_ids`` (B, T), the position of the last prompt token: the end of
+    the last occurrence of ``marker`` (m,), else the row's last position. Returns (B,) long."""
+    batch, length = input_ids.shape
+    last = torch.full((batch,), length - 1, dtype=torch.long, device=input_ids.device)
+    m = marker.numel()
+    if m == 0 or m > length:
+        return last
+    windows = input_ids.unfold(1, m, 1)  # (B, T - m + 1, m)
+    found = (windows == marker.to(input_ids.device)).all(-1)
+    ends = torch.arange(m - 1, length, device=input_ids.device).expand_as(found)
+    best = torch.where(found, ends, torch.full_like(ends, -1)).max(dim=1).values
+    return torch.where(best >= 0, best, last)
+
+
+def unit_keys(x: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+    """Rows of ``x`` (n, d) minus ``centre`` (d,), normalised (a zero row stays zero)."""
+    return F.normalize(x.float() - centre, dim=-1, eps=1e-12)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Global values of the router (from the config)."""
+
+    instance: float
+    text_only: float
+    margin: float
+    cap: float
+
+
+@dataclass
+class SlotKeys:
+    """The router's view of N slots: question keys (N, d), image keys (N, d) (zeros for a
+    text-only slot), ``has_image``, ``shared`` (the shared write may fire), ``active`` (N,)
+    bools, and the calibrated thresholds ``tau_text`` and ``tau_image`` (N,)."""
+
+    text: torch.Tensor
+    image: torch.Tensor
+    has_image: torch.Tensor
+    shared: torch.Tensor
+    active: torch.Tensor
+    tau_text: torch.Tensor
+    tau_image: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Route:
+    """Per batch row: the slot an input routes to (``NO_SLOT`` for none), whether its local
+    write applies (the slot's instance) and whether its shared write applies."""
+
+    slot: torch.Tensor
+    local: torch.Tensor
+    shared: torch.Tensor
+
+
+def _rules(sq: torch.Tensor, si: torch.Tensor, pair: torch.Tensor, q_has: torch.Tensor, slots: SlotKeys,
+           limits: Thresholds) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which (input, slot) pairs pass the local and the shared rule; all tensors (B, N)."""
+    q_ok = sq >= slots.tau_text
+    with_image = q_has[:, None]
+    local = q_ok & torch.where(with_image, pair & (si >= limits.instance), ~slots.has_image[None])
+    text_only_ok = sq >= torch.clamp(slots.tau_text, min=limits.text_only)
+    shared = slots.shared[None] & torch.where(
+        with_image, pair & q_ok & (si >= slots.tau_image), slots.has_image[None] & text_only_ok
+    )
+    active = slots.active[None]
+    return local & active, shared & active
+
+
+def match(q: torch.Tensor, v: torch.Tensor, q_has_image: torch.Tensor, slots: SlotKeys,
+          limits: Thresholds) -> Route:
+    """Route inputs with question keys ``q`` (B, d) and image keys ``v`` (B, d) (rows of zeros
+    where ``q_has_image`` is false) to at most one slot each: among the slots whose local or
+    shared rule passes, the one with the highest summed similarity. One matrix product per key;
+    no loop over slots."""
+    sq = q @ slots.text.T
+    si = v @ slots.image.T
+    pair = q_has_image[:, None] & slots.has_image[None]
+    local, shared = _rules(sq, si, pair, q_has_image, slots, limits)
+    candidate = local | shared
+    score = torch.where(candidate, sq + torch.where(pair, si, torch.zeros_like(si)), torch.full_like(sq, -1e9))
+    best = score.argmax(dim=1)
+    hit = candidate.gather(1, best[:, None])[:, 0]
+    return Route(
+        slot=torch.where(hit, best, torch.full_like(best, NO_SLOT)),
+        local=hit & local.gather(1, best[:, None])[:, 0],
+        shared=hit & slots.shared[best],
+    )
+
+
+def raise_thresholds(slots: SlotKeys, neg_text: torch.Tensor, neg_image: torch.Tensor, neg_has_image: torch.Tensor,
+                     limits: Thresholds) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raise each slot's thresholds until no negative (M rows of keys) passes its rules.
+
+    A negative that passes is excluded by the threshold it needs the smaller raise of: the
+    question threshold to its question similarity plus ``margin``, or, for a slot whose shared
+    write may fire, the image threshold to its image similarity plus ``margin``. Nothing is
+    raised above ``cap``: a negative as close as the edit itself stays (locality is preferred
+    up to the point where the edit would stop matching itself). Returns new ``tau_text`` and
+    ``tau_image`` (N,)."""
+    if neg_text.shape[0] == 0 or slots.text.shape[0] == 0:
+        return slots.tau_text, slots.tau_image
+    sq = neg_text @ slots.text.T  # (M, N)
+    si = neg_image @ slots.image.T
+    pair = neg_has_image[:, None] & slots.has_image[None]
+    local, shared = _rules(sq, si, pair, neg_has_image, slots, limits)
+    passing = local | shared
+    need_text = sq + limits.margin
+    need_image = torch.where(pair, si + limits.margin, torch.full_like(si, 2.0))
+    cost_text = need_text - slots.tau_text[None]
+    cost_image = torch.where(slots.shared[None] & pair, need_image - slots.tau_image[None], torch.full_like(si, 9.0))
+    by_text = passing & ((cost_text <= cost_image) | (need_image > limits.cap))
+    by_image = passing & ~by_text
+    low = torch.full_like(sq, -2.0)
+    raise_text = torch.clamp(torch.where(by_text, need_text, low).max(dim=0).values, max=limits.cap)
+    raise_image = torch.clamp(torch.where(by_image, need_image, low).max(dim=0).values, max=limits.cap)
+    return torch.maximum(slots.tau_text, raise_text), torch.maximum(slots.tau_image, raise_image)

@@ -1,0 +1,180 @@
+"""ScopeMemory on a tiny random LLaVA and on the built-in model: exact before any edit, one slot
+per fact, scope by routing, answer() and score() routed alike, state round trips, transactions."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny_models import TEST_DEVICE, build_tiny
+from tiny_models import noise_image as image
+
+from editscope.editors.base import EditRejected
+from editscope.editors.scopememory import ScopeMemory, ScopeMemoryConfig, load_memory_preset
+from editscope.editors.scopememory.router import NO_SLOT
+from editscope.models import VisionLanguageModel
+from editscope.types import EditRequest, Probe
+
+PROMPT = "what color is the object in the image ?"
+
+
+def tiny_vlm(seed: int = 0) -> VisionLanguageModel:
+    model, processor = build_tiny("LlavaForConditionalGeneration", seed=seed)
+    return VisionLanguageModel(model.to(TEST_DEVICE), processor)
+
+
+def same_state(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_exact_before_any_edit(vlm) -> None:
+    probes = [(image(1), PROMPT, "red"), (None, "who made it ?", "green fish")]
+    before = [vlm.logits(*p) for p in probes]
+    editor = ScopeMemory(vlm, load_memory_preset("tiny"))
+    for p, logits in zip(probes, before):
+        assert torch.equal(editor.logits(*p), logits)
+    editor.remove()
+    assert torch.equal(vlm.logits(*probes[0]), before[0])
+
+
+def test_edit_absorbs_and_unrelated_inputs_keep_base_logits(vlm) -> None:
+    unrelated = (image(7), "who made it ?", "blue")
+    base = vlm.logits(*unrelated)
+    editor = ScopeMemory(vlm, load_memory_preset("tiny"))
+    result = editor.edit(EditRequest(image=image(1), prompt=PROMPT, target="green fish"))
+    assert result.loss_after < result.loss_before
+    assert editor.route_of(image(1), PROMPT)[0] == 0
+    assert editor.route_of(*unrelated[:2])[0] == NO_SLOT
+    assert torch.equal(editor.logits(*unrelated), base)  # no slot matched: the base model's logits
+
+
+def test_reedits_replace_the_slot(vlm) -> None:
+    editor = ScopeMemory(vlm, load_memory_preset("tiny"))
+    sizes, state_bytes = [], []
+    for target in ("green fish", "red", "blue house", "dog"):
+        editor.edit(EditRequest(image=image(1), prompt=PROMPT, target=target))
+        sizes.append(editor.size)
+        state_bytes.append(editor.state_bytes())
+    assert sizes == [1, 1, 1, 1] and len(set(state_bytes)) == 1  # state grows with facts, not edits
+    assert editor.memory.slots.n == 1
+    editor.edit(EditRequest(image=image(2), prompt=PROMPT, target="red"))
+    assert editor.size == 2 and editor.state_bytes() > state_bytes[-1]
+    # an explicit fact id makes another prompt the same fact
+    editor.edit(EditRequest(image=image(3), prompt="who made it ?", target="cat", fact_id="f"))
+    editor.edit(EditRequest(image=image(4), prompt="what is it ?", target="dog", fact_id="f"))
+    assert editor.size == 3
+    assert editor.forget(editor.fact_of(EditRequest(image=image(2), prompt=PROMPT, target="x")))
+    assert editor.size == 2 and editor.route_of(image(2), PROMPT)[0] == NO_SLOT
+
+
+def test_answer_and_score_route_alike(vlm) -> None:
+    editor = ScopeMemory(vlm, load_memory_preset("tiny"))
+    editor.edit(EditRequest(image=image(1), prompt=PROMPT, target="green fish"))
+    editor.edit(EditRequest(prompt="who made it ?", target="red"))
+    for img, prompt in ((image(1), PROMPT), (None, "who made it ?"), (image(5), "what is it ?")):
+        editor.answer(img, prompt, max_new_tokens=4)
+        during_answer = editor.memory.last_route
+        editor.score(img, prompt, "green fish")
+        during_score = editor.memory.last_route
+        assert [t.tolist() for t in (during_answer.slot, during_answer.local, during_answer.shared)] == \
+            [t.tolist() for t in (during_score.slot, during_score.local, during_score.shared)]
+    editor.answer(image(1), PROMPT, max_new_tokens=4)
+    assert editor.memory.last_route.slot.tolist() == [0]
+
+
+def test_save_load_gives_identical_logits(tmp_path) -> None:
+    editor = ScopeMemory(tiny_vlm(), load_memory_preset("tiny"))
+    editor.edit(EditRequest(image=image(1), prompt=PROMPT, target="green fish"))
+    editor.edit(EditRequest(prompt="who made it ?", target="red"))
+    probes = [(image(1), PROMPT, "green fish"), (None, "who made it ?", "red"), (image(9), PROMPT, "x")]
+    expected = [editor.logits(*p) for p in probes]
+    editor.save(tmp_path / "state")
+    fresh = ScopeMemory(tiny_vlm(), load_memory_preset("tiny"))
+    fresh.load(tmp_path / "state")
+    assert fresh.size == 2 and fresh.edits_applied == 2
+    for p, logits in zip(probes, expected):
+        assert torch.equal(fresh.logits(*p), logits)
+    with pytest.raises(ValueError, match="does not match"):
+        fresh.load_state_dict({k: v for k, v in editor.state_dict().items() if "tau_text" not in k})
+
+
+def test_rejected_edit_leaves_state_unchanged(vlm, monkeypatch) -> None:
+    editor = ScopeMemory(vlm, load_memory_preset("tiny"))
+    editor.edit(EditRequest(image=image(1), prompt=PROMPT, target="green fish"))
+    before = editor.state_dict()
+    original = editor._loss_and_margin
+
+    def poisoned(inputs):
+        loss, margin = original(inputs)
+        return loss * float("nan"), margin
+
+    monkeypatch.setattr(editor, "_loss_and_margin", poisoned)
+    with pytest.raises(EditRejected):
+        editor.edit(EditRequest(image=image(2), prompt=PROMPT, target="red"))
+    assert same_state(before, editor.state_dict())
+    with pytest.raises(ValueError, match="target"):
+        editor.edit(EditRequest(image=image(2), prompt=PROMPT, target=" "))
+
+
+def test_wrong_key_layer_and_double_wrapping_are_clear_errors(vlm) -> None:
+    with pytest.raises(ValueError, match="key_layer"):
+        ScopeMemory(vlm, ScopeMemoryConfig(key_layer=50))
+    ScopeMemory(vlm, load_memory_preset("tiny"))
+    with pytest.raises(ValueError, match="remove"):
+        ScopeMemory(vlm, load_memory_preset("tiny"))
+
+
+# -- the built-in model -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def world_cases(tmp_path_factory):
+    from editscope.evaluation.data import load_records
+    from editscope.world import builtin_path, load_world, write_edits
+
+    path = write_edits(load_world(builtin_path()), "dev", tmp_path_factory.mktemp("world") / "dev", n=12)
+    return load_records("world", path, path.parent)
+
+
+@pytest.fixture()
+def builtin():
+    import editscope
+
+    return editscope.load("builtin", device=str(TEST_DEVICE))
+
+
+def builtin_editor(vlm) -> ScopeMemory:
+    from editscope.editors.reference import load_reference
+
+    cfg = load_memory_preset("builtin")
+    return ScopeMemory(vlm, cfg, reference=load_reference("world", "builtin", 32))
+
+
+def test_builtin_scope_instance_keeps_the_other_render_and_broad_changes_it(builtin, world_cases) -> None:
+    case = next(c for c in world_cases if c.image_rephrase is not None)
+    render = case.image_rephrase
+    base = builtin.logits(render.image, render.prompt, case.request.target)
+    editor = builtin_editor(builtin)
+    result = editor.edit(EditRequest(image=case.request.image, prompt=case.request.prompt,
+                                     target=case.request.target, scope="instance"))
+    assert result.gates == {}
+    assert editor.score(case.request.image, case.request.prompt, case.request.target).token_accuracy == 1.0
+    assert torch.equal(editor.logits(render.image, render.prompt, case.request.target), base)
+    editor.edit(EditRequest(image=case.request.image, prompt=case.request.prompt,
+                            target=case.request.target, scope="broad"))
+    assert editor.size == 1
+    slot, local, shared = editor.route_of(render.image, render.prompt)
+    assert (slot, local, shared) == (0, False, True)
+    changed = editor.logits(render.image, render.prompt, case.request.target)
+    assert not torch.equal(changed, base)
+    assert editor.score(render.image, render.prompt, case.request.target).token_accuracy >= 0.5
+
+
+def test_builtin_out_of_scope_probes_keep_base_logits(builtin, world_cases) -> None:
+    probes = [p for c in world_cases[:4] for p in (c.loc, c.m_loc, *c.other_fact) if p is not None]
+    base = [builtin.logits(p.image, p.prompt, p.answer) for p in probes]
+    editor = builtin_editor(builtin)
+    for case in world_cases[:4]:
+        editor.edit(case.request)
+    kept = sum(torch.equal(editor.logits(p.image, p.prompt, p.answer), b) for p, b in zip(probes, base))
+    assert kept == len(probes)
+    for case in world_cases[:4]:
+        assert editor.score(case.request.image, case.request.prompt, case.request.target).token_accuracy == 1.0

@@ -1,0 +1,124 @@
+"""ScopeMemory's router as pure functions: prompt ends, matching, calibration, slot tables."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from editscope.editors.scopememory.config import ScopeMemoryConfig, config_reference
+from editscope.editors.scopememory.router import (
+    NO_SLOT, SlotKeys, Thresholds, common_suffix, match, prompt_ends, raise_thresholds,
+)
+from editscope.editors.scopememory.slots import Table
+
+LIMITS = Thresholds(instance=0.99, text_only=0.9, margin=0.02, cap=0.98)
+
+
+def slots(text, image, has_image, shared, tau_text=0.8, tau_image=0.85) -> SlotKeys:
+    n = len(text)
+    return SlotKeys(
+        text=F.normalize(torch.tensor(text, dtype=torch.float32), dim=-1),
+        image=F.normalize(torch.tensor(image, dtype=torch.float32), dim=-1) * torch.tensor(has_image)[:, None],
+        has_image=torch.tensor(has_image), shared=torch.tensor(shared), active=torch.ones(n, dtype=torch.bool),
+        tau_text=torch.full((n,), tau_text), tau_image=torch.full((n,), tau_image),
+    )
+
+
+def unit(*rows) -> torch.Tensor:
+    return F.normalize(torch.tensor(rows, dtype=torch.float32), dim=-1)
+
+
+def test_common_suffix_and_prompt_ends() -> None:
+    assert common_suffix([[1, 2, 7, 8], [5, 7, 8], [9, 9, 7, 8]]) == (7, 8)
+    assert common_suffix([[1, 2], [3, 4]]) == ()
+    ids = torch.tensor([[0, 7, 8, 3, 7, 8, 5, 6], [0, 1, 2, 3, 4, 5, 6, 9]])
+    # the last occurrence of the marker ends the prompt; no marker: the last position
+    assert prompt_ends(ids, torch.tensor([7, 8])).tolist() == [5, 7]
+    assert prompt_ends(ids, torch.tensor([], dtype=torch.long)).tolist() == [7, 7]
+
+
+def test_match_routes_instance_subject_and_nothing() -> None:
+    table = slots(text=[[1, 0, 0], [0, 1, 0]], image=[[1, 0, 0], [0, 0, 1]], has_image=[True, True],
+                  shared=[True, False])
+    q = unit([1, 0, 0], [1, 0.05, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1])
+    v = unit([1, 0, 0], [1, 0.3, 0], [0, 1, 0], [0.9, 0, 0.5], [1, 0, 0])
+    has = torch.ones(5, dtype=torch.bool)
+    route = match(q, v, has, table, LIMITS)
+    # 0: the slot's own image and question -> local and shared; 1: another image of the subject
+    # (image cos 0.96) -> shared only; 2: an unrelated image; 3: slot 1's question on an image
+    # close to slot 1's but not its own, and slot 1 may not spread -> nothing; 4: no question match
+    assert route.slot.tolist() == [0, 0, NO_SLOT, NO_SLOT, NO_SLOT]
+    assert route.local.tolist() == [True, False, False, False, False]
+    assert route.shared.tolist() == [True, True, False, False, False]
+
+
+def test_match_text_only_inputs() -> None:
+    table = slots(text=[[1, 0, 0], [0, 1, 0]], image=[[1, 0, 0], [0, 0, 0]], has_image=[True, False],
+                  shared=[True, False])
+    q = unit([1, 0.1, 0], [1, 0.6, 0], [0, 1, 0.1])
+    route = match(q, torch.zeros(3, 3), torch.zeros(3, dtype=torch.bool), table, LIMITS)
+    # a text-only question close to an image slot's gets its shared write (cos 0.995 >= 0.9, but
+    # 0.857 is not); a text-only slot's local write applies to its own text-only question
+    assert route.slot.tolist() == [0, NO_SLOT, 1]
+    assert route.local.tolist() == [False, False, True]
+    assert route.shared.tolist() == [True, False, False]
+
+
+def test_match_picks_the_closest_of_several_candidates() -> None:
+    table = slots(text=[[1, 0.2, 0], [1, 0, 0]], image=[[1, 0, 0], [1, 0, 0]], has_image=[True, True],
+                  shared=[True, True])
+    route = match(unit([1, 0, 0]), unit([1, 0, 0]), torch.ones(1, dtype=torch.bool), table, LIMITS)
+    assert route.slot.tolist() == [1]
+
+
+def test_raise_thresholds_excludes_negatives_by_the_cheaper_key() -> None:
+    table = slots(text=[[1, 0, 0]], image=[[1, 0, 0]], has_image=[True], shared=[True])
+    # same image, a question at cos 0.894: only the question threshold can exclude it
+    same_image = (unit([1, 0.5, 0]), unit([1, 0, 0]))
+    tau_text, tau_image = raise_thresholds(table, *same_image, torch.ones(1, dtype=torch.bool), LIMITS)
+    assert abs(float(tau_text[0]) - (0.8944 + 0.02)) < 1e-3 and float(tau_image[0]) == pytest.approx(0.85)
+    # a look-alike image (cos 0.894) with the same question: the image threshold is raised
+    look_alike = (unit([1, 0, 0]), unit([1, 0.5, 0]))
+    tau_text, tau_image = raise_thresholds(table, *look_alike, torch.ones(1, dtype=torch.bool), LIMITS)
+    assert float(tau_text[0]) == pytest.approx(0.8) and abs(float(tau_image[0]) - 0.9144) < 1e-3
+    after = SlotKeys(**{**table.__dict__, "tau_text": tau_text, "tau_image": tau_image})
+    assert match(*look_alike, torch.ones(1, dtype=torch.bool), after, LIMITS).slot.tolist() == [NO_SLOT]
+    # a negative identical to the edit cannot be excluded: thresholds stop at the cap
+    tau_text, _ = raise_thresholds(table, unit([1, 0, 0]), unit([1, 0, 0]), torch.ones(1, dtype=torch.bool), LIMITS)
+    assert float(tau_text[0]) == pytest.approx(LIMITS.cap)
+    # a far negative changes nothing
+    far = raise_thresholds(table, unit([0, 1, 0]), unit([0, 0, 1]), torch.ones(1, dtype=torch.bool), LIMITS)
+    assert far[0].tolist() == pytest.approx([0.8]) and far[1].tolist() == pytest.approx([0.85])
+
+
+def test_table_grows_and_keeps_rows() -> None:
+    table = Table({"a": ((2,), torch.float32), "b": ((), torch.bool)}, torch.device("cpu"))
+    for i in range(20):
+        table.write(table.n, {"a": torch.tensor([i, -i]), "b": torch.tensor(i % 2 == 0)})
+    assert table.n == 20 and table["a"][13].tolist() == [13.0, -13.0]
+    table.write(3, {"a": torch.tensor([7, 7]), "b": torch.tensor(False)})
+    assert table.n == 20 and table["a"][3].tolist() == [7.0, 7.0]
+    state = table.state()
+    assert state["a"].shape == (20, 2)
+    other = Table(table.shapes, torch.device("cpu"))
+    other.load(state, 20)
+    assert torch.equal(other["a"], table["a"]) and torch.equal(other["b"], table["b"])
+
+
+def test_config_validation_and_reference() -> None:
+    for bad in ({"linears": "some"}, {"slot_rank": 0}, {"text_threshold": 1.5}, {"lr": 0}):
+        try:
+            ScopeMemoryConfig(**bad)
+        except ValueError as error:
+            assert list(bad)[0] in str(error)
+        else:
+            raise AssertionError(f"{bad} was accepted")
+    try:
+        ScopeMemoryConfig.from_dict({"no_such_key": 1})
+    except ValueError as error:
+        assert "no_such_key" in str(error)
+    else:
+        raise AssertionError("an unknown key was accepted")
+    reference = config_reference()
+    assert "| `slot_rank` |" in reference and "rank kept of a slot's write" in reference
