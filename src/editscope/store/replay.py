@@ -38,7 +38,8 @@ def request_for(record: EditRecord, images: ImageStore) -> EditRequest:
 
 
 def result_to_dict(result: EditResult) -> dict[str, Any]:
-    """An ``EditResult`` as JSON-ready data (loss, active groups, gate values, wall time)."""
+    """An ``EditResult`` as JSON-ready data (loss, active groups, gate values, wall time,
+    steps, and the earlier facts rehearsed after it): every field of ``EditResult``."""
     return {
         "editor_edit_id": result.edit_id,
         "loss_before": float(result.loss_before),
@@ -47,4 +48,5 @@ def result_to_dict(result: EditResult) -> dict[str, Any]:
         "gates": {group: asdict(gate) for group, gate in result.gates.items()},
         "wall_time_s": float(result.wall_time_s),
         "steps": int(result.steps),
+        "rehearsed": int(result.rehearsed),
     }
