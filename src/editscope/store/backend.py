@@ -1,20 +1,27 @@
 """How a store gets its base model and builds its editor, and the base model's fingerprint.
 
 ``Backend`` is the seam between the store and the rest of the package: the default one uses
-``editscope.models.load`` and the recursive editors; tests of the store logic pass a small
-fake one, so that they need no model files.
+``editscope.models.load`` and the one editor registry (``editscope.editors.registry``); tests
+of the store logic pass a small fake one, so that they need no model files.
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Protocol
+import logging
+from pathlib import Path
+from typing import Any, Protocol, Sequence
 
 import torch
 
 from editscope.editors.base import Editor
+from editscope.types import Probe
 
-EDITOR_NAMES: tuple[str, ...] = ("scopeedit", "more")
+log = logging.getLogger(__name__)
+
+# The editors a store can hold: the project's own editors, whose state is exactly reproducible
+# by replaying the journal (the baselines are built and compared by ``bench``, not stored).
+EDITOR_NAMES: tuple[str, ...] = ("scopememory", "scopeedit", "more")
 
 
 class Backend(Protocol):
@@ -29,8 +36,8 @@ class Backend(Protocol):
         """A fresh editor on ``vlm`` (no edit applied)."""
 
     def prepare_editor(self, editor: Editor, source: str, config: dict[str, Any]) -> None:
-        """One-time set-up of a new store's editor before its initial snapshot (the reference
-        prior of a configuration with ``reference_weight > 0``)."""
+        """One-time set-up of a new store's editor before its initial snapshot (its reference
+        set, where its configuration takes one), so that the initial snapshot holds it."""
 
 
 def weights_fingerprint(model: torch.nn.Module) -> str:
@@ -48,9 +55,52 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     return "sha256:" + digest.hexdigest()
 
 
+def editor_config(editor_name: str, preset: str | None) -> Any:
+    """The configuration object of store editor ``editor_name`` for ``preset``.
+
+    ``preset`` is ``None`` (the editor's defaults), a YAML file (read as the editor's own
+    config type), or a shipped preset name. Preset names name models (``builtin``, ``tiny``,
+    ``llava-1.5-7b``, ...), and the two preset families need not cover the same models:
+    ScopeEdit/M-ORE read ``editscope/presets/NAME.yaml``, ScopeMemory
+    ``editscope/presets/scopememory/NAME.yaml``. A name shipped for one family only gives the
+    other family's defaults (with a logged note), as ``bench`` does for a model without a
+    ScopeMemory preset; a name shipped for neither is an error (a typo must not silently
+    become the defaults)."""
+    from editscope.config import ScopeEditConfig, load_preset, preset_names
+    from editscope.editors.scopememory import ScopeMemoryConfig, load_memory_preset, memory_preset_names
+
+    _check_editor_name(editor_name)
+    memory = editor_name == "scopememory"
+    if preset is None:
+        return ScopeMemoryConfig() if memory else ScopeEditConfig()
+    if Path(preset).suffix in (".yaml", ".yml", ".json") and Path(preset).is_file():
+        return ScopeMemoryConfig.from_file(preset) if memory else ScopeEditConfig.from_file(preset)
+    own, other = (memory_preset_names(), preset_names()) if memory else (preset_names(), memory_preset_names())
+    if preset in own:
+        return load_memory_preset(preset) if memory else load_preset(preset)
+    if preset in other:
+        log.info("preset %r has no %s section: %s uses its defaults", preset,
+                 "ScopeMemory" if memory else "ScopeEdit", editor_name)
+        return ScopeMemoryConfig() if memory else ScopeEditConfig()
+    raise ValueError(f"unknown preset {preset!r} for editor {editor_name!r}; available: {', '.join(own)} "
+                     "(or a YAML file)")
+
+
+def give_reference(editor: Editor, probes: Sequence[Probe]) -> None:
+    """Hand an existing editor its reference set, as ``registry.build_editor(..., reference=)``
+    does at construction: ScopeMemory centres its router on it (``set_reference``), ScopeEdit
+    and M-ORE fold it into their preconditioners."""
+    from editscope.editors.scopememory import ScopeMemory
+
+    if isinstance(editor, ScopeMemory):
+        editor.set_reference(probes)
+    else:
+        editor.fold_reference(probes, editor.config.reference_weight)  # type: ignore[attr-defined]
+
+
 class DefaultBackend:
-    """Models through ``editscope.models.load``, editors ``ScopeEdit`` / ``MORE`` configured by
-    a ``ScopeEditConfig`` (``editscope.config``)."""
+    """Models through ``editscope.models.load``; editors (``EDITOR_NAMES``) through
+    ``editscope.editors.registry``, configured by ``editor_config``."""
 
     def load_model(self, source: str, device: str | None = None) -> Any:
         from editscope import models
@@ -58,30 +108,26 @@ class DefaultBackend:
         return models.load(source, device=device)
 
     def default_config(self, editor_name: str, preset: str | None) -> dict[str, Any]:
-        from editscope.config import ScopeEditConfig, load_preset
-
-        _check_editor_name(editor_name)
-        config = load_preset(preset) if preset else ScopeEditConfig()
-        return config.to_dict()
+        return editor_config(editor_name, preset).to_dict()
 
     def build_editor(self, vlm: Any, editor_name: str, config: dict[str, Any]) -> Editor:
-        from editscope.config import ScopeEditConfig
-        from editscope.editors.recursive import MORE, ScopeEdit
+        from editscope.editors import registry
 
         _check_editor_name(editor_name)
-        editor_type = ScopeEdit if editor_name == "scopeedit" else MORE
-        return editor_type(vlm, ScopeEditConfig.from_dict(config))
+        # No reference set here: a reopened store loads its snapshots, which hold the folded
+        # prior (ScopeEdit) or the router centres (ScopeMemory); a new one gets it in
+        # prepare_editor.
+        return registry.build_editor(editor_name, vlm, registry.make_config(editor_name, config))
 
     def prepare_editor(self, editor: Editor, source: str, config: dict[str, Any]) -> None:
-        from editscope.config import ScopeEditConfig
         from editscope.editors.reference import load_reference
+        from editscope.editors.registry import make_config, reference_size
 
-        cfg = ScopeEditConfig.from_dict(config)
-        if cfg.reference_weight > 0:
-            probes = load_reference(None, source, cfg.reference_size)
-            editor.fold_reference(probes, cfg.reference_weight)  # type: ignore[attr-defined]
+        size = reference_size(make_config(editor.name, config))
+        if size:
+            give_reference(editor, load_reference(None, source, size))
 
 
 def _check_editor_name(name: str) -> None:
     if name not in EDITOR_NAMES:
-        raise ValueError(f"unknown editor {name!r}; expected one of {EDITOR_NAMES}")
+        raise ValueError(f"unknown store editor {name!r}; expected one of {', '.join(EDITOR_NAMES)}")
