@@ -121,7 +121,7 @@ def register(app: typer.Typer) -> None:
         store: Path = STORE,
         model: str = typer.Option(..., "--model", help="'builtin' or a checkpoint directory."),
         preset: Optional[str] = typer.Option(None, "--preset", help="Editor preset name or YAML file."),
-        editor: str = typer.Option("scopeedit", "--editor", help="scopeedit or more."),
+        editor: str = typer.Option("scopeedit", "--editor", help="scopeedit, more or scopememory."),
         snapshot_every: int = typer.Option(10, "--snapshot-every", help="Snapshot every K applied edits."),
         device: Optional[str] = typer.Option(None, "--device", help="Device for the model (e.g. cuda); later commands use it too."),
     ) -> None:
@@ -209,11 +209,18 @@ def register(app: typer.Typer) -> None:
 
     @app.command("revert")
     def revert_command(edit_id: int = typer.Argument(..., help="The applied edit to take out."), store: Path = STORE) -> None:
-        """Take one edit out: restore the snapshot before it and replay the later edits."""
+        """Take one edit out: restore the snapshot before it and replay the later edits
+        (ScopeMemory: remove its fact's slot and apply the fact's earlier edit again)."""
         with _errors(), EditStore.open(store) as s:
             change = s.revert(edit_id)
-            replayed = len(change.applied) - len(s.journal.get_snapshot(change.from_snapshot).lineage)
-            typer.echo(f"reverted edit {edit_id}: from snapshot {change.from_snapshot}, replayed {replayed} edit(s)")
+            if change.method == "slot":
+                again = f", applied edit {change.reapplied} of the same fact again" if change.reapplied else ""
+                typer.echo(f"reverted edit {edit_id}: removed its fact's slot{again}")
+            elif change.method == "unchanged":
+                typer.echo(f"reverted edit {edit_id}: a later edit of the same fact had replaced it; state unchanged")
+            else:
+                replayed = len(change.applied) - len(s.journal.get_snapshot(change.from_snapshot).lineage)
+                typer.echo(f"reverted edit {edit_id}: from snapshot {change.from_snapshot}, replayed {replayed} edit(s)")
 
     @app.command("audit")
     def audit_command(store: Path = STORE, as_json: bool = typer.Option(False, "--json")) -> None:
