@@ -83,6 +83,14 @@ class Editor(abc.ABC):
         """A plain Hugging Face model with the edits folded into its weights."""
         raise NotImplementedError(f"{type(self).__name__} cannot merge its edits into the weights")
 
+    def save_pretrained(self, directory: str | Path, processor: Any) -> Path:
+        """Write the edited model and ``processor`` to ``directory`` as a Hugging Face checkpoint
+        that plain ``from_pretrained`` loads: by default :meth:`merge` saved with
+        ``save_pretrained`` (editors that cannot merge override this or raise)."""
+        self.merge().save_pretrained(directory)
+        processor.save_pretrained(directory)
+        return Path(directory)
+
 
 @contextmanager
 def trainable(params: list[nn.Parameter]) -> Iterator[list[nn.Parameter]]:

@@ -62,13 +62,12 @@ def _write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
 
 
 def export_merged(editor: Editor, vlm: Any, out: Path, manifest: dict[str, Any]) -> None:
-    """``editor.merge()`` saved with ``save_pretrained``, the processor beside it, and the
-    manifest: loadable with plain ``from_pretrained``."""
+    """``editor.save_pretrained`` (by default ``editor.merge()`` saved with ``save_pretrained``;
+    for ScopeMemory a routed checkpoint loaded with ``trust_remote_code=True``), the processor
+    beside it, and the manifest: loadable with plain transformers."""
 
     def fill(directory: Path) -> None:
-        model = editor.merge()
-        model.save_pretrained(directory)
-        vlm.processor.save_pretrained(directory)
+        editor.save_pretrained(directory, vlm.processor)
         _write_manifest(directory, manifest)
 
     _build_then_move(out, fill)

@@ -402,6 +402,12 @@ class ScopeMemory(Editor):
         self.memory.remove()
         return self.model
 
+    def save_pretrained(self, directory: Any, processor: Any) -> Any:
+        """A routed checkpoint that plain transformers loads (see ``scopememory/export.py``)."""
+        from editscope.editors.scopememory.export import save_routed
+
+        return save_routed(self, directory, processor)
+
     def merge(self) -> nn.Module:
         raise NotImplementedError(
             "ScopeMemory routes each input to its slot, which static weights cannot do: export a routed "
