@@ -1,5 +1,6 @@
-"""``editscope demo``: the built-in model, 50 test edits with ScopeEdit, a table, a JSON report
-and a plot."""
+"""``editscope demo``: the built-in model, 50 test edits with one editor (``--editor``:
+ScopeEdit by default, or any editor of ``editscope.editors.registry``, e.g. ``scopememory``),
+a table, a JSON report and a plot."""
 
 from __future__ import annotations
 
@@ -42,7 +43,8 @@ def run_demo(out: Path, edits: int, editor: str, echo) -> dict[str, Any]:
         model="builtin", data="world:test", out=out, editors=(editor,), edits=edits, checkpoints=checkpoints
     )
     start = time.perf_counter()
-    results = run_bench(spec, f"editscope demo --edits {edits} --out {out}", progress=True, echo=echo)
+    results = run_bench(spec, f"editscope demo --editor {editor} --edits {edits} --out {out}", progress=True,
+                        echo=echo)
     echo("")
     echo(demo_table(results, editor, edits))
     echo("")
