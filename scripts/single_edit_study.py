@@ -5,7 +5,8 @@ edits does (tune_builtin.py). Never run on world:test.
 
 Usage: python scripts/single_edit_study.py --edits 30 '{}' '{"editor": "more"}' '{"eta": 0.2}'
 Each argument is one candidate: a JSON object of overrides of the builtin preset, with an
-optional "editor" key (scopeedit, the default, or more). Prints one line per candidate with the
+optional "editor" key (scopeedit, the default, more, or scopememory: then the overrides apply to
+ScopeMemory's builtin preset). Prints one line per candidate with the
 mean of each metric over the edits (and, for ScopeEdit, the gate's mean cos and g over the
 shared layers, with the smallest g, and shared_share: the shared branch's share of the norm of
 what the edit wrote, |B_g| over |B_l| + |B_g| summed over the sites), and margin: on the edit
@@ -27,6 +28,7 @@ import torch
 from editscope.config import load_preset
 from editscope.editors.recursive import MORE, ScopeEdit
 from editscope.editors.reference import load_reference
+from editscope.editors.scopememory import ScopeMemory, load_memory_preset
 from editscope.evaluation.data import load_records
 from editscope.evaluation.protocol import CaseScorer, ProtocolConfig, anchored_request, compute_references
 from editscope.models import load
@@ -62,10 +64,15 @@ def main() -> None:
         protocol = ProtocolConfig(exact_match=False, progress=False)
         for candidate in args.candidates:
             overrides = json.loads(candidate)
-            editor_cls = EDITORS[overrides.pop("editor", "scopeedit")]
-            config = dataclasses.replace(load_preset("builtin"), **overrides)
-            reference = load_reference("world", "builtin", config.reference_size) if config.reference_weight > 0 else None
-            editor = editor_cls(vlm, config, reference=reference)  # reset() after each edit keeps the prior
+            name = overrides.pop("editor", "scopeedit")
+            if name == "scopememory":
+                config = dataclasses.replace(load_memory_preset("builtin"), **overrides)
+                reference = load_reference("world", "builtin", config.reference_size)
+                editor = ScopeMemory(vlm, config, reference=reference)  # reset() keeps the router's centring
+            else:
+                config = dataclasses.replace(load_preset("builtin"), **overrides)
+                reference = load_reference("world", "builtin", config.reference_size) if config.reference_weight > 0 else None
+                editor = EDITORS[name](vlm, config, reference=reference)  # reset() after each edit keeps the prior
             scorer = CaseScorer(editor, refs, protocol)
             rows, gates, shares, margins = [], [], [], []
             for case in cases:
@@ -74,8 +81,9 @@ def main() -> None:
                 rows.append(scorer.score(case))
                 margins.append(margin(vlm, case.request))
                 # what each branch wrote (the bases have orthonormal rows: |B A| = |B|)
-                local = sum(float(site.B_local.norm()) for site in editor.sites.values())
-                shared = sum(float(site.B_shared.norm()) for site in editor.sites.values())
+                sites = editor.memory.sites if name == "scopememory" else editor.sites
+                local = sum(float(site.B_local.norm()) for site in sites.values())
+                shared = sum(float(site.B_shared.norm()) for site in sites.values())
                 shares.append(shared / (local + shared) if local + shared > 0 else 0.0)
                 editor.reset()
             editor.remove()
