@@ -34,8 +34,8 @@ def bench(
     out: Path = typer.Option(..., "--out", help="directory for results.json, summary.md and the plots"),
     model: str = typer.Option("builtin", "--model", help="'builtin' or a local checkpoint directory"),
     images: Optional[str] = typer.Option(None, "--images", help="image root (default: the data file's folder)"),
-    editors: str = typer.Option("scopeedit,more,lora,ft,grace", "--editors",
-                                help="comma-separated: scopeedit, more, lora, ft, grace, none; a variant "
+    editors: str = typer.Option("scopememory,scopeedit,more,lora,ft,grace", "--editors",
+                                help="comma-separated: scopememory, scopeedit, more, lora, ft, grace, none; a variant "
                                 "NAME@TAG (e.g. scopeedit@release) takes its overrides from --editor-config "
                                 "under that full name"),
     edits: int = typer.Option(100, "--edits", help="length of the edit stream (re-edits facts beyond the data)"),

@@ -61,7 +61,8 @@ def cost(
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Where the report and plots go."),
     edits: int = typer.Option(50, "--edits", min=1, help="How many test edits to apply."),
-    editor: str = typer.Option("scopeedit", "--editor", help="scopeedit, more, lora, ft, grace or none."),
+    editor: str = typer.Option("scopememory", "--editor",
+                               help="scopememory, scopeedit, more, lora, ft, grace or none."),
     threads: int = typer.Option(1, "--threads", min=1, help="torch intra-op threads (1 is fastest for the small built-in model)."),
 ) -> None:
     """Load the built-in model, apply test edits one by one with ScopeEdit, print what
