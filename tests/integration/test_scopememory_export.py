@@ -308,13 +308,10 @@ def test_builtin_export_loads_without_editscope_and_matches(world_cases, tmp_pat
 
 
 def test_builtin_store_export_merged_is_routed(world_cases, tmp_path) -> None:
-    from editscope.store import EditStore, StoreError
+    from editscope.store import EditStore
 
     cases = [c for c in world_cases if c.image_rephrase is not None][:2]
-    try:
-        store = EditStore.init(tmp_path / "store", "builtin", editor="scopememory", device=str(TEST_DEVICE))
-    except (StoreError, TypeError, ValueError) as error:
-        pytest.skip(f"the store does not hold ScopeMemory yet: {error}")
+    store = EditStore.init(tmp_path / "store", "builtin", editor="scopememory", device=str(TEST_DEVICE))
     with store:
         for case in cases:
             r = case.request
