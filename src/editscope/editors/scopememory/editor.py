@@ -14,7 +14,6 @@ match no slot are computed by the base model alone.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from typing import Any, Sequence
@@ -28,7 +27,6 @@ from editscope.core.linalg import site_seed
 from editscope.core.site import EditSite
 from editscope.editors.base import Editor, EditRejected, trainable
 from editscope.editors.baselines.common import output_linear, target_loss
-from editscope.editors.recursive import fact_key
 from editscope.editors.scopememory.config import ScopeMemoryConfig
 from editscope.editors.scopememory.router import NO_SLOT, SlotKeys, Thresholds, common_suffix, raise_thresholds
 from editscope.editors.scopememory.slots import FACT_BYTES, SlotMemory
