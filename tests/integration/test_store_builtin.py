@@ -40,7 +40,7 @@ def test_store_workflow_on_the_builtin_model(edits, tmp_path):
     from transformers import LlavaForConditionalGeneration
 
     directory = tmp_path / "store"
-    with EditStore.init(directory, "builtin", snapshot_every=2) as store:
+    with EditStore.init(directory, "builtin", snapshot_every=2, editor="scopeedit") as store:
         assert store.manifest["editor"]["preset"] == "builtin"
         recorded = []
         for e in edits:
@@ -77,7 +77,7 @@ def test_a_store_folds_the_reference_prior_once_into_its_initial_snapshot(tmp_pa
     preset = tmp_path / "prior.yaml"
     cfg = load_preset("builtin").replace(reference_weight=1000.0, reference_size=8)
     preset.write_text(yaml.safe_dump(cfg.to_dict()))
-    with EditStore.init(tmp_path / "store", "builtin", str(preset)) as store:
+    with EditStore.init(tmp_path / "store", "builtin", str(preset), editor="scopeedit") as store:
         folded = {p: s.P_local.clone() for p, s in store.editor.sites.items()}
     assert all(not torch.allclose(p, torch.eye(p.shape[0])) for p in folded.values())
     with EditStore.open(tmp_path / "store") as store:  # loaded from the initial snapshot

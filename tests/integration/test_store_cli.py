@@ -69,7 +69,7 @@ def wait_for_pending(store, edit_id: int, timeout_s: float = 30.0) -> None:
 
 def test_workflow(world, tmp_path, monkeypatch):
     store, images = tmp_path / "store", world["images"]
-    result = cli("init", "--store", store, "--model", world["base"], "--preset", world["preset"], "--device", "cpu")
+    result = cli("init", "--store", store, "--model", world["base"], "--editor", "scopeedit", "--preset", world["preset"], "--device", "cpu")
     assert result.exit_code == 0, result.output
     assert json.loads((store / "store.json").read_text())["device"] == "cpu"
     result = cli("edit", "--store", store, "--image", images[0], "--prompt", EDITS[0][0], "--target", EDITS[0][1], "--tag", "colour")
@@ -97,7 +97,7 @@ def test_workflow(world, tmp_path, monkeypatch):
 
 def test_errors_are_one_line_and_change_nothing(world, tmp_path):
     store = tmp_path / "store"
-    assert cli("init", "--store", store, "--model", world["base"], "--preset", world["preset"]).exit_code == 0
+    assert cli("init", "--store", store, "--model", world["base"], "--editor", "scopeedit", "--preset", world["preset"]).exit_code == 0
     before = store_state(store)
     cases = [
         (("revert", "9", "--store", store), "error: no edit with id 9"),
@@ -118,7 +118,7 @@ def test_errors_are_one_line_and_change_nothing(world, tmp_path):
 
 def test_sigkill_mid_stream_keeps_every_acknowledged_edit(world, tmp_path):
     store = tmp_path / "store"
-    EditStore.init(store, world["base"], str(world["preset"]), snapshot_every=2).close()
+    EditStore.init(store, world["base"], str(world["preset"]), snapshot_every=2, editor="scopeedit").close()
     stream = world["root"] / "kill-stream.jsonl"
     stream.write_text(stream_lines(0, 8))
     # one intra-op thread, as tests/conftest.py sets for this process: replay here then
@@ -158,8 +158,27 @@ def test_sigkill_mid_stream_keeps_every_acknowledged_edit(world, tmp_path):
         assert applied == [1, 2, 3]
         state = probe_logits(reopened.editor, world["images"])
     # nothing partial: the state is exactly that of a store given the applied edits only
-    with EditStore.init(tmp_path / "fresh", world["base"], str(world["preset"])) as fresh:
+    with EditStore.init(tmp_path / "fresh", world["base"], str(world["preset"]), editor="scopeedit") as fresh:
         for n in range(len(applied)):
             prompt, target = EDITS[n % len(EDITS)]
             fresh.edit(EditRequest(prompt, target, image=world["images"][n % len(EDITS)]))
         assert torch.equal(probe_logits(fresh.editor, world["images"]), state)
+
+
+def test_init_defaults_to_scopememory_and_takes_a_reference_file(world, tmp_path):
+    refused = cli("init", "--store", tmp_path / "refused", "--model", world["base"])
+    assert refused.exit_code == 1 and "--reference FILE" in refused.output, refused.output
+    assert not (tmp_path / "refused").exists()
+    reference = tmp_path / "reference.json"
+    images = world["images"]
+    reference.write_text(json.dumps([
+        {"prompt": "what is on the table ?", "answer": "a cup", "image": str(images[1])},
+        {"prompt": "what is the capital of france ?", "answer": "paris"},
+    ]))
+    store = tmp_path / "store"
+    result = cli("init", "--store", store, "--model", world["base"], "--reference", reference)
+    assert result.exit_code == 0, result.output
+    editor = json.loads((store / "store.json").read_text())["editor"]
+    assert editor["name"] == "scopememory" and editor["reference"] == str(reference)
+    result = cli("edit", "--store", store, "--image", images[0], "--prompt", EDITS[0][0], "--target", EDITS[0][1])
+    assert result.exit_code == 0 and "applied edit 1" in result.output, result.output

@@ -32,7 +32,7 @@ def world(tmp_path_factory):
 
 
 def new_store(world, directory, snapshot_every=2) -> EditStore:
-    return EditStore.init(directory, world["base"], str(world["preset"]), snapshot_every=snapshot_every)
+    return EditStore.init(directory, world["base"], str(world["preset"]), snapshot_every=snapshot_every, editor="scopeedit")
 
 
 def request(world, i: int) -> EditRequest:
@@ -169,5 +169,5 @@ def test_a_reference_prior_needs_a_world_model(world, tmp_path):
     preset = tmp_path / "prior.yaml"
     preset.write_text(yaml.safe_dump(load_preset(str(world["preset"])).replace(reference_weight=10.0).to_dict()))
     with pytest.raises(StoreError, match="not trained on a world"):
-        EditStore.init(tmp_path / "store", world["base"], str(preset))
+        EditStore.init(tmp_path / "store", world["base"], str(preset), editor="scopeedit")
     assert not (tmp_path / "store").exists()

@@ -140,7 +140,8 @@ class FakeBackend:
     def build_editor(self, vlm: FakeVLM, editor_name: str, config: dict[str, Any]) -> FakeEditor:
         return FakeEditor(vlm, config)
 
-    def prepare_editor(self, editor: FakeEditor, source: str, config: dict[str, Any]) -> None:
+    def prepare_editor(self, editor: FakeEditor, source: str, config: dict[str, Any],
+                       reference: str | None = None) -> None:
         self.prepared = getattr(self, "prepared", 0) + 1
 
 

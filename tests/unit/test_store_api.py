@@ -55,7 +55,7 @@ def images(tmp_path):
 def store_dir(tmp_path):
     checkpoint = make_checkpoint(tmp_path / "base", seed=1)
     directory = tmp_path / "store"
-    EditStore.init(directory, checkpoint, "tiny", snapshot_every=3, backend=BACKEND).close()
+    EditStore.init(directory, checkpoint, "tiny", snapshot_every=3, backend=BACKEND, editor="scopeedit").close()
     return directory
 
 
@@ -82,7 +82,7 @@ def test_init_records_the_base_model_and_an_initial_snapshot(store_dir):
 
 def test_init_refuses_a_non_empty_directory(tmp_path, store_dir):
     with pytest.raises(StoreError, match="not an empty directory"):
-        EditStore.init(store_dir, tmp_path / "base", backend=BACKEND)
+        EditStore.init(store_dir, tmp_path / "base", backend=BACKEND, editor="scopeedit")
 
 
 def test_edit_is_journaled_with_its_result(store_dir, images):
@@ -162,7 +162,7 @@ def test_revert_equals_never_having_made_the_edit(tmp_path, store_dir, images):
     assert report.failing == [] and 4 not in report.state
     # a fresh store given the same edits without the fourth reaches the same state
     other = tmp_path / "other"
-    EditStore.init(other, tmp_path / "base", "tiny", backend=BACKEND).close()
+    EditStore.init(other, tmp_path / "base", "tiny", backend=BACKEND, editor="scopeedit").close()
     with open_store(other) as fresh:
         for i, r in enumerate(requests):
             if i != 3:

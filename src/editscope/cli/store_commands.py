@@ -121,13 +121,18 @@ def register(app: typer.Typer) -> None:
         store: Path = STORE,
         model: str = typer.Option(..., "--model", help="'builtin' or a checkpoint directory."),
         preset: Optional[str] = typer.Option(None, "--preset", help="Editor preset name or YAML file."),
-        editor: str = typer.Option("scopeedit", "--editor", help="scopeedit, more or scopememory."),
+        editor: str = typer.Option("scopememory", "--editor", help="scopememory (the default), scopeedit or more."),
         snapshot_every: int = typer.Option(10, "--snapshot-every", help="Snapshot every K applied edits."),
         device: Optional[str] = typer.Option(None, "--device", help="Device for the model (e.g. cuda); later commands use it too."),
+        reference: Optional[Path] = typer.Option(
+            None, "--reference",
+            help="JSON list of ordinary {prompt, answer, image} inputs the editor calibrates against "
+            "(needed by scopememory on a model not trained on a world)."),
     ) -> None:
         """Create an edit store for one base model."""
         with _errors(), EditStore.init(
-            store, model, preset, editor=editor, snapshot_every=snapshot_every, device=device
+            store, model, preset, editor=editor, snapshot_every=snapshot_every, device=device,
+            reference=reference,
         ) as s:
             base = s.manifest["base_model"]
             typer.echo(f"created store {store} on {base['source']} ({base['fingerprint'][:23]}…)")

@@ -30,8 +30,10 @@ def _world_dir(model: str | Path) -> Path:
     directory = builtin_path() if str(model) == "builtin" else Path(model)
     if not (directory / WORLD_FILE).is_file():
         raise ReferenceSetError(
-            f"the model {str(model)!r} was not trained on a world (no {WORLD_FILE}): a reference prior "
-            "(reference_weight > 0) needs a reference file for it (a JSON list of prompt/answer/image objects)"
+            f"the model {str(model)!r} was not trained on a world (no {WORLD_FILE}): an editor that takes a "
+            "reference set (ScopeMemory's reference_size > 0, ScopeEdit's reference_weight > 0) needs a "
+            "reference file for it (a JSON list of prompt/answer/image objects: `editscope init --reference "
+            "FILE`, `bench --reference FILE`), or a preset without one"
         )
     return directory
 

@@ -35,9 +35,11 @@ class Backend(Protocol):
     def build_editor(self, vlm: Any, editor_name: str, config: dict[str, Any]) -> Editor:
         """A fresh editor on ``vlm`` (no edit applied)."""
 
-    def prepare_editor(self, editor: Editor, source: str, config: dict[str, Any]) -> None:
+    def prepare_editor(self, editor: Editor, source: str, config: dict[str, Any],
+                       reference: str | None = None) -> None:
         """One-time set-up of a new store's editor before its initial snapshot (its reference
-        set, where its configuration takes one), so that the initial snapshot holds it."""
+        set, where its configuration takes one: from the ``reference`` JSON file, else from
+        the model's world), so that the initial snapshot holds it."""
 
 
 def weights_fingerprint(model: torch.nn.Module) -> str:
@@ -119,13 +121,14 @@ class DefaultBackend:
         # prepare_editor.
         return registry.build_editor(editor_name, vlm, registry.make_config(editor_name, config))
 
-    def prepare_editor(self, editor: Editor, source: str, config: dict[str, Any]) -> None:
+    def prepare_editor(self, editor: Editor, source: str, config: dict[str, Any],
+                       reference: str | None = None) -> None:
         from editscope.editors.reference import load_reference
         from editscope.editors.registry import make_config, reference_size
 
         size = reference_size(make_config(editor.name, config))
         if size:
-            give_reference(editor, load_reference(None, source, size))
+            give_reference(editor, load_reference(reference, source, size))
 
 
 def _check_editor_name(name: str) -> None:

@@ -105,16 +105,20 @@ class EditStore:
         model_source: str | Path,
         preset: str | None = None,
         *,
-        editor: str = "scopeedit",
+        editor: str = "scopememory",
         snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
         device: str | None = None,
+        reference: str | Path | None = None,
         backend: Backend | None = None,
     ) -> "EditStore":
         """Create a store in ``directory`` (absent or empty) for the base model at
         ``model_source`` (a checkpoint directory or ``"builtin"``) and return it open.
         ``preset`` names the editor configuration (default: the editor's defaults; for the
         built-in model, the ``builtin`` preset).
-        ``device`` (e.g. ``"cuda"``) is recorded as the device later opens load the model on."""
+        ``device`` (e.g. ``"cuda"``) is recorded as the device later opens load the model on.
+        ``reference`` is a JSON file of ordinary inputs (``editscope.load_reference``) for an
+        editor whose configuration takes a reference set, needed on a model not trained on a
+        world; it is read once, and the initial snapshot holds what was built from it."""
         backend = backend or DefaultBackend()
         directory = Path(directory)
         if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
@@ -129,14 +133,15 @@ class EditStore:
             fingerprint = weights_fingerprint(vlm.model)
             config = backend.default_config(editor, preset)
             built = backend.build_editor(vlm, editor, config)
-            backend.prepare_editor(built, source, config)
+            backend.prepare_editor(built, source, config, None if reference is None else str(reference))
         except (OSError, ValueError, KeyError) as error:
             raise StoreError(f"cannot create a store on model {source!r}: {error}") from error
         manifest = {
             "format": STORE_FORMAT,
             "created_at": jr.utc_now(),
             "base_model": {"source": source, "fingerprint": fingerprint},
-            "editor": {"name": editor, "preset": preset, "config": config},
+            "editor": {"name": editor, "preset": preset, "config": config,
+                       "reference": None if reference is None else str(reference)},
             "snapshot_every": snapshot_every,
             "device": device,
         }
