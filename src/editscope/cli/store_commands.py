@@ -241,9 +241,17 @@ def register(app: typer.Typer) -> None:
     def export_command(
         store: Path = STORE,
         out: Path = typer.Option(..., "--out"),
-        merged: bool = typer.Option(False, "--merged", help="Fold the edits into the weights (plain HF checkpoint)."),
+        merged: bool = typer.Option(
+            False, "--merged",
+            help="Write a Hugging Face checkpoint instead of the editor state: scopeedit and more fold "
+            "the edits into the weights (plain checkpoint); scopememory, which cannot merge, writes a "
+            "routed checkpoint (base weights, slots.safetensors, its own modeling code) that loads "
+            "with trust_remote_code=True."),
     ) -> None:
-        """Write the current state out: merged checkpoint, or the adapter state only."""
+        """Write the current state out with manifest.json (the applied edits). Without --merged:
+        the editor state and config only (the base model is not copied; load it back with the
+        editor on the same base model). With --merged: a checkpoint with the processor, merged
+        (scopeedit, more) or routed (scopememory)."""
         with _errors(), EditStore.open(store) as s:
             s.export(out, merged=merged)
             kind = "merged checkpoint" if merged else "adapter"

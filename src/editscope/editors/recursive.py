@@ -443,8 +443,8 @@ class RecursiveEditor(Editor):
         ``P_l`` and ``P_g`` as if that many codes had been folded one by one. Later edits are
         then damped along the directions the reference inputs use most and keep their full
         step along the rarer directions that tell one input from another (a corpus prior in
-        the spirit of MEMIT's key covariance; beyond the paper, see docs/method-notes.md).
-        Nothing is written until every example has been forwarded.
+        the spirit of MEMIT's key covariance; beyond the paper, see "Reference prior" in
+        docs/method.md). Nothing is written until every example has been forwarded.
         """
         if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not weight > 0:
             raise ValueError(f"the reference weight must be a positive number, got {weight!r}")
