@@ -182,3 +182,6 @@ def test_init_defaults_to_scopememory_and_takes_a_reference_file(world, tmp_path
     assert editor["name"] == "scopememory" and editor["reference"] == str(reference)
     result = cli("edit", "--store", store, "--image", images[0], "--prompt", EDITS[0][0], "--target", EDITS[0][1])
     assert result.exit_code == 0 and "applied edit 1" in result.output, result.output
+    result = cli("export", "--store", store, "--out", tmp_path / "deployed", "--merged")
+    assert result.exit_code == 0 and "exported routed checkpoint with 1 edit(s)" in result.output, result.output
+    assert (tmp_path / "deployed" / "slots.safetensors").is_file()

@@ -254,7 +254,8 @@ def register(app: typer.Typer) -> None:
         (scopeedit, more) or routed (scopememory)."""
         with _errors(), EditStore.open(store) as s:
             s.export(out, merged=merged)
-            kind = "merged checkpoint" if merged else "adapter"
+            routed = s.manifest["editor"]["name"] == "scopememory"
+            kind = ("routed checkpoint" if routed else "merged checkpoint") if merged else "adapter"
             typer.echo(f"exported {kind} with {len(s.applied_ids())} edit(s) to {out}")
 
 
