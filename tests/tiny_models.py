@@ -20,7 +20,14 @@ from typing import Any, Callable, Iterator
 import torch
 from transformers import PreTrainedTokenizerFast
 
-from editscope.benchmarks.tiny import TinyLlavaSize, bpe_tokenizer, build_tiny_llava
+from editscope.benchmarks.tiny import (
+    TinyLlavaSize,
+    bpe_tokenizer,
+    build_tiny_llava,
+    clip_vision_config,
+    llama_text_config,
+    llama_tokenizer,
+)
 
 TEST_DEVICE = torch.device(os.environ.get("EDITSCOPE_TEST_DEVICE", "cpu"))
 VOCAB_SIZE = 400
@@ -66,55 +73,10 @@ def make_tokenizer(
     )
 
 
-def _llama_text_config(tokenizer: PreTrainedTokenizerFast, **overrides: Any):
-    from transformers import LlamaConfig
-
-    values = dict(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=len(tokenizer),
-        max_position_embeddings=256,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    values.update(overrides)
-    return LlamaConfig(**values)
-
-
-def _clip_vision_config(**overrides: Any):
-    from transformers import CLIPVisionConfig
-
-    values = dict(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=IMAGE_SIZE,
-        patch_size=8,
-        projection_dim=32,
-    )
-    values.update(overrides)
-    return CLIPVisionConfig(**values)
-
-
-def _llama_tokenizer(chat_template: str | None = None) -> PreTrainedTokenizerFast:
-    return make_tokenizer(
-        ["<unk>", "<s>", "</s>", "<pad>", "<image>"],
-        bos="<s>",
-        eos="</s>",
-        pad="<pad>",
-        add_bos=True,
-        extra_special_tokens={"image_token": "<image>"},
-        chat_template=chat_template,
-    )
-
-
 # -- LLaVA -----------------------------------------------------------------------------------
-# The package's tiny-LLaVA builder (also the ``cost`` model), at test sizes.
+# The package's tiny-LLaVA builder (also the ``cost`` model), at test sizes. Its tokenizer and
+# Llama / CLIP configs (``llama_tokenizer``, ``llama_text_config``, ``clip_vision_config``) also
+# build LLaVA-NeXT and Idefics3's decoder below.
 LLAVA_SIZE = TinyLlavaSize(
     hidden=64, intermediate=128, layers=3, heads=4, kv_heads=2, max_positions=256,
     vision_hidden=32, vision_intermediate=64, vision_layers=2, vision_heads=2, vision_projection=32,
@@ -137,7 +99,7 @@ def _build_llava_next() -> tuple[Any, Any]:
     from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
 
     pinpoints = [[IMAGE_SIZE, IMAGE_SIZE], [IMAGE_SIZE, 2 * IMAGE_SIZE], [2 * IMAGE_SIZE, IMAGE_SIZE]]
-    tokenizer = _llama_tokenizer()
+    tokenizer = llama_tokenizer(CORPUS, VOCAB_SIZE, unk=None)  # LLaVA's
     image_processor = LlavaNextImageProcessorPil(
         size={"shortest_edge": IMAGE_SIZE},
         crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
@@ -151,8 +113,8 @@ def _build_llava_next() -> tuple[Any, Any]:
         num_additional_image_tokens=1,
     )
     config = LlavaNextConfig(
-        vision_config=_clip_vision_config(),
-        text_config=_llama_text_config(tokenizer),
+        vision_config=clip_vision_config(LLAVA_SIZE),
+        text_config=llama_text_config(tokenizer, LLAVA_SIZE),
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
         vision_feature_select_strategy="default",
         vision_feature_layer=-1,
@@ -342,7 +304,7 @@ def _build_idefics3() -> tuple[Any, Any]:
             hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
             image_size=IMAGE_SIZE, patch_size=8,
         ),
-        text_config=_llama_text_config(tokenizer),  # after the processor added its tokens
+        text_config=llama_text_config(tokenizer, LLAVA_SIZE),  # after the processor added its tokens
         scale_factor=2,
         image_token_id=processor.image_token_id,
         pad_token_id=tokenizer.pad_token_id,

@@ -16,14 +16,31 @@ from PIL import Image
 from tqdm import tqdm
 
 from editscope.config import ScopeEditConfig, load_preset
-from editscope.editors.recursive import MORE, ScopeEdit
+from editscope.editors.recursive import RecursiveEditor
+from editscope.editors.registry import EDITORS as REGISTRY
+from editscope.editors.registry import build_editor
 from editscope.types import EditRequest
 
 logger = logging.getLogger(__name__)
 
 PROMPTS = ("what color is this object?", "what shape is this?", "which city is this from?", "who made this?")
 ANSWERS = ("red circle", "green square", "blue star", "yellow triangle", "black striped", "white dotted")
-EDITORS = {"scopeedit": ScopeEdit, "more": MORE}
+# The registry's editors this benchmark can take apart: ScopeEdit-style editors, whose edit is
+# ``steps_per_edit`` forward+backward passes to the ``B`` matrices (the overhead figures divide by
+# those) under a ScopeEditConfig. Built through the registry.
+EDITORS: tuple[str, ...] = tuple(name for name, entry in REGISTRY.items() if issubclass(entry.editor, RecursiveEditor))
+
+
+def check_editor(name: str) -> None:
+    """Raise ``ValueError`` unless the cost benchmark can run editor ``name``."""
+    if name in EDITORS:
+        return
+    if name in REGISTRY:
+        raise ValueError(
+            f"the cost benchmark cannot measure editor {name!r}: it times ScopeEdit-style edits "
+            f"(steps_per_edit forward+backward passes on B); choose from {sorted(EDITORS)}"
+        )
+    raise ValueError(f"unknown editor {name!r}; choose from {sorted(EDITORS)}")
 
 
 def _peak_rss_bytes() -> int:
@@ -77,9 +94,10 @@ def run_cost(
     """Apply ``edits`` synthetic edits and return the cost figures as a dict. A reference prior
     (``reference_weight``) changes only the values in ``P``, never the work of an edit, so it is
     left out here (no reference set is folded)."""
+    check_editor(editor)
     config = (config or load_preset("tiny")).replace(reference_weight=0.0)
     vlm = vlm_factory()
-    ed = EDITORS[editor](vlm, config)
+    ed = build_editor(editor, vlm, config)
     requests = _requests(edits, seed, image_size)
     torch.manual_seed(seed)
     for request in requests[:3]:  # warm-up on throwaway edits, then start clean

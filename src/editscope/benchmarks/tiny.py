@@ -90,6 +90,64 @@ class TinyLlavaSize:
     vocab: int = 512
 
 
+LLAMA_SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<pad>", "<image>")
+
+
+def llama_tokenizer(
+    corpus: Sequence[str], vocab_size: int, *, unk: str | None = "<unk>", chat_template: str | None = None
+):
+    """The tiny Llama-style tokenizer (LLaVA's and LLaVA-NeXT's): :data:`LLAMA_SPECIAL_TOKENS`
+    first, ``<s>`` prepended, ``<image>`` as the image token; ``unk`` names the unknown token
+    (``None``: none set), ``chat_template`` is set on the tokenizer when given."""
+    return bpe_tokenizer(
+        corpus,
+        vocab_size,
+        LLAMA_SPECIAL_TOKENS,
+        bos="<s>",
+        eos="</s>",
+        pad="<pad>",
+        unk=unk,
+        extra_special_tokens={"image_token": "<image>"},
+        chat_template=chat_template,
+    )
+
+
+def clip_vision_config(size: TinyLlavaSize = TinyLlavaSize()):
+    """The CLIP vision tower's config at ``size``."""
+    from transformers import CLIPVisionConfig
+
+    vision: dict[str, Any] = dict(
+        hidden_size=size.vision_hidden,
+        intermediate_size=size.vision_intermediate or 4 * size.vision_hidden,
+        num_hidden_layers=size.vision_layers,
+        num_attention_heads=size.vision_heads,
+        image_size=size.image_size,
+        patch_size=size.patch,
+    )
+    if size.vision_projection is not None:
+        vision["projection_dim"] = size.vision_projection
+    return CLIPVisionConfig(**vision)
+
+
+def llama_text_config(tokenizer: Any, size: TinyLlavaSize = TinyLlavaSize()):
+    """The Llama decoder's config at ``size``, its vocabulary and bos/eos/pad ids from
+    ``tokenizer``."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        hidden_size=size.hidden,
+        intermediate_size=size.intermediate,
+        num_hidden_layers=size.layers,
+        num_attention_heads=size.heads,
+        num_key_value_heads=size.kv_heads,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=size.max_positions,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
 def build_tiny_llava(
     seed: int | None = 0,
     size: TinyLlavaSize = TinyLlavaSize(),
@@ -101,24 +159,15 @@ def build_tiny_llava(
     """Return ``(model, processor)``: a ``LlavaForConditionalGeneration`` (float32, eval) and
     its ``LlavaProcessor``.
 
-    The tokenizer is trained on ``corpus`` (default: :data:`WORDS`, four times) with
-    ``size.vocab`` entries; ``unk`` names its unknown token (``None``: none set). The weights are
-    drawn after ``torch.manual_seed(seed)``, or from the current torch RNG when ``seed`` is
-    ``None`` (the caller has seeded it).
+    The tokenizer (:func:`llama_tokenizer`) is trained on ``corpus`` (default: :data:`WORDS`,
+    four times) with ``size.vocab`` entries; ``unk`` names its unknown token (``None``: none
+    set). The weights are drawn after ``torch.manual_seed(seed)``, or from the current torch RNG
+    when ``seed`` is ``None`` (the caller has seeded it).
     """
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+    from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-    tokenizer = bpe_tokenizer(
-        [" ".join(WORDS)] * 4 if corpus is None else corpus,
-        size.vocab,
-        ["<unk>", "<s>", "</s>", "<pad>", "<image>"],
-        bos="<s>",
-        eos="</s>",
-        pad="<pad>",
-        unk=unk,
-        extra_special_tokens={"image_token": "<image>"},
-    )
+    tokenizer = llama_tokenizer([" ".join(WORDS)] * 4 if corpus is None else corpus, size.vocab, unk=unk)
     image_processor = CLIPImageProcessorPil(
         size={"shortest_edge": size.image_size},
         crop_size={"height": size.image_size, "width": size.image_size},
@@ -131,30 +180,9 @@ def build_tiny_llava(
         num_additional_image_tokens=1,
         chat_template=chat_template,
     )
-    vision: dict[str, Any] = dict(
-        hidden_size=size.vision_hidden,
-        intermediate_size=size.vision_intermediate or 4 * size.vision_hidden,
-        num_hidden_layers=size.vision_layers,
-        num_attention_heads=size.vision_heads,
-        image_size=size.image_size,
-        patch_size=size.patch,
-    )
-    if size.vision_projection is not None:
-        vision["projection_dim"] = size.vision_projection
     config = LlavaConfig(
-        vision_config=CLIPVisionConfig(**vision),
-        text_config=LlamaConfig(
-            hidden_size=size.hidden,
-            intermediate_size=size.intermediate,
-            num_hidden_layers=size.layers,
-            num_attention_heads=size.heads,
-            num_key_value_heads=size.kv_heads,
-            vocab_size=len(tokenizer),
-            max_position_embeddings=size.max_positions,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        ),
+        vision_config=clip_vision_config(size),
+        text_config=llama_text_config(tokenizer, size),
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
         vision_feature_select_strategy="default",
         vision_feature_layer=-1,

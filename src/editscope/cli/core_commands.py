@@ -40,12 +40,14 @@ def cost(
     over its forward+backward passes, state bytes and peak memory."""
     import torch
 
-    from editscope.benchmarks.cost import EDITORS, run_cost
+    from editscope.benchmarks.cost import check_editor, run_cost
     from editscope.config import load_preset
 
     torch.set_num_threads(threads)
-    if editor not in EDITORS:
-        raise typer.BadParameter(f"unknown editor {editor!r}; choose from {sorted(EDITORS)}", param_hint="--editor")
+    try:
+        check_editor(editor)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--editor") from None
     config = load_preset(preset or ("tiny" if model == "tiny-llava" else "builtin"))
     image_size = 32 if model == "tiny-llava" else 64
     figures = run_cost(_vlm_factory(model), edits=edits, editor=editor, config=config, seed=seed, image_size=image_size)
