@@ -3,8 +3,6 @@ per fact, scope by routing, answer() and score() routed alike, state round trips
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 from tiny_models import TEST_DEVICE, build_tiny
@@ -180,24 +178,3 @@ def test_builtin_out_of_scope_probes_keep_base_logits(builtin, world_cases) -> N
     assert kept == len(probes)
     for case in world_cases[:4]:
         assert editor.score(case.request.image, case.request.prompt, case.request.target).token_accuracy == 1.0
-
-
-@pytest.mark.parametrize("later", [False, True])
-def test_anchor_bank_calibrates_other_slots_against_an_edits_anchors(vlm, later) -> None:
-    """With ``anchor_bank``, an edit's anchors raise the thresholds of the other fact's slot,
-    whether that slot was written before the anchored edit (later=False) or after (True);
-    without it, they calibrate only the anchored edit's own slot."""
-    anchor = Probe(image=image(3), prompt="what color is it ?", answer="red")
-    plain = EditRequest(image=image(2), prompt=PROMPT, target="green fish", scope="broad")
-    anchored = EditRequest(image=image(5), prompt="who made it ?", target="blue", anchors=(anchor,))
-    taus = {}
-    for bank in (0, 2):
-        editor = ScopeMemory(vlm, dataclasses.replace(load_memory_preset("tiny"), anchor_bank=bank))
-        for request in ((anchored, plain) if later else (plain, anchored)):
-            editor.edit(request)
-        row = 1 if later else 0  # the plain edit's slot
-        taus[bank] = (float(editor.memory.slots["tau_text"][row]), float(editor.memory.slots["tau_image"][row]))
-        if bank:
-            assert editor.memory.slots["anchor_on"][1 - row].tolist() == [True, False]
-        editor.remove()
-    assert max(taus[2][0] - taus[0][0], taus[2][1] - taus[0][1]) > 0.05, taus

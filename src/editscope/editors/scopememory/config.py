@@ -48,8 +48,6 @@ class ScopeMemoryConfig:
                                          "gets a slot's shared write")
     margin: float = _f(0.02, "calibration: a threshold is raised to this much above the strongest negative")
     threshold_cap: float = _f(0.98, "calibration never raises a threshold above this (the edit itself must match)")
-    anchor_bank: int = _f(0, "anchors kept per slot (their keys) as negatives of every other slot's calibration, "
-                             "in both directions (0: an edit's anchors calibrate only its own slot)")
     reference_size: int = _f(128, "ordinary inputs whose keys centre the router and serve as negatives (0: none)")
     seed: int = _f(0, "seed of the frozen bases")
 
@@ -60,11 +58,11 @@ class ScopeMemoryConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"ScopeMemoryConfig.{name} must be a positive integer, got {value!r}")
-        for name in ("rank_shared", "reference_size", "anchor_bank", "seed", "key_layer"):
+        for name in ("rank_shared", "reference_size", "seed", "key_layer"):
             if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
                 raise ValueError(f"ScopeMemoryConfig.{name} must be an integer, got {getattr(self, name)!r}")
-        if self.rank_shared < 0 or self.reference_size < 0 or self.anchor_bank < 0:
-            raise ValueError("ScopeMemoryConfig.rank_shared, reference_size and anchor_bank must be >= 0")
+        if self.rank_shared < 0 or self.reference_size < 0:
+            raise ValueError("ScopeMemoryConfig.rank_shared and reference_size must be >= 0")
         for name in ("alpha", "lr"):
             if not _number(getattr(self, name)) or not getattr(self, name) > 0:
                 raise ValueError(f"ScopeMemoryConfig.{name} must be a number > 0, got {getattr(self, name)!r}")

@@ -73,7 +73,7 @@ class ScopeMemory(Editor):
         limits = Thresholds(cfg.instance_threshold, cfg.text_only_threshold, cfg.margin, cfg.threshold_cap)
         roots = (vlm.spec.text_only_module,) if vlm.spec.text_only_module else ()
         self.memory = SlotMemory(self.model, scratch, key_path, text_dim, self._marker(), vlm.image_token_id,
-                                 limits, cfg.slot_rank, roots, cfg.anchor_bank)
+                                 limits, cfg.slot_rank, roots)
         device = self.memory.device
         self.reference = (torch.zeros(0, text_dim, device=device), torch.zeros(0, text_dim, device=device),
                           torch.zeros(0, dtype=torch.bool, device=device))
@@ -143,10 +143,9 @@ class ScopeMemory(Editor):
         if shared_on:
             steps += self._phase(inputs, local=False, shared=True)
         steps += self._phase(inputs, local=True, shared=shared_on)
-        anchor_keys = [self._keys(a) for a in anchors]
-        row = self._slot_row(keys, fact, shared_on, anchor_keys)
-        negatives = self._negatives(anchor_keys, fact)
-        before = self._commit(row, negatives, fact, anchor_keys)
+        row = self._slot_row(keys, fact, shared_on)
+        negatives = self._negatives(anchors, fact)
+        before = self._commit(row, negatives, fact)
         try:
             with torch.no_grad():
                 loss_after = float(target_loss(self.vlm, inputs))
@@ -229,10 +228,8 @@ class ScopeMemory(Editor):
         other = predicted.scatter(1, target[:, None], float("-inf")).max(dim=1).values
         return loss, float((chosen - other).min().detach())
 
-    def _slot_row(self, keys: tuple, fact: torch.Tensor, shared_on: bool,
-                  anchor_keys: list[tuple]) -> dict[str, torch.Tensor]:
-        """The new slot's table row: keys, flags, floor thresholds, the first ``anchor_bank``
-        anchors' keys and the truncated writes."""
+    def _slot_row(self, keys: tuple, fact: torch.Tensor, shared_on: bool) -> dict[str, torch.Tensor]:
+        """The new slot's table row: keys, flags, floor thresholds and the truncated writes."""
         cfg = self.config
         q, v, has = keys
         row: dict[str, torch.Tensor] = {
@@ -240,14 +237,6 @@ class ScopeMemory(Editor):
             "active": torch.tensor(True), "tau_text": torch.tensor(cfg.text_threshold),
             "tau_image": torch.tensor(cfg.subject_threshold), "fact": fact,
         }
-        if cfg.anchor_bank:
-            kept = anchor_keys[: cfg.anchor_bank]
-            text, image = torch.zeros(2, cfg.anchor_bank, q.shape[-1], device=q.device)
-            has_image = torch.zeros(cfg.anchor_bank, dtype=torch.bool, device=q.device)
-            for k, (aq, av, ah) in enumerate(kept):
-                text[k], image[k], has_image[k] = aq[0], av[0], ah[0]
-            on = torch.arange(cfg.anchor_bank, device=q.device) < len(kept)
-            row.update(anchor_text=text, anchor_image=image, anchor_has_image=has_image, anchor_on=on)
         for i, site in enumerate(self.memory.sites.values()):
             for branch, change in (("local", site.B_local), ("shared", site.B_shared)):
                 if change.numel() == 0:
@@ -258,21 +247,16 @@ class ScopeMemory(Editor):
             raise EditRejected("the edit produced non-finite values; the editor state is unchanged")
         return row
 
-    def _negatives(self, anchor_keys: list[tuple], fact: torch.Tensor):
-        """Keys the new slot must not match: its anchors, the reference set, every other slot
-        and (``anchor_bank``) every other slot's anchors."""
+    def _negatives(self, anchors: list[ModelInputs], fact: torch.Tensor):
+        """Keys the new slot must not match: its anchors, the reference set and every other slot."""
         slots = self.memory.slots
         others = slots["active"] & ~(slots["fact"] == fact).all(-1)
-        parts = list(anchor_keys)
+        parts = [self._keys(a) for a in anchors]
         parts.append(self.reference)
         parts.append((slots["text"][others], slots["image"][others], slots["has_image"][others]))
-        if self.config.anchor_bank and slots.n:
-            on = slots["anchor_on"] & others[:, None]
-            parts.append((slots["anchor_text"][on], slots["anchor_image"][on], slots["anchor_has_image"][on]))
         return tuple(torch.cat([p[i] for p in parts]) for i in range(3))
 
-    def _commit(self, row: dict[str, torch.Tensor], negatives: tuple, fact: torch.Tensor,
-                anchor_keys: list[tuple]) -> dict[str, Any]:
+    def _commit(self, row: dict[str, torch.Tensor], negatives: tuple, fact: torch.Tensor) -> dict[str, Any]:
         """Calibrate the new slot and the slots it comes close to, then store it (over the
         fact's earlier slot where there is one). Returns what :meth:`_undo` needs."""
         slots, limits = self.memory.slots, self.memory.limits
@@ -292,10 +276,8 @@ class ScopeMemory(Editor):
             if index < slots.n:
                 others[index] = False
             view.active = others
-            pushed = [(row["text"][None], row["image"][None], row["has_image"][None].to(slots.device))]
-            if self.config.anchor_bank:
-                pushed += anchor_keys[: self.config.anchor_bank]
-            new_text, new_image = raise_thresholds(view, *(torch.cat([p[i] for p in pushed]) for i in range(3)), limits)
+            new_text, new_image = raise_thresholds(view, row["text"][None], row["image"][None],
+                                                   row["has_image"][None].to(slots.device), limits)
             slots.set_column("tau_text", torch.where(others, new_text, view.tau_text))
             slots.set_column("tau_image", torch.where(others, new_image, view.tau_image))
         slots.write(index, row)

@@ -130,7 +130,7 @@ class SlotMemory:
 
     def __init__(self, model: nn.Module, sites: dict[str, EditSite], key_module: str, text_dim: int,
                  marker: tuple[int, ...], image_token_id: int, limits: Thresholds, slot_rank: int,
-                 root_modules: tuple[str, ...] = (), anchor_bank: int = 0) -> None:
+                 root_modules: tuple[str, ...] = ()) -> None:
         self.model, self.sites, self.limits, self.slot_rank = model, sites, limits, slot_rank
         self.paths = list(sites)
         device = next(iter(sites.values())).A_local.device
@@ -143,12 +143,6 @@ class SlotMemory:
             "tau_text": ((), torch.float32), "tau_image": ((), torch.float32),
             "fact": ((FACT_BYTES,), torch.uint8),
         }
-        if anchor_bank:  # each slot's anchors, as negatives of the other slots' calibration
-            shapes.update({
-                "anchor_text": ((anchor_bank, text_dim), torch.float32),
-                "anchor_image": ((anchor_bank, text_dim), torch.float32),
-                "anchor_has_image": ((anchor_bank,), torch.bool), "anchor_on": ((anchor_bank,), torch.bool),
-            })
         for i, site in enumerate(sites.values()):
             d_out = site.base_layer.out_features
             shapes[f"{i}.local_u"] = ((d_out, slot_rank), torch.float32)
