@@ -185,3 +185,47 @@ def test_init_defaults_to_scopememory_and_takes_a_reference_file(world, tmp_path
     result = cli("export", "--store", store, "--out", tmp_path / "deployed", "--merged")
     assert result.exit_code == 0 and "exported routed checkpoint with 1 edit(s)" in result.output, result.output
     assert (tmp_path / "deployed" / "slots.safetensors").is_file()
+
+
+def test_stream_takes_scope_tag_and_rephrase_as_per_line_defaults(world, tmp_path):
+    store = tmp_path / "store"
+    assert cli("init", "--store", store, "--model", world["base"], "--editor", "scopeedit", "--preset", world["preset"]).exit_code == 0
+    stream = world["root"] / "defaults-stream.jsonl"
+    own = {"scope": "broad", "tags": ["own", "b"], "rephrases": ["what is it ?"]}
+    stream.write_text(
+        json.dumps({"image": "images/image0.png", "prompt": EDITS[0][0], "target": EDITS[0][1]}) + "\n"
+        + json.dumps({"image": "images/image1.png", "prompt": EDITS[1][0], "target": EDITS[1][1], **own}) + "\n"
+    )
+    result = cli("edit", "--store", store, "--stream", stream, "--scope", "instance", "--tag", "b", "--rephrase", "x y")
+    assert result.exit_code == 0, result.output
+    logged = json.loads(cli("log", "--store", store, "--json").stdout)
+    assert [(r["scope"], sorted(r["tags"]), list(r["rephrases"])) for r in logged] == [
+        ("instance", ["b"], ["x y"]),
+        ("broad", ["b", "own"], ["what is it ?"]),  # the line's scope and rephrases win; tags: union
+    ]
+    help_text = " ".join(CliRunner().invoke(app, ["edit", "--help"], terminal_width=400).output.replace("│", " ").split())
+    assert "With --stream, --scope, --tag and --rephrase are defaults for every line" in help_text, help_text
+    bad = cli("edit", "--store", store, "--stream", stream, "--scope", "wide")
+    assert bad.exit_code == 1 and "error: --scope must be one of auto, instance, broad, got 'wide'" in bad.output
+
+
+def test_bad_stream_line_is_one_error_naming_line_and_field_and_keeps_earlier_edits(world, tmp_path):
+    store = tmp_path / "store"
+    assert cli("init", "--store", store, "--model", world["base"], "--editor", "scopeedit", "--preset", world["preset"]).exit_code == 0
+    good = stream_lines(0, 2).encode()
+    cases = [
+        (b'{"prompt": "what is \xff ?", "target": "x"}\n', "error: stream line 3: field 'prompt' is not valid UTF-8 (invalid byte 0xff)"),
+        (b'{"prompt": "what ?", "target": "\\ud800"}\n', "error: stream line 3: field 'target' contains a lone surrogate (U+D800)"),
+        (b'{"prompt": "what ?", "target": "x", "tags": "demo"}\n', "error: stream line 3: field 'tags' must be an array of strings, got a string"),
+    ]
+    for n, (line, message) in enumerate(cases):
+        stream = world["root"] / f"bad-stream-{n}.jsonl"
+        stream.write_bytes(good + line + stream_lines(2, 3).encode())
+        before = len(json.loads(cli("log", "--store", store, "--json").stdout))
+        result = cli("edit", "--store", store, "--stream", stream)
+        assert result.exit_code == 1, result.output
+        errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and errors[0].startswith(message), result.output
+        assert [int(m.group(2)) for m in map(ACK.match, result.stdout.splitlines()) if m] == [1, 2]
+        logged = json.loads(cli("log", "--store", store, "--json").stdout)
+        assert len(logged) == before + 2 and all(r["status"] == "applied" for r in logged)  # line 4 not read

@@ -9,12 +9,12 @@ import contextlib
 import json
 import sys
 from pathlib import Path
-from typing import Any, Iterator, List, Optional, TextIO
+from typing import Any, Iterable, Iterator, List, Optional, Sequence
 
 import typer
 
 from editscope.store import AuditReport, EditRecord, EditStore, StoreError
-from editscope.types import EditRequest
+from editscope.types import SCOPES, EditRequest
 
 STORE = typer.Option(..., "--store", help="The store directory.")
 STREAM_KEYS = {"image", "prompt", "target", "scope", "tags", "rephrases"}
@@ -24,7 +24,10 @@ EDIT_HELP = " ".join(
         'Stream lines are JSON objects with "prompt", "target" and optionally "image" (relative',
         "to the stream file's folder, or to the current folder for stdin), \"scope\", \"tags\" and",
         '"rephrases" (lists of strings). Each edit is acknowledged on stdout ("applied edit N")',
-        "only once it is journaled as applied.",
+        "only once it is journaled as applied. With --stream, --scope, --tag and --rephrase are",
+        "defaults for every line: a line's own \"scope\" or \"rephrases\" win, its \"tags\" are",
+        "added to the --tag ones. Fields are checked by type; a bad line stops the stream with an",
+        "error naming its line and field (the edits before it stay applied).",
     ]
 )
 
@@ -63,47 +66,143 @@ def _ack(record: EditRecord, where: str = "") -> str:
     return f"rejected edit {record.id}{where}: {record.error}"
 
 
-def _stream_requests(lines: TextIO, base: Path) -> Iterator[tuple[int, EditRequest, list[str], list[str]]]:
+_JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number", type(None): "null"}
+
+
+def _json_type(value: Any) -> str:
+    return _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def _check_text(value: str, field: str, bad_bytes: bool) -> None:
+    """Refuse text that cannot be stored as UTF-8: an invalid byte in the stream (decoded with
+    ``surrogateescape``, so it shows up as U+DC80..U+DCFF) or a lone surrogate from a JSON
+    ``\\uD800`` escape. Both are named with the field."""
+    for char in value:
+        if "\ud800" <= char <= "\udfff":
+            if bad_bytes and "\udc80" <= char <= "\udcff":
+                raise ValueError(f"field {field!r} is not valid UTF-8 (invalid byte 0x{ord(char) - 0xDC00:02x})")
+            raise ValueError(f"field {field!r} contains a lone surrogate (U+{ord(char):04X}); text must be valid Unicode")
+
+
+def _string_field(item: dict, key: str, bad_bytes: bool, *, required: bool) -> Optional[str]:
+    if key not in item or (not required and item[key] is None):
+        if required:
+            raise ValueError(f"field {key!r} is missing")
+        return None
+    value = item[key]
+    if not isinstance(value, str):
+        raise ValueError(f"field {key!r} must be a string, got {_json_type(value)} ({json.dumps(value)[:60]})")
+    _check_text(value, key, bad_bytes)
+    if not value.strip():
+        raise ValueError(f"field {key!r} is empty")
+    return value
+
+
+def _list_field(item: dict, key: str, bad_bytes: bool) -> Optional[list[str]]:
+    if key not in item:
+        return None
+    value = item[key]
+    if not isinstance(value, list):
+        raise ValueError(f"field {key!r} must be an array of strings, got {_json_type(value)} ({json.dumps(value)[:60]})")
+    for index, text in enumerate(value):
+        name = f"{key}[{index}]"
+        if not isinstance(text, str):
+            raise ValueError(f"field {name!r} must be a string, got {_json_type(text)} ({json.dumps(text)[:60]})")
+        _check_text(text, name, bad_bytes)
+        if not text.strip():
+            raise ValueError(f"field {name!r} is empty")
+    return list(value)
+
+
+def _decode_line(raw: bytes | str, number: int) -> tuple[str, bool]:
+    """One stream line as text, and whether it held bytes that are not valid UTF-8 (kept as
+    ``surrogateescape`` characters so that the field holding them can be named)."""
+    if isinstance(raw, str):
+        return raw, False
+    if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]  # a UTF-8 byte-order mark
+    try:
+        return raw.decode("utf-8"), False
+    except UnicodeDecodeError as error:
+        text = raw.decode("utf-8", errors="surrogateescape")
+        return text, f"not valid UTF-8 (invalid byte 0x{raw[error.start]:02x} at byte {error.start + 1})"
+
+
+def _stream_requests(
+    lines: Iterable[bytes | str],
+    base: Path,
+    *,
+    scope: Optional[str] = None,
+    tags: Sequence[str] = (),
+    rephrases: Sequence[str] = (),
+) -> Iterator[tuple[int, EditRequest, list[str], list[str]]]:
     """Parse JSONL edits: ``{"image", "prompt", "target", "scope", "tags", "rephrases"}``;
-    relative image paths are relative to ``base``."""
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    relative image paths are relative to ``base``. ``scope``, ``tags`` and ``rephrases`` are
+    per-line defaults (from the command line): a line's own scope or rephrases win, its tags
+    are added to ``tags``. Every field is checked by type; an error names the line and field."""
+    for number, raw in enumerate(lines, start=1):
         try:
-            item = json.loads(line)
+            line, bad_bytes = _decode_line(raw, number)
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except ValueError as error:
+                raise ValueError(bad_bytes or f"not valid JSON ({error})") from None
             if not isinstance(item, dict):
-                raise ValueError("expected a JSON object")
+                raise ValueError(f"expected a JSON object, got {_json_type(item)}")
+            for key in item:
+                _check_text(key, key, bool(bad_bytes))
             unknown = sorted(set(item) - STREAM_KEYS)
             if unknown:
                 raise ValueError(f"unknown key(s) {unknown}; known keys are {sorted(STREAM_KEYS)}")
-            image = item.get("image")
+            prompt = _string_field(item, "prompt", bool(bad_bytes), required=True)
+            target = _string_field(item, "target", bool(bad_bytes), required=True)
+            image: Optional[str | Path] = _string_field(item, "image", bool(bad_bytes), required=False)
             if image is not None:
                 image = Path(image) if Path(image).is_absolute() else base / image
-            request = EditRequest(
-                prompt=item.get("prompt"), target=item.get("target"), image=image, scope=item.get("scope", "auto")
-            )
-            tags, rephrases = list(item.get("tags", [])), list(item.get("rephrases", []))
+            line_scope = _string_field(item, "scope", bool(bad_bytes), required=False)
+            if line_scope is not None and line_scope not in SCOPES:
+                raise ValueError(f"field 'scope' must be one of {', '.join(SCOPES)}, got {line_scope!r}")
+            line_tags = _list_field(item, "tags", bool(bad_bytes)) or []
+            line_rephrases = _list_field(item, "rephrases", bool(bad_bytes))
+            request = EditRequest(prompt=prompt, target=target, image=image, scope=line_scope or scope or "auto")
         except (ValueError, TypeError) as error:
-            raise CommandError(f"stream line {number}: {error}") from error
-        yield number, request, tags, rephrases
+            raise CommandError(f"stream line {number}: {error}") from None
+        merged_tags = list(dict.fromkeys([*tags, *line_tags]))
+        yield number, request, merged_tags, list(rephrases if line_rephrases is None else line_rephrases)
 
 
-def _run_stream(store: EditStore, source: str) -> None:
+def _run_stream(
+    store: EditStore,
+    source: str,
+    *,
+    scope: Optional[str] = None,
+    tags: Sequence[str] = (),
+    rephrases: Sequence[str] = (),
+) -> None:
     from tqdm import tqdm
 
     if source == "-":
-        handle, base, total = sys.stdin, Path.cwd(), None
+        # bytes where possible: each line is decoded on its own, so that an invalid byte is
+        # reported with its line number and field
+        handle, base, total = getattr(sys.stdin, "buffer", sys.stdin), Path.cwd(), None
     else:
         path = Path(source)
         if not path.is_file():
             raise CommandError(f"stream file not found: {path}")
-        handle, base = path.open(), path.parent
-        total = sum(1 for line in path.open() if line.strip())
+        handle, base = path.open("rb"), path.parent
+        with path.open("rb") as counted:
+            total = sum(1 for line in counted if line.strip())
     applied = rejected = 0
-    with tqdm(total=total, unit="edit", file=sys.stderr, desc="editing") as bar:
-        for number, request, tags, rephrases in _stream_requests(handle, base):
+    with contextlib.ExitStack() as opened, tqdm(total=total, unit="edit", file=sys.stderr, desc="editing") as bar:
+        if source != "-":
+            opened.callback(handle.close)
+        for number, request, line_tags, line_rephrases in _stream_requests(
+            handle, base, scope=scope, tags=tags, rephrases=rephrases
+        ):
             try:
-                record = store.edit(request, tags=tags, rephrases=rephrases)
+                record = store.edit(request, tags=line_tags, rephrases=line_rephrases)
             except StoreError as error:
                 raise CommandError(f"stream line {number}: {error}") from error
             applied += record.status == "applied"
@@ -143,9 +242,11 @@ def register(app: typer.Typer) -> None:
         image: Optional[Path] = typer.Option(None, "--image", help="The edit's image (omit: text-only)."),
         prompt: Optional[str] = typer.Option(None, "--prompt"),
         target: Optional[str] = typer.Option(None, "--target"),
-        scope: str = typer.Option("auto", "--scope", help="auto, instance or broad."),
-        tag: List[str] = typer.Option([], "--tag", help="A tag (repeatable)."),
-        rephrase: List[str] = typer.Option([], "--rephrase", help="A rephrased prompt kept for audits (repeatable)."),
+        scope: Optional[str] = typer.Option(
+            None, "--scope", help="auto (the default), instance or broad; with --stream, the default for lines without \"scope\"."),
+        tag: List[str] = typer.Option([], "--tag", help="A tag (repeatable); with --stream, added to every line's tags."),
+        rephrase: List[str] = typer.Option(
+            [], "--rephrase", help="A rephrased prompt kept for audits (repeatable); with --stream, for lines without \"rephrases\"."),
         stream: Optional[str] = typer.Option(None, "--stream", help="JSONL file of edits, or '-' for stdin."),
     ) -> None:
         # The help text is EDIT_HELP (below), so that it wraps to the terminal's width.
@@ -154,12 +255,14 @@ def register(app: typer.Typer) -> None:
                 raise CommandError("--stream reads image, prompt and target from the stream; do not pass them too")
             if stream is None and (prompt is None or target is None):
                 raise CommandError("edit needs --prompt and --target (or --stream FILE)")
+            if scope is not None and scope not in SCOPES:
+                raise CommandError(f"--scope must be one of {', '.join(SCOPES)}, got {scope!r}")
             request = None
             if stream is None:
-                request = EditRequest(prompt=prompt, target=target, image=image, scope=scope)
+                request = EditRequest(prompt=prompt, target=target, image=image, scope=scope or "auto")
             with EditStore.open(store) as s:
                 if request is None:
-                    _run_stream(s, stream)
+                    _run_stream(s, stream, scope=scope, tags=tag, rephrases=rephrase)
                     return
                 record = s.edit(request, tags=tag, rephrases=rephrase)
                 typer.echo(_ack(record))

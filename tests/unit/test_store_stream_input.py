@@ -1,0 +1,142 @@
+"""The JSONL stream reader of ``editscope edit --stream``: fields checked by type, errors that
+name the line and the field (also for bytes that are not UTF-8 and for lone surrogates), and
+the edits before a bad line handed to the store (a fake one here: no model)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from editscope.cli.store_commands import CommandError, _run_stream, _stream_requests
+
+GOOD = {"prompt": "what is this ?", "target": "a cat"}
+
+
+class FakeStore:
+    """Records what ``_run_stream`` asks it to edit."""
+
+    def __init__(self) -> None:
+        self.edits: list[tuple] = []
+
+    def edit(self, request, tags=(), rephrases=()):
+        self.edits.append((request, tuple(tags), tuple(rephrases)))
+        return SimpleNamespace(status="applied", id=len(self.edits), prompt=request.prompt, target=request.target, error=None)
+
+
+def parse(*items) -> list[tuple]:
+    lines = [item if isinstance(item, str) else json.dumps(item) for item in items]
+    return list(_stream_requests([line + "\n" for line in lines], Path("/base")))
+
+
+def error_of(*items) -> str:
+    with pytest.raises(CommandError) as caught:
+        parse(*items)
+    return str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("tags", "demo", "field 'tags' must be an array of strings, got a string"),
+        ("tags", ["ok", 3], "field 'tags[1]' must be a string, got a number"),
+        ("tags", {"a": 1}, "field 'tags' must be an array of strings, got an object"),
+        ("rephrases", "Where from?", "field 'rephrases' must be an array of strings, got a string"),
+        ("rephrases", [None], "field 'rephrases[0]' must be a string, got null"),
+        ("rephrases", ["  "], "field 'rephrases[0]' is empty"),
+        ("prompt", 5, "field 'prompt' must be a string, got a number"),
+        ("prompt", ["what ?"], "field 'prompt' must be a string, got an array"),
+        ("target", None, "field 'target' must be a string, got null"),
+        ("target", True, "field 'target' must be a string, got a boolean"),
+        ("image", 7, "field 'image' must be a string, got a number"),
+        ("image", ["a.png"], "field 'image' must be a string, got an array"),
+        ("image", "", "field 'image' is empty"),
+        ("scope", "wide", "field 'scope' must be one of auto, instance, broad, got 'wide'"),
+        ("scope", 1, "field 'scope' must be a string, got a number"),
+    ],
+)
+def test_fields_are_checked_by_type_with_line_and_field(field, value, message):
+    error = error_of(GOOD, {**GOOD, field: value})
+    assert error.startswith("stream line 2: "), error
+    assert message in error, error
+
+
+def test_missing_prompt_or_target_is_named():
+    assert error_of({"target": "x"}) == "stream line 1: field 'prompt' is missing"
+    assert error_of({"prompt": "x"}) == "stream line 1: field 'target' is missing"
+
+
+def test_valid_lines_parse_and_image_may_be_absent_or_null():
+    parsed = parse(
+        {**GOOD, "tags": ["a", "b"], "rephrases": ["what is it ?"], "scope": "broad", "image": "x/i.png"},
+        "",
+        {**GOOD, "image": None},
+    )
+    (n1, r1, t1, p1), (n2, r2, t2, p2) = parsed
+    assert (n1, r1.scope, r1.image, t1, p1) == (1, "broad", Path("/base/x/i.png"), ["a", "b"], ["what is it ?"])
+    assert (n2, r2.scope, r2.image, t2, p2) == (3, "auto", None, [], [])
+
+
+def test_command_line_options_are_per_line_defaults():
+    lines = [json.dumps(GOOD), json.dumps({**GOOD, "scope": "broad", "tags": ["x", "b"], "rephrases": ["own ?"]})]
+    parsed = list(_stream_requests(lines, Path("."), scope="instance", tags=["b"], rephrases=["default ?"]))
+    assert [(r.scope, t, p) for _, r, t, p in parsed] == [
+        ("instance", ["b"], ["default ?"]),
+        ("broad", ["b", "x"], ["own ?"]),  # the line's scope and rephrases win; tags are a union
+    ]
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('{"prompt": "what \\ud800 ?", "target": "x"}', "field 'prompt' contains a lone surrogate (U+D800)"),
+        ('{"prompt": "what ?", "target": "\\udfff"}', "field 'target' contains a lone surrogate (U+DFFF)"),
+        ('{"prompt": "what ?", "target": "x", "tags": ["ok", "\\udc80"]}', "field 'tags[1]' contains a lone surrogate"),
+        ('{"prompt": "what ?", "target": "x", "image": "\\ud83d.png"}', "field 'image' contains a lone surrogate"),
+    ],
+)
+def test_lone_surrogates_name_line_and_field(line, message):
+    error = error_of(GOOD, line)
+    assert error.startswith("stream line 2: ") and message in error, error
+
+
+def run_file(tmp_path, content: bytes):
+    path = tmp_path / "edits.jsonl"
+    path.write_bytes(content)
+    store = FakeStore()
+    with pytest.raises(CommandError) as caught:
+        _run_stream(store, str(path))
+    return store, str(caught.value)
+
+
+def test_invalid_utf8_in_a_field_names_line_and_field_and_keeps_earlier_edits(tmp_path, capsys):
+    good = json.dumps(GOOD).encode()
+    store, error = run_file(tmp_path, good + b"\n" + good + b'\n{"prompt": "what is \xff ?", "target": "x"}\n' + good + b"\n")
+    assert error == "stream line 3: field 'prompt' is not valid UTF-8 (invalid byte 0xff)"
+    assert len(store.edits) == 2  # the lines before the bad one were applied, the one after was not
+    assert [line for line in capsys.readouterr().out.splitlines() if line.startswith("applied")] == [
+        "applied edit 1 (line 1): 'what is this ?' -> 'a cat'",
+        "applied edit 2 (line 2): 'what is this ?' -> 'a cat'",
+    ]
+
+
+def test_invalid_utf8_outside_a_string_names_the_line(tmp_path):
+    good = json.dumps(GOOD).encode()
+    store, error = run_file(tmp_path, good + b'\n{"prompt": "a", \xc3"target": "x"}\n')
+    assert error.startswith("stream line 2: not valid UTF-8 (invalid byte 0xc3"), error
+    assert len(store.edits) == 1
+
+
+def test_invalid_utf8_on_stdin_names_the_line(monkeypatch):
+    import io
+    import sys
+
+    good = json.dumps(GOOD).encode()
+    stdin = io.TextIOWrapper(io.BytesIO(good + b'\n{"prompt": "a", "target": "\xe9t\xe9"}\n'), encoding="utf-8")
+    monkeypatch.setattr(sys, "stdin", stdin)
+    store = FakeStore()
+    with pytest.raises(CommandError, match=r"^stream line 2: field 'target' is not valid UTF-8 \(invalid byte 0xe9\)$"):
+        _run_stream(store, "-")
+    assert len(store.edits) == 1
