@@ -12,6 +12,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from editscope.images import open_image_file
 from editscope.store.atomic import write_atomically
 from editscope.types import ImageInput
 
@@ -26,7 +27,8 @@ def sha256_bytes(data: bytes) -> str:
 
 def image_bytes(image: ImageInput) -> bytes:
     """The bytes to store for ``image``: a file's own bytes, or a PIL image encoded as PNG.
-    The result is checked to decode as an image."""
+    The result is checked to decode as an image, and a file over the pixel limit of
+    :func:`editscope.images.max_image_pixels` is refused."""
     if isinstance(image, Image.Image):
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
@@ -38,8 +40,10 @@ def image_bytes(image: ImageInput) -> bytes:
         raise ImageStoreError(f"image file not found: {path}")
     data = path.read_bytes()
     try:
-        with Image.open(io.BytesIO(data)) as opened:
+        with open_image_file(path, io.BytesIO(data)) as opened:
             opened.verify()
+    except ValueError as error:  # over the pixel limit; the message names the file
+        raise ImageStoreError(str(error)) from error
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise ImageStoreError(f"cannot read image {path}: {error}") from error
     return data
