@@ -3,7 +3,7 @@ that stopped early (at most ``--short`` optimiser steps) and of those that ran l
 ``--long`` steps), from a bench results.json. The bench's start/end medians mix both kinds, so a
 block with more long edits has a higher median even when no edit got slower.
 
-    python scripts/edit_time_by_steps.py docs/results/world-test-1000/scopememory/results.json
+    python scripts/edit_time_by_steps.py docs/results/world-test-1000/merged/results.json
 """
 
 from __future__ import annotations

@@ -184,6 +184,26 @@ def test_goals_section_says_which_goals_are_met() -> None:
     assert goals_section({"editors": {"more": {"retention": {"100": more}}}}, "100") == []
 
 
+def test_scopememory_is_judged_against_its_own_goals_and_grace() -> None:
+    from editscope.evaluation.report import EDITOR_GOALS, goals_section
+
+    memory = {"rel": 0.96, "t_gen": 0.9, "m_gen": 0.8, "text_transfer": 0.1, "t_loc": 1.0, "m_loc": 0.96,
+              "other_fact_loc": 0.95, "near_miss_leak": 0.05, "proper_share": 0.8}
+    grace = {**memory, "t_gen": 0.5, "m_gen": 0.4}
+    results = {"editors": {"scopememory": {"retention": {"1000": memory}}, "grace": {"retention": {"1000": grace}}}}
+    goals, rival = EDITOR_GOALS["scopememory"]
+    lines = goals_section(results, "1000", "scopememory", rival, goals)
+    assert lines[0] == "## Goals for scopememory (retention after 1000 edits)"
+    table = {line.split(" | ")[0].lstrip("| "): line for line in lines if line.startswith("| ")}
+    # rel 0.96 meets ScopeEdit's 0.95 but not ScopeMemory's 0.97; m_loc 0.96 likewise
+    assert table["rel"].endswith("| **missed** |") and table["m_loc"].endswith("| **missed** |")
+    assert table["m_gen"].endswith("| met |") and table["other_fact_loc"].endswith("| met |")
+    assert table["near_miss_leak"].endswith("| met |") and table["text_transfer"].endswith("| **missed** |")
+    assert next(x for x in lines if x.startswith("In-scope")).startswith("In-scope transfer (mean of t_gen, m_gen, "
+                                                                       "text_transfer): scopememory")
+    assert "grace" in next(x for x in lines if x.startswith("In-scope"))
+
+
 def _aged_entry() -> dict:
     # a stream of 40 edits over facts f0..f3; a fact's latest edit decides its age
     facts = {"f0": [0, 33], "f1": [15], "f2": [2], "f3": [39]}

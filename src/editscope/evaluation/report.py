@@ -179,6 +179,17 @@ GOALS: tuple[tuple[str, str, float], ...] = (
     ("rel", ">=", 0.95), ("t_gen", ">=", 0.90), ("m_gen", ">=", 0.85), ("text_transfer", ">=", 0.50),
     ("t_loc", ">=", 0.95), ("m_loc", ">=", 0.95), ("near_miss_leak", "<=", 0.05), ("proper_share", ">=", 0.80),
 )
+# ScopeMemory's goals (the routed editor; its rival is GRACE, the other editor with a per-edit
+# routing test).
+MEMORY_GOALS: tuple[tuple[str, str, float], ...] = (
+    ("rel", ">=", 0.97), ("t_gen", ">=", 0.90), ("m_gen", ">=", 0.80), ("text_transfer", ">=", 0.50),
+    ("t_loc", ">=", 0.98), ("m_loc", ">=", 0.97), ("other_fact_loc", ">=", 0.95), ("near_miss_leak", "<=", 0.05),
+    ("proper_share", ">=", 0.80),
+)
+# The editors whose goals a summary shows: editor -> (goals, rival).
+EDITOR_GOALS: dict[str, tuple[tuple[tuple[str, str, float], ...], str]] = {
+    "scopememory": (MEMORY_GOALS, "grace"), "scopeedit": (GOALS, "more"),
+}
 IN_SCOPE = ("t_gen", "m_gen", "text_transfer")
 OUT_OF_SCOPE = ("t_loc", "m_loc", "near_miss_leak")  # leakage counts as 1 - leak
 
@@ -191,7 +202,7 @@ def _mean_of(agg: dict[str, Any], keys: Sequence[str]) -> float | None:
 
 
 def goals_section(results: dict[str, Any], checkpoint: str, editor: str = "scopeedit",
-                  rival: str = "more") -> list[str]:
+                  rival: str = "more", goals: Sequence[tuple[str, str, float]] = GOALS) -> list[str]:
     """Each goal against the value every editor reached (retention at ``checkpoint``), whether
     ``editor`` met it, and whether ``editor`` is ahead of ``rival`` on in-scope transfer at
     equal or better out-of-scope locality. Empty when ``editor`` is not in the results."""
@@ -202,7 +213,7 @@ def goals_section(results: dict[str, Any], checkpoint: str, editor: str = "scope
     lines = [f"## Goals for {editor} (retention after {checkpoint} edits)", "",
              "| metric | goal | " + " | ".join(names) + f" | {editor}: goal |",
              "|" + "---|" * (len(names) + 3)]
-    for key, direction, target in GOALS:
+    for key, direction, target in goals:
         value = editors[editor]["retention"][checkpoint].get(key)
         if value is None:
             verdict = "n/a"
@@ -341,7 +352,8 @@ def summary_markdown(results: dict[str, Any]) -> str:
         "edits of the stream.",
         "",
     ]
-    out += goals_section(results, last)
+    for editor, (goals, rival) in EDITOR_GOALS.items():
+        out += goals_section(results, last, editor, rival, goals)
     for n in checkpoints:
         out += [f"## Retention after {n} edits", "", *_table(results, "retention", n), ""]
     out[4:4] = [f"Merged from: `{command}`\n" for command in cfg.get("merged_from", [])] + [
