@@ -229,3 +229,27 @@ def test_bad_stream_line_is_one_error_naming_line_and_field_and_keeps_earlier_ed
         assert [int(m.group(2)) for m in map(ACK.match, result.stdout.splitlines()) if m] == [1, 2]
         logged = json.loads(cli("log", "--store", store, "--json").stdout)
         assert len(logged) == before + 2 and all(r["status"] == "applied" for r in logged)  # line 4 not read
+
+
+def test_ack_says_whether_the_edit_holds(world, tmp_path):
+    """The acknowledgement runs the audit's own-probe check: an edit that took says "holds", one
+    that did not (a single tiny step) says "did not take" with its target loss, and so does the
+    audit afterwards."""
+    store, images = tmp_path / "store", world["images"]
+    weak = tmp_path / "one-step.yaml"
+    weak.write_text(world["preset"].read_text().replace("steps_per_edit: 5", "steps_per_edit: 1").replace("eta: 1.0", "eta: 1.0e-6"))
+    assert cli("init", "--store", store, "--model", world["base"], "--editor", "scopeedit", "--preset", weak, "--device", "cpu").exit_code == 0
+    result = cli("edit", "--store", store, "--image", images[0], "--prompt", EDITS[0][0], "--target", EDITS[0][1])
+    assert result.exit_code == 0, result.output
+    line = result.stdout.strip().splitlines()[-1]
+    assert re.match(r"^applied edit 1: .*: did not take \(target loss \d+\.\d\d after 1 step; the model's answer is not the target", line), line
+    assert "editscope audit" in line
+    assert json.loads(cli("audit", "--store", store, "--json").stdout)["failing"] == [1]
+
+    strong = tmp_path / "strong"
+    assert cli("init", "--store", strong, "--model", world["base"], "--editor", "scopeedit", "--preset", world["preset"], "--device", "cpu").exit_code == 0
+    result = cli("edit", "--store", strong, "--stream", "-", input=json.dumps({"image": str(images[0]), "prompt": EDITS[0][0], "target": EDITS[0][1]}) + "\n")
+    assert result.exit_code == 0, result.output
+    acks = [line for line in result.stdout.splitlines() if ACK.match(line)]
+    assert len(acks) == 1 and re.search(r": holds \(target loss \d+\.\d\d -> \d+\.\d\d after \d+ steps?\)$", acks[0]), acks
+    assert json.loads(cli("audit", "--store", strong, "--json").stdout)["failing"] == []

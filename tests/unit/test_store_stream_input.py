@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from editscope.cli.store_commands import CommandError, _run_stream, _stream_requests
+from editscope.types import Score
 
 GOOD = {"prompt": "what is this ?", "target": "a cat"}
 
@@ -20,10 +21,16 @@ class FakeStore:
 
     def __init__(self) -> None:
         self.edits: list[tuple] = []
+        # every edit holds: its one target token is the top-1 prediction
+        self.editor = SimpleNamespace(score=lambda image, prompt, target: Score((1,), (-0.01,), (1,)))
+        self.images = None
 
     def edit(self, request, tags=(), rephrases=()):
         self.edits.append((request, tuple(tags), tuple(rephrases)))
-        return SimpleNamespace(status="applied", id=len(self.edits), prompt=request.prompt, target=request.target, error=None)
+        return SimpleNamespace(
+            status="applied", id=len(self.edits), prompt=request.prompt, target=request.target, error=None,
+            image_sha256=None, result={"loss_before": 3.0, "loss_after": 0.01, "steps": 5},
+        )
 
 
 def parse(*items) -> list[tuple]:
@@ -117,8 +124,8 @@ def test_invalid_utf8_in_a_field_names_line_and_field_and_keeps_earlier_edits(tm
     assert error == "stream line 3: field 'prompt' is not valid UTF-8 (invalid byte 0xff)"
     assert len(store.edits) == 2  # the lines before the bad one were applied, the one after was not
     assert [line for line in capsys.readouterr().out.splitlines() if line.startswith("applied")] == [
-        "applied edit 1 (line 1): 'what is this ?' -> 'a cat'",
-        "applied edit 2 (line 2): 'what is this ?' -> 'a cat'",
+        "applied edit 1 (line 1): 'what is this ?' -> 'a cat': holds (target loss 3.00 -> 0.01 after 5 steps)",
+        "applied edit 2 (line 2): 'what is this ?' -> 'a cat': holds (target loss 3.00 -> 0.01 after 5 steps)",
     ]
 
 

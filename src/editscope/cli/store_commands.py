@@ -13,7 +13,8 @@ from typing import Any, Iterable, Iterator, List, Optional, Sequence
 
 import typer
 
-from editscope.store import AuditReport, EditRecord, EditStore, StoreError
+from editscope.store import AuditReport, EditRecord, EditStore, ProbeCheck, StoreError
+from editscope.store.audit import check_own
 from editscope.types import SCOPES, EditRequest
 
 STORE = typer.Option(..., "--store", help="The store directory.")
@@ -24,8 +25,9 @@ EDIT_HELP = " ".join(
         'Stream lines are JSON objects with "prompt", "target" and optionally "image" (relative',
         "to the stream file's folder, or to the current folder for stdin), \"scope\", \"tags\" and",
         '"rephrases" (lists of strings). Each edit is acknowledged on stdout ("applied edit N")',
-        "only once it is journaled as applied. With --stream, --scope, --tag and --rephrase are",
-        "defaults for every line: a line's own \"scope\" or \"rephrases\" win, its \"tags\" are",
+        "only once it is journaled as applied, followed by whether it holds (the audit's check:",
+        "every target token is the model's top-1 answer) or did not take. With --stream, --scope,",
+        "--tag and --rephrase are defaults for every line: a line's own \"scope\" or \"rephrases\" win, its \"tags\" are",
         "added to the --tag ones. Fields are checked by type; a bad line stops the stream with an",
         "error naming its line and field (the edits before it stay applied).",
     ]
@@ -60,10 +62,35 @@ def _print_record(record: EditRecord) -> None:
     )
 
 
-def _ack(record: EditRecord, where: str = "") -> str:
-    if record.status == "applied":
-        return f"applied edit {record.id}{where}: {record.prompt!r} -> {record.target!r}"
-    return f"rejected edit {record.id}{where}: {record.error}"
+def _own_check(store: EditStore, record: EditRecord) -> Optional[ProbeCheck]:
+    """For an applied edit, the audit's own-probe check on the state just after it (one scoring
+    pass): it holds when every target token is the model's top-1 prediction."""
+    if record.status != "applied":
+        return None
+    return check_own(store.editor, record, lambda sha: store.images.get(sha) if sha is not None else None)
+
+
+def _ack(record: EditRecord, where: str = "", check: Optional[ProbeCheck] = None) -> str:
+    """The acknowledgement of one edit. With ``check`` (the audit's own-probe check, run right
+    after the edit) an applied edit is reported as holding or as not having taken, with the
+    target loss the editor journaled (``result``: loss before/after and steps)."""
+    if record.status != "applied":
+        return f"rejected edit {record.id}{where}: {record.error}"
+    line = f"applied edit {record.id}{where}: {record.prompt!r} -> {record.target!r}"
+    if check is None:
+        return line
+    result = getattr(record, "result", None) or {}
+    steps = result.get("steps")
+    in_steps = f" after {steps} step{'s' if steps != 1 else ''}" if steps is not None else ""
+    if check.holds:
+        if "loss_before" in result and "loss_after" in result:
+            return f"{line}: holds (target loss {result['loss_before']:.2f} -> {result['loss_after']:.2f}{in_steps})"
+        return f"{line}: holds"
+    loss = f"target loss {result['loss_after']:.2f}{in_steps}; " if "loss_after" in result else ""
+    return (
+        f"{line}: did not take ({loss}the model's answer is not the target: "
+        f"{check.token_accuracy:.0%} of its tokens are top-1) - see `editscope audit`"
+    )
 
 
 _JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number", type(None): "null"}
@@ -194,7 +221,7 @@ def _run_stream(
         handle, base = path.open("rb"), path.parent
         with path.open("rb") as counted:
             total = sum(1 for line in counted if line.strip())
-    applied = rejected = 0
+    applied = rejected = untaken = 0
     with contextlib.ExitStack() as opened, tqdm(total=total, unit="edit", file=sys.stderr, desc="editing") as bar:
         if source != "-":
             opened.callback(handle.close)
@@ -207,9 +234,12 @@ def _run_stream(
                 raise CommandError(f"stream line {number}: {error}") from error
             applied += record.status == "applied"
             rejected += record.status != "applied"
-            print(_ack(record, f" (line {number})"), flush=True)
+            check = _own_check(store, record)
+            untaken += check is not None and not check.holds
+            print(_ack(record, f" (line {number})", check), flush=True)
             bar.update(1)
-    print(f"done: {applied} applied, {rejected} rejected", flush=True)
+    untaken_note = f" ({untaken} of them did not take; see `editscope audit`)" if untaken else ""
+    print(f"done: {applied} applied{untaken_note}, {rejected} rejected", flush=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -265,7 +295,7 @@ def register(app: typer.Typer) -> None:
                     _run_stream(s, stream, scope=scope, tags=tag, rephrases=rephrase)
                     return
                 record = s.edit(request, tags=tag, rephrases=rephrase)
-                typer.echo(_ack(record))
+                typer.echo(_ack(record, check=_own_check(s, record)))
                 if record.status != "applied":
                     raise typer.Exit(2)
 

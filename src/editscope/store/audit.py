@@ -90,6 +90,12 @@ def _check(editor: Editor, image: Path | None, prompt: str, target: str) -> Prob
     return ProbeCheck(prompt, float(score.token_accuracy), float(score.mean_logprob))
 
 
+def check_own(editor: Editor, record: EditRecord, image_path: Callable[[str | None], Path | None]) -> ProbeCheck:
+    """The audit's check of one edit on its own probe (image, prompt, target): it *holds* when
+    every target token is the model's top-1 prediction. The CLI runs it right after an edit."""
+    return _check(editor, image_path(record.image_sha256), record.prompt, record.target)
+
+
 def run_audit(
     editor: Editor,
     applied: Sequence[EditRecord],
@@ -109,7 +115,7 @@ def run_audit(
                 prompt=record.prompt,
                 target=record.target,
                 image_sha256=record.image_sha256,
-                own=_check(editor, image, record.prompt, record.target),
+                own=check_own(editor, record, lambda _sha: image),
                 rephrases=tuple(_check(editor, image, p, record.target) for p in record.rephrases),
                 superseded_by=last if last != record.id else None,
             )
