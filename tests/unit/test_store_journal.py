@@ -25,7 +25,7 @@ def draft(prompt: str = "What is this?", target: str = "a cat", tags: tuple[str,
 
 @pytest.fixture
 def journal(tmp_path):
-    j = SQLiteJournal(tmp_path / "journal.sqlite")
+    j = SQLiteJournal(tmp_path / "journal.sqlite", create=True)
     yield j
     j.close()
 
@@ -106,7 +106,7 @@ def test_snapshots_and_events(journal):
 
 def test_rows_persist_and_wal_mode(tmp_path):
     path = tmp_path / "journal.sqlite"
-    first = SQLiteJournal(path)
+    first = SQLiteJournal(path, create=True)
     edit_id = first.add_edit(draft(tags=("t",)))
     first.set_status([edit_id], jr.APPLIED, result={"wall_time_s": 0.5})
     first.close()

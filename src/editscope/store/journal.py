@@ -12,8 +12,10 @@ from __future__ import annotations
 import abc
 import contextlib
 import json
+import os
 import sqlite3
 import threading
+import urllib.parse
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -211,26 +213,111 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 
+_TABLES = ("edits", "edit_tags", "snapshots", "events")
+
+
+def _store_error(message: str) -> Exception:
+    # Imported here: editscope.store.layout imports (through export) this module.
+    from editscope.store.layout import StoreError
+
+    return StoreError(message)
+
+
 class SQLiteJournal(Journal):
     """The journal in one SQLite file (WAL mode, synchronous=FULL: a committed row survives a
-    killed process)."""
+    killed process).
 
-    def __init__(self, path: str | Path) -> None:
+    Only ``create=True`` (used by ``EditStore.init``) makes a new file; otherwise the file must
+    exist and be an editscope journal, else a ``StoreError`` names it (a missing journal is never
+    silently replaced by an empty one). ``read_only``: ``True`` opens it read-only, ``False``
+    for writing, ``None`` (the default) read-only exactly when the file or its directory is not
+    writable. On a read-only journal, reads work and every write is a ``StoreError`` naming the
+    file."""
+
+    def __init__(self, path: str | Path, *, create: bool = False, read_only: bool | None = None) -> None:
         self.path = Path(path)
-        self._conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.execute("PRAGMA foreign_keys=ON")
+        if create:
+            read_only = False
+        elif not self.path.is_file():
+            raise _store_error(
+                f"journal {self.path} is missing: the store's history is gone (restore the file from a"
+                " backup; nothing was created in its place)"
+            )
+        elif read_only is None:
+            read_only = not (os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK))
+        self.read_only = bool(read_only)
         self._lock = threading.RLock()
         self._depth = 0
-        with self.transaction():
-            for statement in filter(str.strip, _SCHEMA.split(";")):
-                self._conn.execute(statement)
+        try:
+            self._conn = self._connect(create)
+        except sqlite3.DatabaseError as error:
+            raise _store_error(
+                f"journal {self.path} cannot be read: {error} (the file is damaged or not an editscope journal)"
+            ) from error
+
+    def _connect(self, create: bool) -> sqlite3.Connection:
+        uri = "file:" + urllib.parse.quote(str(self.path.absolute()))
+        if create:
+            conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        else:
+            conn = sqlite3.connect(uri + ("?mode=ro" if self.read_only else "?mode=rw"), uri=True,
+                                   isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA foreign_keys=ON")
+            try:
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            except sqlite3.OperationalError:
+                if not self.read_only:
+                    raise
+                # A WAL database in a directory we cannot write: SQLite cannot create the shared
+                # memory file. With no write-ahead log holding rows, the main file is the whole
+                # committed state, and it can be read as immutable.
+                wal = self.path.with_name(self.path.name + "-wal")
+                if wal.exists() and wal.stat().st_size > 0:
+                    raise
+                conn.close()
+                conn = sqlite3.connect(uri + "?mode=ro&immutable=1", uri=True, isolation_level=None,
+                                       check_same_thread=False)
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if not create:
+                missing = [t for t in _TABLES if t not in tables]
+                if missing:  # checked before anything (even the WAL mode) is written to the file
+                    raise sqlite3.DatabaseError(f"it has no {', '.join(missing)} table")
+            if not self.read_only:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")
+            if create:
+                self._conn = conn
+                with self.transaction():
+                    for statement in filter(str.strip, _SCHEMA.split(";")):
+                        conn.execute(statement)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        """SQLite errors as ``StoreError`` naming the journal file."""
+        try:
+            yield
+        except sqlite3.IntegrityError:
+            raise  # a constraint of the schema, not a fault of the file
+        except sqlite3.OperationalError as error:
+            if "readonly" in str(error) or "read-only" in str(error):
+                raise _store_error(f"journal {self.path} is read-only: cannot write to it ({error})") from error
+            raise _store_error(f"journal {self.path}: {error}") from error
+        except sqlite3.DatabaseError as error:
+            raise _store_error(
+                f"journal {self.path} cannot be read: {error} (the file is damaged or not an editscope journal)"
+            ) from error
 
     # -- transactions ------------------------------------------------------------------------
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        with self._lock:
+        if self.read_only:
+            raise _store_error(f"journal {self.path} is read-only: this operation writes to it")
+        with self._lock, self._guard():
             outer = self._depth == 0
             if outer:
                 self._conn.execute("BEGIN IMMEDIATE")
@@ -318,7 +405,7 @@ class SQLiteJournal(Journal):
         return self._select_edits(where, tuple(values))
 
     def _select_edits(self, where: str, values: tuple[Any, ...]) -> list[EditRecord]:
-        with self._lock:
+        with self._lock, self._guard():
             rows = self._conn.execute(
                 "SELECT e.id, e.created_at, e.updated_at, e.prompt, e.target, e.scope,"
                 " e.image_sha256, e.rephrases, e.anchors, e.status, e.result, e.error,"
@@ -367,7 +454,7 @@ class SQLiteJournal(Journal):
         return SnapshotRecord(int(cursor.lastrowid), now, name, trigger, file, sha256, tuple(lineage))
 
     def snapshots(self) -> list[SnapshotRecord]:
-        with self._lock:
+        with self._lock, self._guard():
             rows = self._conn.execute(
                 "SELECT id, created_at, name, trigger, file, sha256, lineage FROM snapshots ORDER BY id"
             ).fetchall()
@@ -393,7 +480,7 @@ class SQLiteJournal(Journal):
         if kind is not None:
             query += " WHERE kind = ?"
             values = (kind,)
-        with self._lock:
+        with self._lock, self._guard():
             rows = self._conn.execute(query + " ORDER BY id", values).fetchall()
         return [EventRecord(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
 

@@ -149,7 +149,7 @@ class EditStore:
         try:
             directory.mkdir(parents=True, exist_ok=True)
             write_manifest(directory, manifest)
-            store = cls(directory, manifest, SQLiteJournal(directory / JOURNAL))
+            store = cls(directory, manifest, SQLiteJournal(directory / JOURNAL, create=True))
             store._lock.acquire()
             store._vlm, store._editor = vlm, built
             store._write_snapshot("initial", "initial", ())
@@ -169,18 +169,29 @@ class EditStore:
         load_model: bool = True,
         device: str | None = None,
         backend: Backend | None = None,
+        read_only: bool | None = None,
     ) -> "EditStore":
         """Open the store in ``directory``. With ``load_model`` (the default) the base model is
         loaded (from ``model_source`` or the recorded source), checked against the recorded
         fingerprint, and the editor state is restored: last covering snapshot, then replay of
         the applied edits after it; pending rows left by a killed process are marked rejected.
         Without it, only the journal is available (``log``, ``get``, ``snapshots``).
-        ``device`` overrides the device recorded at ``init``."""
+        ``device`` overrides the device recorded at ``init``.
+        The journal must exist (it is never recreated: a missing or damaged one is a
+        ``StoreError`` naming it). ``read_only`` (default: when the journal file or the store
+        directory is not writable) opens the journal read-only: reading works, writing is a
+        ``StoreError`` naming the file; a read-only store cannot be opened with its model."""
         directory = Path(directory)
-        store = cls(directory, read_manifest(directory), SQLiteJournal(directory / JOURNAL))
+        manifest = read_manifest(directory)
+        store = cls(directory, manifest, SQLiteJournal(directory / JOURNAL, read_only=read_only))
         if not load_model:
             return store
         try:
+            if store.journal.read_only:
+                raise StoreError(
+                    f"store {directory} is read-only (journal {store.journal.path} cannot be written):"
+                    " this command writes to it; only reading the journal (e.g. log) works"
+                )
             store._lock.acquire()
             store._load_editor(backend or DefaultBackend(), model_source, device)
             store._restore(store.journal.applied_ids())

@@ -1,0 +1,91 @@
+"""The store's command line when the journal file is missing or damaged (issue 22, defects 5
+and 7): every command is a one-line error naming the journal, exit code 1, and no journal is
+created in place of a missing one."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from typer.testing import CliRunner
+
+from editscope.cli.main import app
+from store_support import EDITS, make_images, save_tiny_checkpoint, write_preset
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("store-cli-journal")
+    return {
+        "root": root,
+        "base": save_tiny_checkpoint(root / "base"),
+        "images": make_images(root / "images"),
+        "preset": write_preset(root),
+    }
+
+
+def cli(*args: object):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def one_error(result) -> str:
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 1 and len(errors) == 1, result.output
+    assert "Traceback" not in result.output, result.output
+    return errors[0]
+
+
+def other_files(directory) -> dict[str, str]:
+    """Every file but the SQLite files and the lock, by content hash (the journal is not opened:
+    opening a missing one with sqlite3 would create it)."""
+    return {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and not p.name.startswith(("journal.sqlite", "lock"))
+    }
+
+
+def commands(store, images):
+    return [
+        ("log", "--store", store),
+        ("log", "--store", store, "--tag", "demo"),
+        ("edit", "--store", store, "--image", images[0], "--prompt", EDITS[0][0], "--target", EDITS[0][1]),
+        ("query", "--store", store, "--prompt", EDITS[0][0], "--max-new-tokens", "1"),
+        ("snapshot", "--store", store, "--name", "one"),
+        ("rollback", "--store", store, "--to", "initial"),
+        ("revert", "1", "--store", store),
+        ("audit", "--store", store),
+    ]
+
+
+@pytest.fixture
+def store(world, tmp_path):
+    store = tmp_path / "store"
+    result = cli("init", "--store", store, "--model", world["base"], "--editor", "scopeedit", "--preset", world["preset"])
+    assert result.exit_code == 0, result.output
+    image, (prompt, target) = world["images"][0], EDITS[0]
+    result = cli("edit", "--store", store, "--image", image, "--prompt", prompt, "--target", target, "--tag", "demo")
+    assert result.exit_code == 0, result.output
+    return store
+
+
+def test_every_command_on_a_store_without_its_journal_is_an_error_and_creates_none(world, store):
+    (store / "journal.sqlite").unlink()
+    for suffix in ("-wal", "-shm"):
+        (store / f"journal.sqlite{suffix}").unlink(missing_ok=True)
+    before = other_files(store)
+    for args in commands(store, world["images"]):
+        assert "journal.sqlite is missing" in one_error(cli(*args)), args
+        assert not any(p.name.startswith("journal.sqlite") for p in store.iterdir()), args
+    assert other_files(store) == before
+
+
+def test_every_command_on_a_garbage_journal_is_an_error_naming_it(world, store):
+    path = store / "journal.sqlite"
+    path.write_bytes(b"\x00this is not SQLite\xff" * 256)
+    before = other_files(store)
+    for args in commands(store, world["images"]):
+        message = one_error(cli(*args))
+        assert f"journal {path} cannot be read" in message, (args, message)
+    assert path.read_bytes() == b"\x00this is not SQLite\xff" * 256
+    assert other_files(store) == before
