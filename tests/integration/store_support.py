@@ -58,6 +58,16 @@ def write_preset(directory: Path) -> Path:
     return path
 
 
+def store_world(root: Path) -> dict:
+    """What the store's CLI tests share: a tiny checkpoint, its images and a preset, under ``root``."""
+    return {
+        "root": root,
+        "base": save_tiny_checkpoint(root / "base"),
+        "images": make_images(root / "images"),
+        "preset": write_preset(root),
+    }
+
+
 def probe_logits(editor, images: list[Path]) -> torch.Tensor:
     """Logits on every edit's own input and on an unrelated text prompt, stacked."""
     rows = [editor.logits(images[i], prompt, target) for i, (prompt, target) in enumerate(EDITS)]

@@ -21,11 +21,9 @@ from editscope.store import EditStore
 from editscope.types import EditRequest
 from store_support import (
     EDITS,
-    make_images,
     probe_logits,
-    save_tiny_checkpoint,
     store_state,
-    write_preset,
+    store_world,
 )
 
 ACK = re.compile(r"^applied edit (\d+) \(line (\d+)\)")
@@ -33,13 +31,7 @@ ACK = re.compile(r"^applied edit (\d+) \(line (\d+)\)")
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("store-cli")
-    return {
-        "root": root,
-        "base": save_tiny_checkpoint(root / "base"),
-        "images": make_images(root / "images"),
-        "preset": write_preset(root),
-    }
+    return store_world(tmp_path_factory.mktemp("store-cli"))
 
 
 def cli(*args: object, input: str | None = None):

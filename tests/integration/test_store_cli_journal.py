@@ -10,18 +10,12 @@ import pytest
 from typer.testing import CliRunner
 
 from editscope.cli.main import app
-from store_support import EDITS, make_images, save_tiny_checkpoint, write_preset
+from store_support import EDITS, store_world
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("store-cli-journal")
-    return {
-        "root": root,
-        "base": save_tiny_checkpoint(root / "base"),
-        "images": make_images(root / "images"),
-        "preset": write_preset(root),
-    }
+    return store_world(tmp_path_factory.mktemp("store-cli-journal"))
 
 
 def cli(*args: object):
