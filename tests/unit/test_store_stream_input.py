@@ -10,7 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from editscope.cli.store_commands import CommandError, _run_stream, _stream_requests
+from editscope.cli.store_commands import CommandError, _run_stream
+from editscope.cli.stream_input import stream_requests as _stream_requests
 from editscope.types import Score
 
 GOOD = {"prompt": "what is this ?", "target": "a cat"}

@@ -1,0 +1,118 @@
+"""JSONL edit streams (``editscope edit --stream``): each line decoded and checked field by field,
+so that an error names its line and field."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Optional, Sequence
+
+from editscope.cli.errors import CommandError
+from editscope.types import SCOPES, EditRequest
+
+STREAM_KEYS = {"image", "prompt", "target", "scope", "tags", "rephrases"}
+_JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number", type(None): "null"}
+
+
+def _json_type(value: Any) -> str:
+    return _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def _check_text(value: str, field: str, bad_bytes: bool) -> None:
+    """Refuse text that cannot be stored as UTF-8: an invalid byte in the stream (decoded with
+    ``surrogateescape``, so it shows up as U+DC80..U+DCFF) or a lone surrogate from a JSON
+    ``\\uD800`` escape. Both are named with the field."""
+    for char in value:
+        if "\ud800" <= char <= "\udfff":
+            if bad_bytes and "\udc80" <= char <= "\udcff":
+                raise ValueError(f"field {field!r} is not valid UTF-8 (invalid byte 0x{ord(char) - 0xDC00:02x})")
+            raise ValueError(f"field {field!r} contains a lone surrogate (U+{ord(char):04X}); text must be valid Unicode")
+
+
+def _string_field(item: dict, key: str, bad_bytes: bool, *, required: bool) -> Optional[str]:
+    if key not in item or (not required and item[key] is None):
+        if required:
+            raise ValueError(f"field {key!r} is missing")
+        return None
+    value = item[key]
+    if not isinstance(value, str):
+        raise ValueError(f"field {key!r} must be a string, got {_json_type(value)} ({json.dumps(value)[:60]})")
+    _check_text(value, key, bad_bytes)
+    if not value.strip():
+        raise ValueError(f"field {key!r} is empty")
+    return value
+
+
+def _list_field(item: dict, key: str, bad_bytes: bool) -> Optional[list[str]]:
+    if key not in item:
+        return None
+    value = item[key]
+    if not isinstance(value, list):
+        raise ValueError(f"field {key!r} must be an array of strings, got {_json_type(value)} ({json.dumps(value)[:60]})")
+    for index, text in enumerate(value):
+        name = f"{key}[{index}]"
+        if not isinstance(text, str):
+            raise ValueError(f"field {name!r} must be a string, got {_json_type(text)} ({json.dumps(text)[:60]})")
+        _check_text(text, name, bad_bytes)
+        if not text.strip():
+            raise ValueError(f"field {name!r} is empty")
+    return list(value)
+
+
+def _decode_line(raw: bytes | str, number: int) -> tuple[str, bool]:
+    """One stream line as text, and whether it held bytes that are not valid UTF-8 (kept as
+    ``surrogateescape`` characters so that the field holding them can be named)."""
+    if isinstance(raw, str):
+        return raw, False
+    if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]  # a UTF-8 byte-order mark
+    try:
+        return raw.decode("utf-8"), False
+    except UnicodeDecodeError as error:
+        text = raw.decode("utf-8", errors="surrogateescape")
+        return text, f"not valid UTF-8 (invalid byte 0x{raw[error.start]:02x} at byte {error.start + 1})"
+
+
+def stream_requests(
+    lines: Iterable[bytes | str],
+    base: Path,
+    *,
+    scope: Optional[str] = None,
+    tags: Sequence[str] = (),
+    rephrases: Sequence[str] = (),
+) -> Iterator[tuple[int, EditRequest, list[str], list[str]]]:
+    """Parse JSONL edits: ``{"image", "prompt", "target", "scope", "tags", "rephrases"}``;
+    relative image paths are relative to ``base``. ``scope``, ``tags`` and ``rephrases`` are
+    per-line defaults (from the command line): a line's own scope or rephrases win, its tags
+    are added to ``tags``. Every field is checked by type; an error names the line and field."""
+    for number, raw in enumerate(lines, start=1):
+        try:
+            line, bad_bytes = _decode_line(raw, number)
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except ValueError as error:
+                raise ValueError(bad_bytes or f"not valid JSON ({error})") from None
+            if not isinstance(item, dict):
+                raise ValueError(f"expected a JSON object, got {_json_type(item)}")
+            for key in item:
+                _check_text(key, key, bool(bad_bytes))
+            unknown = sorted(set(item) - STREAM_KEYS)
+            if unknown:
+                raise ValueError(f"unknown key(s) {unknown}; known keys are {sorted(STREAM_KEYS)}")
+            prompt = _string_field(item, "prompt", bool(bad_bytes), required=True)
+            target = _string_field(item, "target", bool(bad_bytes), required=True)
+            image: Optional[str | Path] = _string_field(item, "image", bool(bad_bytes), required=False)
+            if image is not None:
+                image = Path(image) if Path(image).is_absolute() else base / image
+            line_scope = _string_field(item, "scope", bool(bad_bytes), required=False)
+            if line_scope is not None and line_scope not in SCOPES:
+                raise ValueError(f"field 'scope' must be one of {', '.join(SCOPES)}, got {line_scope!r}")
+            line_tags = _list_field(item, "tags", bool(bad_bytes)) or []
+            line_rephrases = _list_field(item, "rephrases", bool(bad_bytes))
+            request = EditRequest(prompt=prompt, target=target, image=image, scope=line_scope or scope or "auto")
+        except (ValueError, TypeError) as error:
+            raise CommandError(f"stream line {number}: {error}") from None
+        merged_tags = list(dict.fromkeys([*tags, *line_tags]))
+        yield number, request, merged_tags, list(rephrases if line_rephrases is None else line_rephrases)
