@@ -94,7 +94,7 @@ def test_merge_results_from_separate_processes(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from editscope.cli.main import app
-    from editscope.evaluation.report import merge_results
+    from editscope.evaluation.merge import merge_results
 
     merged = merge_results([_results(["a", "b"]), _results(["c"])], "merge", "t")
     assert list(merged["editors"]) == ["a", "b", "c"]
@@ -135,7 +135,7 @@ def test_a_re_run_editor_replaces_its_run_in_a_merge(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from editscope.cli.main import app
-    from editscope.evaluation.report import merge_results
+    from editscope.evaluation.merge import merge_results
 
     published = merge_results([_results(["a", "b"]), _results(["c"])], "merge", "t")
     rerun = _results(["b"])

@@ -105,7 +105,8 @@ def bench_merge(
     from datetime import datetime, timezone
 
     from editscope.evaluation.plots import write_plots
-    from editscope.evaluation.report import merge_results, write_results, write_summary
+    from editscope.evaluation.merge import merge_results
+    from editscope.evaluation.report import write_results, write_summary
 
     try:
         parts = [json.loads(Path(p).read_text()) for p in results]
