@@ -109,6 +109,15 @@ def test_prompt_only_encoding_has_no_target(vlm: VisionLanguageModel) -> None:
     assert torch.equal(prompt_only.input_ids, with_target.input_ids[:, :-n])
 
 
+def test_encoding_with_the_end_appends_the_end_token(vlm: VisionLanguageModel) -> None:
+    plain = vlm.encode(_image(0), PROMPT, TARGET)
+    ended = vlm.encode(_image(0), PROMPT, TARGET, end=True)
+    assert vlm.end_id is not None and vlm.end_id in vlm._eos_ids()
+    assert ended.target_ids.tolist() == plain.target_ids.tolist() + [vlm.end_id]
+    assert ended.target_positions.tolist() == plain.target_positions.tolist() + [plain.length - 1]
+    assert torch.equal(ended.tensors["input_ids"][0, :-1], plain.tensors["input_ids"][0])
+
+
 def test_score_matches_manual_argmax(vlm: VisionLanguageModel) -> None:
     inputs = vlm.encode(_image(1), PROMPT, TARGET)
     with torch.no_grad():

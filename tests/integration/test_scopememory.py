@@ -178,3 +178,14 @@ def test_builtin_out_of_scope_probes_keep_base_logits(builtin, world_cases) -> N
     assert kept == len(probes)
     for case in world_cases[:4]:
         assert editor.score(case.request.image, case.request.prompt, case.request.target).token_accuracy == 1.0
+
+
+def test_builtin_answer_after_an_edit_is_exactly_the_target(builtin, world_cases) -> None:
+    # the slot learns the end of the answer too: generation stops after the target, with no
+    # repeated tokens after it (a target trained without its end runs on: "1835" -> "18353535...")
+    editor = builtin_editor(builtin)
+    cases = [c for c in world_cases if builtin.answer(c.request.image, c.request.prompt) != c.request.target][:4]
+    assert cases
+    for case in cases:
+        editor.edit(case.request)
+        assert editor.answer(case.request.image, case.request.prompt) == case.request.target

@@ -89,17 +89,23 @@ class VisionLanguageModel:
             encoded = self.processor(images=[pil_image], text=text, return_tensors="pt")
         return {key: value for key, value in encoded.items() if isinstance(value, torch.Tensor)}
 
-    def encode(self, image: ImageInput | None, prompt: str, target: str | None = None) -> ModelInputs:
+    def encode(self, image: ImageInput | None, prompt: str, target: str | None = None,
+               end: bool = False) -> ModelInputs:
         """Encode one example (batch of one) on the model's input device.
 
         The prompt (with the image, when given) goes through the processor; the target is
-        tokenized separately as ``" " + target.strip()`` and appended. ``target=None`` encodes
-        the prompt alone (for generation). Raises ``ValueError`` for an empty target, an
-        unreadable image, or a sequence longer than :attr:`text_context_length`.
+        tokenized separately as ``" " + target.strip()`` and appended, followed by
+        :attr:`end_id` when ``end`` is true (so that an editor can teach the answer to stop).
+        ``target=None`` encodes the prompt alone (for generation). Raises ``ValueError`` for an
+        empty target, an unreadable image, or a sequence longer than :attr:`text_context_length`.
         """
         if not isinstance(prompt, str):
             raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
         target_ids = self.encode_target(target) if target is not None else torch.zeros(0, dtype=torch.long)
+        if end and target is not None:
+            if self.end_id is None:
+                raise ValueError(f"{self.spec.name}: the model has no end-of-sequence token to end the target with")
+            target_ids = torch.cat([target_ids, torch.tensor([self.end_id], dtype=torch.long)])
         encoded = self._encode_prompt(image, prompt)
         prompt_ids = encoded["input_ids"].to(torch.long)
         n_prompt, n_target = prompt_ids.shape[1], target_ids.numel()
@@ -172,6 +178,18 @@ class VisionLanguageModel:
             logprobs=tuple(logprobs.tolist()),
             predicted_ids=tuple(logits.argmax(dim=-1).tolist()),
         )
+
+    @property
+    def end_id(self) -> int | None:
+        """The token that ends an answer: the generation config's first end-of-sequence id
+        (a chat model's end of turn), else the tokenizer's; ``None`` where there is neither."""
+        generation_config = getattr(self.model, "generation_config", None)
+        eos = generation_config.eos_token_id if generation_config is not None else None
+        if isinstance(eos, (list, tuple)):
+            eos = eos[0] if eos else None
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        return None if eos is None else int(eos)
 
     def _eos_ids(self) -> set[int]:
         """End-of-sequence ids: the generation config's, else the tokenizer's."""

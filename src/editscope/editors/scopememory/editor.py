@@ -140,9 +140,11 @@ class ScopeMemory(Editor):
         gates, shared_on = self._gate(self._site_keys(inputs), request, inputs)
         self._reset_scratch()
         steps = 0
+        # the writes learn the target and then the end of the answer, so that generation stops
+        answer = self.vlm.encode(request.image, request.prompt, request.target, end=True)
         if shared_on:
-            steps += self._phase(inputs, local=False, shared=True)
-        steps += self._phase(inputs, local=True, shared=shared_on)
+            steps += self._phase(answer, local=False, shared=True)
+        steps += self._phase(answer, local=True, shared=shared_on)
         row = self._slot_row(keys, fact, shared_on)
         negatives = self._negatives(anchors, fact)
         before = self._commit(row, negatives, fact)
