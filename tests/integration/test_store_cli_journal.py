@@ -83,3 +83,16 @@ def test_every_command_on_a_garbage_journal_is_an_error_naming_it(world, store):
         assert f"journal {path} cannot be read" in message, (args, message)
     assert path.read_bytes() == b"\x00this is not SQLite\xff" * 256
     assert other_files(store) == before
+
+
+def test_a_byte_flipped_in_a_rows_target_is_an_error_naming_the_row(world, store):
+    """Issue 22, defect 4: before the chain, ``revert`` replayed the changed target silently."""
+    import sqlite3
+
+    path = store / "journal.sqlite"
+    with sqlite3.connect(path) as conn:
+        (target,) = conn.execute("SELECT target FROM edits WHERE id = 1").fetchone()
+        conn.execute("UPDATE edits SET target = ? WHERE id = 1", (chr(ord(target[0]) ^ 1) + target[1:],))
+    for args in (("revert", "1", "--store", store), ("log", "--store", store), ("audit", "--store", store)):
+        message = one_error(cli(*args))
+        assert f"journal {path}: the row of edit 1 fails its integrity check" in message, (args, message)

@@ -12,18 +12,23 @@ from __future__ import annotations
 import abc
 import contextlib
 import json
+import logging
 import os
 import sqlite3
 import threading
-import urllib.parse
 from pathlib import Path
 from typing import Any, Iterator, Sequence
+
+from editscope.store import integrity
+from editscope.store import journal_schema as schema
 
 # The journal's records, re-exported: callers import them from here or from records.
 from editscope.store.records import (  # noqa: F401
     APPLIED, AnchorRecord, EVENT_KINDS, EditDraft, EditRecord, EventRecord, PENDING,
-    REJECTED, REVERTED, ROLLED_BACK, STATUSES, SnapshotRecord, utc_now,
+    REJECTED, REVERTED, ROLLED_BACK, STATUSES, SnapshotRecord, edit_record, utc_now,
 )
+
+log = logging.getLogger(__name__)
 
 
 class Journal(abc.ABC):
@@ -80,49 +85,6 @@ class Journal(abc.ABC):
         return [record.id for record in self.edits(status=APPLIED)]
 
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS edits (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
-    prompt TEXT NOT NULL,
-    target TEXT NOT NULL,
-    scope TEXT NOT NULL,
-    image_sha256 TEXT,
-    rephrases TEXT NOT NULL,
-    anchors TEXT NOT NULL,
-    status TEXT NOT NULL,
-    result TEXT,
-    error TEXT,
-    config_hash TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS edit_tags (
-    edit_id INTEGER NOT NULL REFERENCES edits(id),
-    tag TEXT NOT NULL,
-    PRIMARY KEY (edit_id, tag)
-);
-CREATE INDEX IF NOT EXISTS edit_tags_by_tag ON edit_tags(tag);
-CREATE TABLE IF NOT EXISTS snapshots (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    created_at TEXT NOT NULL,
-    name TEXT NOT NULL UNIQUE,
-    trigger TEXT NOT NULL,
-    file TEXT NOT NULL,
-    sha256 TEXT NOT NULL,
-    lineage TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    created_at TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    payload TEXT NOT NULL
-);
-"""
-
-
-_TABLES = ("edits", "edit_tags", "snapshots", "events")
-
-
 def _store_error(message: str) -> Exception:
     # Imported here: editscope.store.layout imports (through export) this module.
     from editscope.store.layout import StoreError
@@ -130,16 +92,22 @@ def _store_error(message: str) -> Exception:
     return StoreError(message)
 
 
+_PREVIOUS_CHAIN = "(SELECT p.chain FROM {table} p WHERE p.id < {alias}.id ORDER BY p.id DESC LIMIT 1)"
+
+
 class SQLiteJournal(Journal):
     """The journal in one SQLite file (WAL mode, synchronous=FULL: a committed row survives a
-    killed process).
+    killed process), every row integrity-checked (``editscope.store.integrity``).
 
     Only ``create=True`` (used by ``EditStore.init``) makes a new file; otherwise the file must
     exist and be an editscope journal, else a ``StoreError`` names it (a missing journal is never
     silently replaced by an empty one). ``read_only``: ``True`` opens it read-only, ``False``
     for writing, ``None`` (the default) read-only exactly when the file or its directory is not
     writable. On a read-only journal, reads work and every write is a ``StoreError`` naming the
-    file."""
+    file. Every row read is checked against its checksum and its link to the row before it; a
+    row that fails is a ``StoreError`` naming it (``verify`` checks them all at once). A journal
+    written before the chain existed gets it on its first open for writing (see
+    ``journal_schema``); opened read-only it is read unchecked (``chained`` is false)."""
 
     def __init__(self, path: str | Path, *, create: bool = False, read_only: bool | None = None) -> None:
         self.path = Path(path)
@@ -156,52 +124,18 @@ class SQLiteJournal(Journal):
         self._lock = threading.RLock()
         self._depth = 0
         try:
-            self._conn = self._connect(create)
+            self._conn = schema.connect(self.path, create=create, read_only=self.read_only)
+            self.chained = schema.has_chain(self._conn)
+            if not self.chained and not self.read_only:
+                schema.add_chain(self._conn, self.path)
+                self.chained = True
         except sqlite3.DatabaseError as error:
             raise _store_error(
                 f"journal {self.path} cannot be read: {error} (the file is damaged or not an editscope journal)"
             ) from error
-
-    def _connect(self, create: bool) -> sqlite3.Connection:
-        uri = "file:" + urllib.parse.quote(str(self.path.absolute()))
-        if create:
-            conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
-        else:
-            conn = sqlite3.connect(uri + ("?mode=ro" if self.read_only else "?mode=rw"), uri=True,
-                                   isolation_level=None, check_same_thread=False)
-        try:
-            conn.execute("PRAGMA foreign_keys=ON")
-            try:
-                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            except sqlite3.OperationalError:
-                if not self.read_only:
-                    raise
-                # A WAL database in a directory we cannot write: SQLite cannot create the shared
-                # memory file. With no write-ahead log holding rows, the main file is the whole
-                # committed state, and it can be read as immutable.
-                wal = self.path.with_name(self.path.name + "-wal")
-                if wal.exists() and wal.stat().st_size > 0:
-                    raise
-                conn.close()
-                conn = sqlite3.connect(uri + "?mode=ro&immutable=1", uri=True, isolation_level=None,
-                                       check_same_thread=False)
-                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            if not create:
-                missing = [t for t in _TABLES if t not in tables]
-                if missing:  # checked before anything (even the WAL mode) is written to the file
-                    raise sqlite3.DatabaseError(f"it has no {', '.join(missing)} table")
-            if not self.read_only:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=FULL")
-            if create:
-                self._conn = conn
-                with self.transaction():
-                    for statement in filter(str.strip, _SCHEMA.split(";")):
-                        conn.execute(statement)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+        if not self.chained:
+            log.warning("journal %s has no integrity chain (written by an older editscope) and is open "
+                        "read-only: its rows are read unchecked until it is opened for writing", self.path)
 
     @contextlib.contextmanager
     def _guard(self) -> Iterator[None]:
@@ -218,6 +152,42 @@ class SQLiteJournal(Journal):
             raise _store_error(
                 f"journal {self.path} cannot be read: {error} (the file is damaged or not an editscope journal)"
             ) from error
+
+    # -- integrity ---------------------------------------------------------------------------
+    def bad_rows(self) -> list[str]:
+        """Every row that fails its integrity check, named (``edit 7``, ``snapshot 'x' (row
+        2)``, ``event 4``); empty on a journal without the chain."""
+        if not self.chained:
+            return []
+        with self._lock, self._guard(), self.read_view():
+            return [integrity.row_label(table, row_id, name)
+                    for table in ("edits", "snapshots", "events")
+                    for row_id, name in schema.bad_rows(self._conn, table)]
+
+    def verify(self) -> None:
+        """Check every row; the first that fails is a ``StoreError`` naming it."""
+        bad = self.bad_rows()
+        if bad:
+            raise _store_error(integrity.bad_row_message(self.path, bad[0]))
+
+    def _check(self, table: str, row_id: int, previous: str | None, values: Sequence[Any],
+               tags: Sequence[str] = (), mutable: Sequence[Any] = (), chain: str | None = None,
+               checksum: str | None = None, name: str | None = None) -> None:
+        if not self.chained:
+            return
+        ok = chain == integrity.chain_link(table, previous or integrity.GENESIS, values, tags)
+        if ok and table == "edits":
+            ok = checksum == integrity.edit_checksum(chain, mutable)
+        if not ok:
+            raise _store_error(integrity.bad_row_message(self.path, integrity.row_label(table, row_id, name)))
+
+    def _link(self, table: str, row_id: int, values: Sequence[Any], tags: Sequence[str] = ()) -> str:
+        """Set the chain of the newest row of ``table`` (inside the caller's transaction)."""
+        previous = self._conn.execute(
+            f"SELECT chain FROM {table} WHERE id < ? ORDER BY id DESC LIMIT 1", (row_id,)).fetchone()
+        chain = integrity.chain_link(table, previous[0] if previous else integrity.GENESIS, values, tags)
+        self._conn.execute(f"UPDATE {table} SET chain = ? WHERE id = ?", (chain, row_id))
+        return chain
 
     # -- transactions ------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -240,31 +210,42 @@ class SQLiteJournal(Journal):
             if outer:
                 self._conn.execute("COMMIT")
 
+    @contextlib.contextmanager
+    def read_view(self) -> Iterator[None]:
+        """Reads inside see one committed state of the journal (a read transaction: a writer in
+        another process may commit meanwhile, unseen until the view ends)."""
+        with self._lock, self._guard():
+            outer = self._depth == 0
+            if outer:
+                self._conn.execute("BEGIN")
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                if outer:
+                    self._conn.execute("COMMIT")
+
     # -- edits -------------------------------------------------------------------------------
     def add_edit(self, draft: EditDraft) -> int:
         now = utc_now()
+        values = [now, draft.prompt, draft.target, draft.scope, draft.image_sha256,
+                  json.dumps(list(draft.rephrases)), json.dumps([a.__dict__ for a in draft.anchors]),
+                  draft.config_hash]
         with self.transaction():
             cursor = self._conn.execute(
-                "INSERT INTO edits (created_at, updated_at, prompt, target, scope, image_sha256,"
-                " rephrases, anchors, status, config_hash) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (
-                    now,
-                    now,
-                    draft.prompt,
-                    draft.target,
-                    draft.scope,
-                    draft.image_sha256,
-                    json.dumps(list(draft.rephrases)),
-                    json.dumps([a.__dict__ for a in draft.anchors]),
-                    PENDING,
-                    draft.config_hash,
-                ),
+                "INSERT INTO edits (created_at, prompt, target, scope, image_sha256,"
+                " rephrases, anchors, config_hash, updated_at, status) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (*values, now, PENDING),
             )
             edit_id = int(cursor.lastrowid)
             self._conn.executemany(
                 "INSERT OR IGNORE INTO edit_tags (edit_id, tag) VALUES (?, ?)",
                 [(edit_id, tag) for tag in draft.tags],
             )
+            chain = self._link("edits", edit_id, (edit_id, *values), draft.tags)
+            self._conn.execute("UPDATE edits SET checksum = ? WHERE id = ?",
+                               (integrity.edit_checksum(chain, (PENDING, now, None, None)), edit_id))
         return edit_id
 
     def set_status(
@@ -275,24 +256,24 @@ class SQLiteJournal(Journal):
         result: dict[str, Any] | None = None,
         error: str | None = None,
     ) -> None:
+        """Change the status of ``edit_ids`` (and store ``result`` / ``error``); each row is
+        checked before its checksum is rewritten."""
         if status not in STATUSES:
             raise ValueError(f"unknown edit status {status!r}; expected one of {STATUSES}")
         now = utc_now()
         with self.transaction():
             for edit_id in edit_ids:
-                assignments = ["status = ?", "updated_at = ?"]
-                values: list[Any] = [status, now]
-                if result is not None:
-                    assignments.append("result = ?")
-                    values.append(json.dumps(result))
-                if error is not None:
-                    assignments.append("error = ?")
-                    values.append(error)
-                cursor = self._conn.execute(
-                    f"UPDATE edits SET {', '.join(assignments)} WHERE id = ?", (*values, edit_id)
-                )
-                if cursor.rowcount != 1:
+                if self.get_edit(edit_id) is None:  # checked, so that a changed row is never re-sealed
                     raise KeyError(f"no edit with id {edit_id} in journal {self.path}")
+                chain, old_result, old_error = self._conn.execute(
+                    "SELECT chain, result, error FROM edits WHERE id = ?", (edit_id,)).fetchone()
+                new_result = json.dumps(result) if result is not None else old_result
+                new_error = error if error is not None else old_error
+                checksum = integrity.edit_checksum(chain, (status, now, new_result, new_error))
+                self._conn.execute(
+                    "UPDATE edits SET status = ?, updated_at = ?, result = ?, error = ?, checksum = ? WHERE id = ?",
+                    (status, now, new_result, new_error, checksum, edit_id),
+                )
 
     def get_edit(self, edit_id: int) -> EditRecord | None:
         rows = self._select_edits("WHERE e.id = ?", (int(edit_id),))
@@ -312,11 +293,12 @@ class SQLiteJournal(Journal):
         return self._select_edits(where, tuple(values))
 
     def _select_edits(self, where: str, values: tuple[Any, ...]) -> list[EditRecord]:
-        with self._lock, self._guard():
+        chained = ", e.chain, e.checksum, " + _PREVIOUS_CHAIN.format(table="edits", alias="e") if self.chained else ""
+        with self._lock, self._guard(), self.read_view():
             rows = self._conn.execute(
                 "SELECT e.id, e.created_at, e.updated_at, e.prompt, e.target, e.scope,"
                 " e.image_sha256, e.rephrases, e.anchors, e.status, e.result, e.error,"
-                " e.config_hash FROM edits e " + where + " ORDER BY e.id",
+                " e.config_hash" + chained + " FROM edits e " + where + " ORDER BY e.id",
                 values,
             ).fetchall()
             tags: dict[int, list[str]] = {}
@@ -327,44 +309,41 @@ class SQLiteJournal(Journal):
                 values,
             ):
                 tags.setdefault(edit_id, []).append(tag)
-        return [
-            EditRecord(
-                id=row[0],
-                created_at=row[1],
-                updated_at=row[2],
-                prompt=row[3],
-                target=row[4],
-                scope=row[5],
-                image_sha256=row[6],
-                tags=tuple(tags.get(row[0], ())),
-                rephrases=tuple(json.loads(row[7])),
-                anchors=tuple(AnchorRecord(**a) for a in json.loads(row[8])),
-                status=row[9],
-                result=json.loads(row[10]) if row[10] is not None else None,
-                error=row[11],
-                config_hash=row[12],
-            )
-            for row in rows
-        ]
+        for row in rows:
+            if self.chained:
+                self._check("edits", row[0], row[15], (row[0], row[1], *row[3:9], row[12]), tags.get(row[0], ()),
+                            (row[9], row[2], row[10], row[11]), row[13], row[14])
+        try:
+            return [edit_record(row, tags.get(row[0], ())) for row in rows]
+        except (ValueError, TypeError) as error:  # only on a journal read unchecked
+            raise _store_error(f"journal {self.path}: an edit row cannot be read: {error}") from error
 
     # -- snapshots ---------------------------------------------------------------------------
     def add_snapshot(
         self, name: str, trigger: str, file: str, sha256: str, lineage: Sequence[int]
     ) -> SnapshotRecord:
         now = utc_now()
+        stored_lineage = json.dumps([int(i) for i in lineage])
         with self.transaction():
             cursor = self._conn.execute(
                 "INSERT INTO snapshots (created_at, name, trigger, file, sha256, lineage)"
                 " VALUES (?,?,?,?,?,?)",
-                (now, name, trigger, file, sha256, json.dumps([int(i) for i in lineage])),
+                (now, name, trigger, file, sha256, stored_lineage),
             )
-        return SnapshotRecord(int(cursor.lastrowid), now, name, trigger, file, sha256, tuple(lineage))
+            row_id = int(cursor.lastrowid)
+            self._link("snapshots", row_id, (row_id, now, name, trigger, file, sha256, stored_lineage))
+        return SnapshotRecord(row_id, now, name, trigger, file, sha256, tuple(lineage))
 
     def snapshots(self) -> list[SnapshotRecord]:
+        chained = ", chain, " + _PREVIOUS_CHAIN.format(table="snapshots", alias="s") if self.chained else ""
         with self._lock, self._guard():
             rows = self._conn.execute(
-                "SELECT id, created_at, name, trigger, file, sha256, lineage FROM snapshots ORDER BY id"
+                "SELECT id, created_at, name, trigger, file, sha256, lineage" + chained
+                + " FROM snapshots s ORDER BY id"
             ).fetchall()
+        for row in rows:
+            if self.chained:
+                self._check("snapshots", row[0], row[8], row[:7], chain=row[7], name=row[2])
         return [
             SnapshotRecord(r[0], r[1], r[2], r[3], r[4], r[5], tuple(json.loads(r[6]))) for r in rows
         ]
@@ -374,23 +353,30 @@ class SQLiteJournal(Journal):
         if kind not in EVENT_KINDS:
             raise ValueError(f"unknown event kind {kind!r}; expected one of {EVENT_KINDS}")
         now = utc_now()
+        stored = json.dumps(payload)
         with self.transaction():
             cursor = self._conn.execute(
-                "INSERT INTO events (created_at, kind, payload) VALUES (?,?,?)",
-                (now, kind, json.dumps(payload)),
+                "INSERT INTO events (created_at, kind, payload) VALUES (?,?,?)", (now, kind, stored),
             )
-        return EventRecord(int(cursor.lastrowid), now, kind, payload)
+            row_id = int(cursor.lastrowid)
+            self._link("events", row_id, (row_id, now, kind, stored))
+        return EventRecord(row_id, now, kind, payload)
 
     def events(self, kind: str | None = None) -> list[EventRecord]:
-        query = "SELECT id, created_at, kind, payload FROM events"
+        chained = ", v.chain, " + _PREVIOUS_CHAIN.format(table="events", alias="v") if self.chained else ""
+        query = "SELECT v.id, v.created_at, v.kind, v.payload" + chained + " FROM events v"
         values: tuple[Any, ...] = ()
         if kind is not None:
-            query += " WHERE kind = ?"
+            query += " WHERE v.kind = ?"
             values = (kind,)
         with self._lock, self._guard():
-            rows = self._conn.execute(query + " ORDER BY id", values).fetchall()
+            rows = self._conn.execute(query + " ORDER BY v.id", values).fetchall()
+        for row in rows:
+            if self.chained:
+                self._check("events", row[0], row[5], row[:4], chain=row[4])
         return [EventRecord(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
 
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+

@@ -3,9 +3,10 @@ their anchors, snapshots and events."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Sequence
 
 PENDING = "pending"
 APPLIED = "applied"
@@ -14,7 +15,11 @@ REVERTED = "reverted"
 ROLLED_BACK = "rolled_back"
 STATUSES: tuple[str, ...] = (PENDING, APPLIED, REJECTED, REVERTED, ROLLED_BACK)
 
-EVENT_KINDS: tuple[str, ...] = ("rollback", "revert", "audit", "recover", "export")
+# migrate: the integrity chain added to an older journal; export_start: an export began (its
+# staging folder, if a crash leaves it, is debris that ``check --repair`` and opening remove);
+# repair: what ``check --repair`` did.
+EVENT_KINDS: tuple[str, ...] = ("rollback", "revert", "audit", "recover", "export", "export_start",
+                                "repair", "migrate")
 
 
 def utc_now() -> str:
@@ -82,6 +87,18 @@ class EditRecord:
             "error": self.error,
             "config_hash": self.config_hash,
         }
+
+
+def edit_record(row: tuple, tags: Sequence[str]) -> EditRecord:
+    """An ``EditRecord`` from the journal's columns (id, created_at, updated_at, prompt, target,
+    scope, image_sha256, rephrases, anchors, status, result, error, config_hash; JSON columns
+    as stored text) and its tags."""
+    return EditRecord(
+        id=row[0], created_at=row[1], updated_at=row[2], prompt=row[3], target=row[4], scope=row[5],
+        image_sha256=row[6], tags=tuple(tags), rephrases=tuple(json.loads(row[7])),
+        anchors=tuple(AnchorRecord(**a) for a in json.loads(row[8])), status=row[9],
+        result=json.loads(row[10]) if row[10] is not None else None, error=row[11], config_hash=row[12],
+    )
 
 
 @dataclass(frozen=True)
