@@ -96,3 +96,43 @@ def test_a_byte_flipped_in_a_rows_target_is_an_error_naming_the_row(world, store
     for args in (("revert", "1", "--store", store), ("log", "--store", store), ("audit", "--store", store)):
         message = one_error(cli(*args))
         assert f"journal {path}: the row of edit 1 fails its integrity check" in message, (args, message)
+
+
+def readers(store, images):
+    return [
+        ("log", "--store", store),
+        ("query", "--store", store, "--image", images[0], "--prompt", EDITS[0][0], "--max-new-tokens", "1"),
+        ("audit", "--store", store, "--dry-run"),
+    ]
+
+
+def test_readers_work_while_another_process_holds_the_writer_lock(world, store):
+    import fcntl
+
+    with open(store / "lock", "a+") as held:  # as a writer in another process holds it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        before = other_files(store)
+        for args in readers(store, world["images"]):
+            result = cli(*args)
+            assert result.exit_code == 0 and "Traceback" not in result.output, (args, result.output)
+        assert "dry run, not journaled" in cli(*readers(store, world["images"])[2]).output
+        assert "is open in another process" in one_error(cli("snapshot", "--store", store, "--name", "s"))
+        assert other_files(store) == before
+
+
+def test_readers_work_on_a_read_only_store_and_writers_say_it_is_read_only(world, store, monkeypatch):
+    from pathlib import Path
+
+    from editscope.store import journal as jr
+
+    journal_path, real_access = store / "journal.sqlite", jr.os.access
+    monkeypatch.setattr(jr.os, "access", lambda path, mode, *a, **k: False if mode == jr.os.W_OK and Path(path)
+                        in (journal_path, store) else real_access(path, mode, *a, **k))
+    before = other_files(store)
+    for args in readers(store, world["images"]):
+        result = cli(*args)
+        assert result.exit_code == 0 and "Traceback" not in result.output, (args, result.output)
+    for args in [c for c in commands(store, world["images"]) if c[0] not in ("log", "query")]:
+        message = one_error(cli(*args))
+        assert f"store {store} is read-only (journal {journal_path} cannot be written): this command writes" in message, args
+    assert other_files(store) == before

@@ -234,25 +234,37 @@ def test_wrong_base_model_is_an_error_and_changes_nothing(tmp_path, store_dir, i
     assert fingerprint_of(store_dir) == before
 
 
-def test_corrupt_snapshot_is_an_error_and_changes_nothing(store_dir, images):
+@pytest.mark.parametrize("damage", ["flipped", "truncated", "missing", "initial missing"])
+def test_a_bad_snapshot_falls_back_to_an_earlier_one_plus_replay(store_dir, images, caplog, damage):
+    """Issue 22, defect 6: one bad snapshot file made the store unusable, even rollback."""
     with open_store(store_dir) as store:
         store.edit(request(images, 0))
+        at_one = probe_logits(store, images)
         snap = store.snapshot("one")
         store.edit(request(images, 1))
-        path = store_dir / "snapshots" / snap.file
+        latest = probe_logits(store, images)
+        initial = store.journal.get_snapshot("initial")
+    path = store_dir / "snapshots" / (initial.file if damage == "initial missing" else snap.file)
+    if damage == "flipped":
         data = bytearray(path.read_bytes())
         data[-2] ^= 0x55
         path.write_bytes(bytes(data))
-        before, logits = fingerprint_of(store_dir), probe_logits(store, images)
-        with pytest.raises(StoreError, match="snapshot 'one' is corrupt"):
-            store.rollback(to="one")
-        with pytest.raises(StoreError, match="snapshot 'one' is corrupt"):
-            store.revert(2)
-        assert fingerprint_of(store_dir) == before
-        assert torch.equal(probe_logits(store, images), logits)
-    with pytest.raises(StoreError, match="snapshot 'one' is corrupt"):
-        open_store(store_dir)
-    assert fingerprint_of(store_dir) == before
+    elif damage == "truncated":
+        path.write_bytes(path.read_bytes()[:40])
+    else:
+        path.unlink()
+    with open_store(store_dir) as store:
+        assert torch.equal(probe_logits(store, images), latest)
+        bad = "initial" if damage == "initial missing" else "one"
+        change = store.rollback(to="one")
+        assert torch.equal(probe_logits(store, images), at_one)
+        assert change.from_snapshot == ("initial" if bad == "one" else "one")
+        change = store.rollback(to="initial")
+        assert store.applied_ids() == [] and change.from_snapshot == ("initial (rebuilt)" if bad == "initial" else "initial")
+        store.edit(request(images, 0))
+        assert torch.equal(probe_logits(store, images), at_one)  # the rebuilt initial state is the initial state
+    assert f"snapshot {bad!r} is {'missing' if 'missing' in damage else 'corrupt'}" in caplog.text
+    assert "falling back to an earlier snapshot and replay" in caplog.text
 
 
 def test_missing_image_is_an_error_and_changes_nothing(tmp_path, store_dir, images):
@@ -332,7 +344,11 @@ def test_a_failed_export_leaves_nothing_behind(tmp_path, store_dir, images, monk
         before = fingerprint_of(store_dir)
         with pytest.raises(StoreError, match="cannot export to .*LayerNorm"):
             store.export(tmp_path / "out", merged=True)
-        assert fingerprint_of(store_dir) == before
+        # Only the attempt is journaled (an export_start event: how a crash's staging folder is found).
+        rows, files = fingerprint_of(store_dir)
+        assert [e[2] for e in rows["events"]] == ["export_start"] and before[0]["events"] == []
+        rows["sqlite_sequence"].remove(("events", 1))
+        assert {**rows, "events": []} == before[0] and files == before[1]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["base", "img0.png", "img1.png", "img2.png", "store"]
 
 
@@ -455,8 +471,18 @@ def test_a_read_only_journal_can_be_read_and_refuses_writes(store_dir, images, m
             reader.journal.add_event("audit", {})
         with pytest.raises(StoreError, match=r"journal .*journal\.sqlite is read-only"):
             reader.journal.set_status([1], jr.REVERTED)
-    with pytest.raises(StoreError, match=r"is read-only \(journal .*journal\.sqlite cannot be written\)"):
-        open_store(store_dir, **kwargs)
+    if how == "explicit":  # a reader with the model: reads, and refuses every write by name
+        with open_store(store_dir, read_only=True) as reader:
+            assert reader.applied_ids() == [1, 2] and reader.audit(record=False).holding == [1, 2]
+            for what, call in [("edit", lambda: reader.edit(request(images, 2))), ("snapshot", lambda: reader.snapshot("s")),
+                               ("rollback", lambda: reader.rollback("initial")), ("revert", lambda: reader.revert(1)),
+                               ("audit", lambda: reader.audit()), ("export", lambda: reader.export(store_dir / "x"))]:
+                with pytest.raises(StoreError, match=f"is open read-only: {what}.* writes to it"):
+                    call()
+    else:
+        with pytest.raises(StoreError, match=r"is read-only \(journal .*journal\.sqlite cannot be written\): this "
+                           "command writes to it; log, query and audit --dry-run work on a read-only store"):
+            open_store(store_dir, **kwargs)
     assert fingerprint_of(store_dir) == before
 
 

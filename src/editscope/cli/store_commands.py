@@ -196,8 +196,9 @@ def register(app: typer.Typer) -> None:
         prompt: str = typer.Option(..., "--prompt"),
         max_new_tokens: int = typer.Option(16, "--max-new-tokens"),
     ) -> None:
-        """Answer a prompt with the current state of the store."""
-        with _errors(), EditStore.open(store) as s:
+        """Answer a prompt with the current state of the store (the last committed one: works on
+        a read-only store and while another process writes to it)."""
+        with _errors(), EditStore.open(store, read_only=True) as s:
             typer.echo(s.query(image, prompt, max_new_tokens=max_new_tokens))
 
     @app.command("log")
@@ -207,8 +208,9 @@ def register(app: typer.Typer) -> None:
         status: Optional[str] = typer.Option(None, "--status", help="pending, applied, rejected, reverted, rolled_back."),
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
-        """The journal of edits (no model is loaded)."""
-        with _errors(), EditStore.open(store, load_model=False) as s:
+        """The journal of edits (no model is loaded; works on a read-only store and while another
+        process writes to it)."""
+        with _errors(), EditStore.open(store, load_model=False, read_only=True) as s:
             records = s.log(tag=tag, status=status)
             if as_json:
                 typer.echo(json.dumps([r.to_dict() for r in records], indent=2))
@@ -247,14 +249,21 @@ def register(app: typer.Typer) -> None:
             elif change.method == "unchanged":
                 typer.echo(f"reverted edit {edit_id}: a later edit of the same fact had replaced it; state unchanged")
             else:
-                replayed = len(change.applied) - len(s.journal.get_snapshot(change.from_snapshot).lineage)
+                start = s.journal.get_snapshot(change.from_snapshot)  # None: the rebuilt initial state
+                replayed = len(change.applied) - (len(start.lineage) if start is not None else 0)
                 typer.echo(f"reverted edit {edit_id}: from snapshot {change.from_snapshot}, replayed {replayed} edit(s)")
 
     @app.command("audit")
-    def audit_command(store: Path = STORE, as_json: bool = typer.Option(False, "--json")) -> None:
+    def audit_command(
+        store: Path = STORE,
+        as_json: bool = typer.Option(False, "--json"),
+        dry_run: bool = typer.Option(
+            False, "--dry-run", help="Do not journal the audit: works on a read-only store and while another "
+            "process writes to it (on the last committed state)."),
+    ) -> None:
         """Re-score every applied edit against the current state (the audit is journaled)."""
-        with _errors(), EditStore.open(store) as s:
-            report = s.audit()
+        with _errors(), EditStore.open(store, read_only=dry_run or None) as s:
+            report = s.audit(record=not dry_run)
             if as_json:
                 typer.echo(json.dumps(report.to_dict(), indent=2))
                 return
@@ -290,8 +299,9 @@ def _print_audit(report: AuditReport) -> None:
             verdict = "holds" if entry.holds else "FAILS"
         rephrased = "".join(f", rephrase {r.token_accuracy:.2f}" for r in entry.rephrases)
         typer.echo(f"{entry.edit_id:>5}  {verdict:<18}  accuracy {entry.own.token_accuracy:.2f}{rephrased}  {entry.prompt!r} -> {entry.target!r}")
+    where = f"journal event {report.audit_id}" if report.audit_id is not None else "dry run, not journaled"
     typer.echo(
-        f"audit (journal event {report.audit_id}): {len(report.holding)} hold, {len(report.failing)} fail, "
+        f"audit ({where}): {len(report.holding)} hold, {len(report.failing)} fail, "
         f"{len(report.superseded)} superseded"
     )
 

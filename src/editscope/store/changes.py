@@ -59,6 +59,7 @@ class StateChanges:
         """Return to the state right after edit ``to`` (an applied edit id: later applied
         edits become ``rolled_back``) or to snapshot ``to`` (its exact state: the edits it
         contains are applied again, all others rolled back). Nothing is deleted."""
+        self._require_writer("rollback")
         applied = self.applied_ids()
         snapshot = None
         if isinstance(to, str) and not to.strip().isdigit():
@@ -93,6 +94,7 @@ class StateChanges:
         ``edit``, and one snapshot written: other slots' thresholds were calibrated with the
         removed slot present, so the state is not bit-equal to a replay without the edit, and
         the snapshot is what makes reopening give this state exactly."""
+        self._require_writer("revert")
         record = self.get(edit_id)
         if record.status != jr.APPLIED:
             raise StoreError(f"cannot revert edit {record.id}: its status is {record.status}, not applied")

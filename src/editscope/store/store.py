@@ -24,7 +24,7 @@ from typing import Any, Iterable, Sequence
 
 from editscope.editors.base import Editor, EditRejected
 from editscope.store import journal as jr
-from editscope.store.audit import AuditReport, run_audit
+from editscope.store.audit import AuditReport, check_own, run_audit
 from editscope.store.changes import SlotEditor, StateChange, StateChanges  # noqa: F401 (re-exported)
 from editscope.store.backend import Backend, DefaultBackend, weights_fingerprint
 from editscope.store.export import export_adapter, export_manifest, export_merged
@@ -41,6 +41,8 @@ from editscope.store.layout import (
 )
 from editscope.store.journal import AnchorRecord, EditDraft, EditRecord, SnapshotRecord, SQLiteJournal
 from editscope.store.replay import config_hash, request_for, result_to_dict
+from editscope.store.restore import StateRestore
+from editscope.store.debris import find_debris, remove_debris
 from editscope.store.snapshots import SnapshotError, SnapshotFiles, check_snapshot_name
 from editscope.types import EditRequest, ImageInput
 
@@ -50,7 +52,7 @@ DEFAULT_SNAPSHOT_EVERY = 10
 RESERVED_PREFIXES = ("initial", "auto-")
 
 
-class EditStore(StateChanges):
+class EditStore(StateRestore, StateChanges):
     """Open with ``EditStore.init(...)`` or ``EditStore.open(...)``; use as a context manager
     (or call ``close()``)."""
 
@@ -65,6 +67,9 @@ class EditStore(StateChanges):
         self._vlm: Any = None
         self._lock = WriterLock(directory)
         self._since_snapshot = 0
+        self.read_only = False
+        self._backend: Backend | None = None
+        self._source: str | None = None
 
     # -- creating and opening ----------------------------------------------------------------
     @classmethod
@@ -121,6 +126,7 @@ class EditStore(StateChanges):
             store = cls(directory, manifest, SQLiteJournal(directory / JOURNAL, create=True))
             store._lock.acquire()
             store._vlm, store._editor = vlm, built
+            store._backend, store._source = backend, source
             store._write_snapshot("initial", "initial", ())
         except BaseException:
             if created:
@@ -147,26 +153,37 @@ class EditStore(StateChanges):
         Without it, only the journal is available (``log``, ``get``, ``snapshots``).
         ``device`` overrides the device recorded at ``init``.
         The journal must exist (it is never recreated: a missing or damaged one is a
-        ``StoreError`` naming it). ``read_only`` (default: when the journal file or the store
-        directory is not writable) opens the journal read-only: reading works, writing is a
-        ``StoreError`` naming the file; a read-only store cannot be opened with its model."""
+        ``StoreError`` naming it) and every row of it must pass its integrity check.
+
+        ``read_only=True`` opens a reader: it takes no writer lock (so it works while another
+        process writes) and writes nothing (so it works on a read-only directory); with its
+        model, its state is the replay of the last committed journal state (pending edits of a
+        running writer are not in it); ``query``, ``log`` and ``audit(record=False)`` work,
+        anything that writes is a ``StoreError`` saying so. Otherwise (``None``, the default,
+        or ``False``) the journal is opened for writing when it can be; with the model this is
+        the writer (the lock is taken, crash debris removed, abandoned pending rows marked
+        rejected), and a store whose journal or directory is not writable is a ``StoreError``
+        saying it is read-only; without the model, only the journal is read."""
         directory = Path(directory)
         manifest = read_manifest(directory)
-        store = cls(directory, manifest, SQLiteJournal(directory / JOURNAL, read_only=read_only))
+        store = cls(directory, manifest, SQLiteJournal(directory / JOURNAL, read_only=True if read_only else None))
+        store.read_only = store.journal.read_only
         try:
             store.journal.verify()
-        except BaseException:
-            store.close()
-            raise
-        if not load_model:
-            return store
-        try:
-            if store.journal.read_only:
+            if not load_model:
+                return store
+            if store.journal.read_only and not read_only:
                 raise StoreError(
                     f"store {directory} is read-only (journal {store.journal.path} cannot be written):"
-                    " this command writes to it; only reading the journal (e.g. log) works"
+                    " this command writes to it; log, query and audit --dry-run work on a read-only store"
                 )
+            if read_only:
+                store._load_editor(backend or DefaultBackend(), model_source, device)
+                with store.journal.read_view():  # one committed state of the journal
+                    store._restore(store.journal.applied_ids())
+                return store
             store._lock.acquire()
+            remove_debris(find_debris(directory, store.journal))
             store._load_editor(backend or DefaultBackend(), model_source, device)
             store._restore(store.journal.applied_ids())
             store._recover_pending()
@@ -174,6 +191,11 @@ class EditStore(StateChanges):
             store.close()
             raise
         return store
+
+    def _require_writer(self, what: str) -> None:
+        if self.read_only:
+            raise StoreError(f"store {self.directory} is open read-only: {what} writes to it (only log, "
+                             "query and audit --dry-run read a store without writing)")
 
     def close(self) -> None:
         self.journal.close()
@@ -202,10 +224,16 @@ class EditStore(StateChanges):
 
     # -- editing -----------------------------------------------------------------------------
     def edit(
-        self, request: EditRequest, tags: Iterable[str] = (), rephrases: Iterable[str] = ()
+        self, request: EditRequest, tags: Iterable[str] = (), rephrases: Iterable[str] = (),
+        *, require_absorbed: bool = False,
     ) -> EditRecord:
         """Journal ``request`` as pending, apply it, journal the outcome. Returns the row:
-        status ``applied`` with the result, or ``rejected`` with the editor's reason."""
+        status ``applied`` with the result, or ``rejected`` with the reason: the editor's
+        rejection, a request the model cannot take (a ``ValueError`` of the editor, e.g. a
+        prompt longer than its context; the state is rebuilt from the journal first), or, with
+        ``require_absorbed``, an edit that did not take (the audit's own-probe check fails
+        right after it: the state is put back as it was before the edit)."""
+        self._require_writer("edit")
         editor = self.editor
         if request.fact_id is not None:
             # The journal keeps no fact_id, so a replay would identify the fact differently.
@@ -236,6 +264,7 @@ class EditStore(StateChanges):
             anchors=anchors,
             config_hash=config_hash(editor),
         )
+        before = self._state_copy() if require_absorbed else None
         edit_id = self.journal.add_edit(draft)
         record = self.journal.get_edit(edit_id)
         try:
@@ -248,7 +277,17 @@ class EditStore(StateChanges):
             # the journal (this edit is not applied) before reporting the failure.
             self.journal.set_status([edit_id], jr.REJECTED, error=f"{type(error).__name__}: {error}")
             self._restore(self.journal.applied_ids())
+            if isinstance(error, ValueError):  # the model cannot take this request
+                return self.journal.get_edit(edit_id)
             raise
+        if before is not None:
+            check = check_own(editor, record, self._image_path)
+            if not check.holds:
+                editor.load_state_dict(before)
+                self.journal.set_status([edit_id], jr.REJECTED, result=result_to_dict(result), error=(
+                    f"did not take (--require-absorbed): target loss {result.loss_after:.2f} after {result.steps} "
+                    f"step(s), {check.token_accuracy:.0%} of the target's tokens are the model's top-1; state unchanged"))
+                return self.journal.get_edit(edit_id)
         try:
             self.journal.set_status([edit_id], jr.APPLIED, result=result_to_dict(result))
         except BaseException:
@@ -286,6 +325,7 @@ class EditStore(StateChanges):
     # -- snapshots, rollback, revert ---------------------------------------------------------
     def snapshot(self, name: str) -> SnapshotRecord:
         """Save the current editor state under ``name`` (unique within the store)."""
+        self._require_writer("snapshot")
         self.editor  # noqa: B018
         try:
             check_snapshot_name(name)
@@ -298,13 +338,18 @@ class EditStore(StateChanges):
         return self._write_snapshot(name, "manual", tuple(self.applied_ids()))
 
     # -- audit and export --------------------------------------------------------------------
-    def audit(self) -> AuditReport:
-        """Re-score every applied edit against the current state and journal the report."""
+    def audit(self, record: bool = True) -> AuditReport:
+        """Re-score every applied edit against the current state and journal the report
+        (``record=False``: a dry run, nothing written; works on a read-only store)."""
+        if record:
+            self._require_writer("audit (without --dry-run)")
         applied = self.log(status=jr.APPLIED)
         try:
             report = run_audit(self.editor, applied, self._image_path)
         except ImageStoreError as error:
             raise StoreError(str(error)) from error
+        if not record:
+            return report
         event = self.journal.add_event("audit", report.to_dict())
         return AuditReport(report.state, report.entries, event.id, event.created_at)
 
@@ -312,10 +357,14 @@ class EditStore(StateChanges):
         """Write a deployable artifact to ``out`` (absent or empty): with ``merged``, a plain
         Hugging Face checkpoint (edits folded into the weights, processor included); without,
         the editor state (adapter) and its config. Both carry ``manifest.json``: the edits."""
+        self._require_writer("export")
         out = Path(out)
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise StoreError(f"cannot export to {out}: it exists and is not an empty directory")
         applied = self.log(status=jr.APPLIED)
+        # Journaled first: a crash leaves the staging folder beside ``out``, and this event is
+        # how opening and ``check --repair`` find it.
+        self.journal.add_event("export_start", {"out": str(out.resolve())})
         manifest = export_manifest(self.manifest, self.directory, applied, merged)
         writer = export_merged if merged else export_adapter
         try:
@@ -326,65 +375,6 @@ class EditStore(StateChanges):
         return out
 
     # -- internals ---------------------------------------------------------------------------
-    def _load_editor(self, backend: Backend, model_source: str | Path | None, device: str | None) -> None:
-        recorded = self.manifest["base_model"]
-        source = normalise_source(model_source) if model_source is not None else recorded["source"]
-        try:
-            vlm = backend.load_model(source, device or self.manifest.get("device"))
-        except (OSError, ValueError) as error:
-            raise StoreError(f"cannot load the base model of store {self.directory} from {source!r}: {error}") from error
-        fingerprint = weights_fingerprint(vlm.model)
-        if fingerprint != recorded["fingerprint"]:
-            raise StoreError(
-                f"wrong base model for store {self.directory}: the model at {source!r} has weights "
-                f"fingerprint {fingerprint}, the store was created on {recorded['source']!r} with "
-                f"{recorded['fingerprint']}"
-            )
-        editor = self.manifest["editor"]
-        self._vlm = vlm
-        self._editor = backend.build_editor(vlm, editor["name"], editor["config"])
-
-    def _image_path(self, sha256: str | None) -> Path | None:
-        return self.images.get(sha256) if sha256 is not None else None
-
-    def _best_snapshot(self, target: Sequence[int]) -> SnapshotRecord:
-        """The snapshot whose lineage is the longest prefix of ``target`` (latest on ties)."""
-        best = None
-        for snap in self.journal.snapshots():
-            n = len(snap.lineage)
-            if tuple(target[:n]) == snap.lineage and (best is None or n >= len(best.lineage)):
-                best = snap
-        if best is None:
-            raise StoreError(f"store {self.directory} has no initial snapshot; its journal is damaged")
-        return best
-
-    def _load_snapshot(self, snapshot: SnapshotRecord) -> None:
-        try:
-            state = self.snapshot_files.read(snapshot.name, snapshot.file, snapshot.sha256)
-            self.editor.load_state_dict(state)
-        except SnapshotError as error:
-            raise StoreError(str(error)) from error
-
-    def _restore(self, target: Sequence[int], snapshot: SnapshotRecord | None = None) -> str:
-        """Make the editor state the replay of ``target``; returns the snapshot used."""
-        snapshot = snapshot or self._best_snapshot(target)
-        self._load_snapshot(snapshot)
-        replay = list(target[len(snapshot.lineage):])
-        for edit_id in replay:
-            record = self.get(edit_id)
-            try:
-                self.editor.edit(request_for(record, self.images))
-            except ImageStoreError as error:
-                raise StoreError(f"cannot replay edit {edit_id}: {error}") from error
-            except EditRejected as error:
-                raise StoreError(
-                    f"replaying edit {edit_id} was rejected ({error}); the state of store "
-                    f"{self.directory} cannot be reproduced"
-                ) from error
-        self._since_snapshot = len(replay)
-        log.info("restored snapshot %r and replayed %d edit(s)", snapshot.name, len(replay))
-        return snapshot.name
-
     def _write_snapshot(self, name: str, trigger: str, lineage: Sequence[int]) -> SnapshotRecord:
         state = self.editor.state_dict()
         file_name, digest = self.snapshot_files.write(name, state, lineage)
