@@ -6,7 +6,7 @@ import logging
 
 import typer
 
-from editscope.cli import bench_commands, core_commands, store_commands, world_commands
+from editscope.cli import bench_commands, core_commands, serve_commands, store_commands, world_commands
 
 app = typer.Typer(
     help="editscope: online, scope-aware knowledge editing of vision-language models.",
@@ -15,7 +15,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for module in (core_commands, world_commands, bench_commands, store_commands):
+for module in (core_commands, world_commands, bench_commands, store_commands, serve_commands):
     module.register(app)
 
 

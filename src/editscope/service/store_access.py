@@ -1,0 +1,97 @@
+"""The store as the service uses it: ``EditStore.edit`` split in two, so that an edit is
+journaled as pending when it arrives (and acknowledged) and applied later by the one writer.
+
+``ServiceStore`` is an ``EditStore`` (same journal, images, snapshots, replay) with:
+
+- ``submit``: validate the request, store its images, journal it as pending; nothing applied;
+- ``apply_pending``: apply the oldest pending edit and journal the outcome, exactly as
+  ``EditStore.edit`` does after its journaling (rejection, failure and auto-snapshot included);
+- opening leaves pending rows pending (``EditStore.open`` marks them abandoned): the service
+  applies those it acknowledged and abandons the others (``abandon``).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+from editscope.editors.base import EditRejected
+from editscope.store import journal as jr
+from editscope.store.images import ImageStoreError
+from editscope.store.journal import AnchorRecord, EditDraft, EditRecord
+from editscope.store.layout import StoreError
+from editscope.store.replay import config_hash, request_for, result_to_dict
+from editscope.store.store import EditStore
+from editscope.types import EditRequest
+
+
+class ServiceStore(EditStore):
+    """See the module docstring. Open with ``ServiceStore.open(directory)``."""
+
+    def _recover_pending(self) -> None:
+        """Pending rows stay pending: the service decides which were acknowledged."""
+
+    def pending_ids(self) -> list[int]:
+        return [record.id for record in self.journal.edits(status=jr.PENDING)]
+
+    def abandon(self, edit_ids: Sequence[int], reason: str) -> None:
+        """Mark pending ``edit_ids`` rejected with ``reason`` and journal a ``recover`` event."""
+        if not edit_ids:
+            return
+        with self.journal.transaction():
+            self.journal.set_status(list(edit_ids), jr.REJECTED, error=reason)
+            self.journal.add_event("recover", {"abandoned": list(edit_ids)})
+
+    def submit(self, request: EditRequest, tags: Iterable[str] = (), rephrases: Iterable[str] = ()) -> EditRecord:
+        """Journal ``request`` as pending (its images stored first) and return the row. A
+        ``StoreError`` (bad tags, unreadable image) leaves the journal and files unchanged,
+        except for content-addressed images already written, which nothing references."""
+        if request.fact_id is not None:
+            raise StoreError("store edits cannot carry a fact_id (the journal does not record it)")
+        tags, rephrases = tuple(tags), tuple(rephrases)
+        for text in (*tags, *rephrases):
+            if not isinstance(text, str) or not text.strip():
+                raise StoreError(f"tags and rephrases must be non-empty strings, got {text!r}")
+        try:
+            for image in (request.image, *(a.image for a in request.anchors)):
+                if image is not None:
+                    self.images.hash_of(image)
+            image_sha = self.images.put(request.image) if request.image is not None else None
+            anchors = tuple(
+                AnchorRecord(a.prompt, a.answer, self.images.put(a.image) if a.image is not None else None)
+                for a in request.anchors
+            )
+        except ImageStoreError as error:
+            raise StoreError(str(error)) from error
+        draft = EditDraft(prompt=request.prompt, target=request.target, scope=request.scope,
+                          image_sha256=image_sha, tags=tags, rephrases=rephrases, anchors=anchors,
+                          config_hash=config_hash(self.editor))
+        return self.get(self.journal.add_edit(draft))
+
+    def apply_pending(self, edit_id: int) -> EditRecord:
+        """Apply pending edit ``edit_id``, which must be the oldest pending one (edits are
+        applied in journal order), and journal the outcome: ``applied`` with the result or
+        ``rejected`` with the editor's reason. Any other failure marks it rejected, rebuilds
+        the state from the journal and is raised."""
+        record = self.get(edit_id)
+        if record.status != jr.PENDING:
+            raise StoreError(f"edit {edit_id} is {record.status}, not pending")
+        oldest = self.pending_ids()[0]
+        if oldest != edit_id:
+            raise StoreError(f"edit {edit_id} cannot be applied before pending edit {oldest} (journal order)")
+        try:
+            result = self.editor.edit(request_for(record, self.images))
+        except EditRejected as error:
+            self.journal.set_status([edit_id], jr.REJECTED, error=str(error) or type(error).__name__)
+            return self.get(edit_id)
+        except BaseException as error:
+            self.journal.set_status([edit_id], jr.REJECTED, error=f"{type(error).__name__}: {error}")
+            self._restore(self.journal.applied_ids())
+            raise
+        try:
+            self.journal.set_status([edit_id], jr.APPLIED, result=result_to_dict(result))
+        except BaseException:
+            self._restore(self.journal.applied_ids())
+            raise
+        self._since_snapshot += 1
+        self._maybe_auto_snapshot()
+        return self.get(edit_id)
