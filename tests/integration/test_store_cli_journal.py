@@ -136,3 +136,20 @@ def test_readers_work_on_a_read_only_store_and_writers_say_it_is_read_only(world
         message = one_error(cli(*args))
         assert f"store {store} is read-only (journal {journal_path} cannot be written): this command writes" in message, args
     assert other_files(store) == before
+
+
+def test_check_reports_a_truncated_snapshot_and_repair_rebuilds_it(world, store):
+    result = cli("snapshot", "--store", store, "--name", "one")
+    assert result.exit_code == 0, result.output
+    (path,) = [p for p in (store / "snapshots").iterdir() if p.name.startswith("one-")]
+    good = path.read_bytes()
+    path.write_bytes(good[: len(good) // 2])
+    result = cli("check", "--store", store)
+    assert result.exit_code == 1, result.output
+    assert f"problem: snapshots/{path.name}: snapshot 'one' is corrupt" in result.output
+    assert "affects: snapshot 'one' (1 edits): opening and rollback use an earlier snapshot" in result.output
+    result = cli("check", "--store", store, "--repair")
+    assert result.exit_code == 0 and "repaired: rebuilt from initial plus replay (bit-exact" in result.output, result.output
+    assert path.read_bytes() == good
+    result = cli("check", "--store", store)
+    assert result.exit_code == 0 and "no problems" in result.output, result.output

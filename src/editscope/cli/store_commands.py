@@ -269,6 +269,19 @@ def register(app: typer.Typer) -> None:
                 return
             _print_audit(report)
 
+    @app.command("check")
+    def check_command(
+        store: Path = STORE,
+        repair: bool = typer.Option(
+            False, "--repair", help="Remove crash debris and rebuild bad or missing snapshots from an earlier one "
+            "plus replay (loads the model); never deletes journal rows, never recreates a journal."),
+        as_json: bool = typer.Option(False, "--json"),
+    ) -> None:
+        """Verify the store's files: journal (every row's integrity check), images, snapshots and crash
+        debris; each problem is reported with what it affects. Exit code 1 while problems remain."""
+        with _errors():
+            _check(store, repair, as_json)
+
     @app.command("export")
     def export_command(
         store: Path = STORE,
@@ -289,6 +302,29 @@ def register(app: typer.Typer) -> None:
             routed = s.manifest["editor"]["name"] == "scopememory"
             kind = ("routed checkpoint" if routed else "merged checkpoint") if merged else "adapter"
             typer.echo(f"exported {kind} with {len(s.applied_ids())} edit(s) to {out}")
+
+
+def _check(store: Path, repair: bool, as_json: bool) -> None:
+    from editscope.store.check import check_store
+
+    report = check_store(store, repair=repair)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        for problem in report.problems:
+            done = f"\n  repaired: {problem.repaired}" if problem.repaired else ""
+            typer.echo(f"problem: {problem.file}: {problem.what}\n  affects: {problem.affects}{done}")
+        for note in report.notes:
+            typer.echo(f"note: {note}")
+        left = report.unrepaired
+        checked = ", ".join(f"{n} {what}" for what, n in report.checked.items())
+        if not report.problems:
+            typer.echo(f"store {store}: no problems ({checked} checked)")
+        else:
+            typer.echo(f"store {store}: {len(report.problems)} problem(s), {len(left)} not repaired"
+                       + ("" if repair or not left else " (see check --repair)"))
+    if report.unrepaired:
+        raise typer.Exit(1)
 
 
 def _print_audit(report: AuditReport) -> None:

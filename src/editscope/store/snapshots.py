@@ -65,6 +65,17 @@ class SnapshotFiles:
         write_atomically(self.root / file_name, data)
         return file_name, digest
 
+    def rewrite(self, file_name: str, state: dict[str, torch.Tensor], lineage: Sequence[int], sha256: str) -> str:
+        """Write ``state`` over the recorded snapshot file ``file_name`` if it encodes to the
+        recorded ``sha256`` (a rebuilt snapshot, bit-exact); returns the digest it encodes to
+        (written only when equal)."""
+        data = _encode(state, lineage)
+        digest = hashlib.sha256(data).hexdigest()
+        if digest == sha256:
+            self.root.mkdir(parents=True, exist_ok=True)
+            write_atomically(self.root / file_name, data)
+        return digest
+
     def read(self, name: str, file_name: str, sha256: str) -> dict[str, torch.Tensor]:
         """Read and verify snapshot ``name``; raises ``SnapshotCorrupt`` when the file is
         missing, its SHA-256 differs from the recorded one, or it does not parse."""
