@@ -153,3 +153,22 @@ def test_check_reports_a_truncated_snapshot_and_repair_rebuilds_it(world, store)
     assert path.read_bytes() == good
     result = cli("check", "--store", store)
     assert result.exit_code == 0 and "no problems" in result.output, result.output
+
+
+def test_an_over_long_prompt_in_a_stream_is_reported_with_its_line_and_the_stream_goes_on(world, store, tmp_path):
+    """Issue 22, defect 8: it was journaled as rejected but never reported, and the lines after it
+    were not applied."""
+    import json
+
+    image = str(world["images"][1])
+    lines = [{"image": image, "prompt": EDITS[1][0], "target": EDITS[1][1]},
+             {"image": image, "prompt": "what color " * 4000, "target": "red"},
+             {"image": str(world["images"][2]), "prompt": EDITS[2][0], "target": EDITS[2][1]}]
+    path = tmp_path / "edits.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    result = cli("edit", "--store", store, "--stream", path)
+    assert result.exit_code == 2, result.output
+    out = result.stdout.splitlines()
+    assert out[0].startswith("applied edit 2 (line 1)") and out[2].startswith("applied edit 4 (line 3)"), out
+    assert out[1].startswith("rejected edit 3 (line 2): ValueError: prompt (") and "exceeds the model's text context" in out[1]
+    assert out[3] == "done: 2 applied, 1 rejected"

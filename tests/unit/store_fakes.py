@@ -4,7 +4,9 @@ The fake editor's state is a small vector ``w`` updated non-commutatively by eac
 order of edits matters, as in the real editor) and an associative ``memory`` from (prompt,
 image) slots to a hash of the last target written there (so ``score`` can tell whether an edit
 holds). Targets starting with ``REJECT`` are rejected cleanly; ``CRASH`` fails midway after
-changing the state (a non-transactional failure the store must repair).
+changing the state (a non-transactional failure the store must repair); ``WEAK`` is applied
+but does not take (``score`` misses it); a prompt over ``CONTEXT`` characters is a
+``ValueError`` after changing the state, as a model's encoder refuses an over-long prompt.
 """
 
 from __future__ import annotations
@@ -21,17 +23,25 @@ from editscope.editors.base import Editor, EditRejected
 from editscope.types import EditRequest, EditResult, Score
 
 SLOTS = 64
+CONTEXT = 1000
 
 
 def _digest(*parts: object) -> bytes:
     h = hashlib.sha256()
     for part in parts:
-        if isinstance(part, (str, Path)) and Path(part).is_file():
+        if isinstance(part, (str, Path)) and _is_file(part):
             h.update(Path(part).read_bytes())
         else:
             h.update(repr(part).encode())
         h.update(b"\x00")
     return h.digest()
+
+
+def _is_file(part: str | Path) -> bool:
+    try:
+        return Path(part).is_file()
+    except OSError:  # e.g. a prompt too long to be a file name
+        return False
 
 
 def _vector(*parts: object) -> torch.Tensor:
@@ -91,7 +101,10 @@ class FakeEditor(Editor):
         self.w = torch.tanh(0.9 * self.w + _vector(request.prompt, request.target, request.scope, request.image))
         if request.target.startswith("CRASH"):
             raise RuntimeError("fake editor failed midway")
-        self.memory[_slot(request.prompt, request.image)] = _target_code(request.target)
+        if len(request.prompt) > CONTEXT:
+            raise ValueError(f"prompt ({len(request.prompt)} characters) exceeds the model's text context of {CONTEXT}")
+        if not request.target.startswith("WEAK"):
+            self.memory[_slot(request.prompt, request.image)] = _target_code(request.target)
         return EditResult(edit_id=self.calls, loss_before=before, loss_after=float(self.w.sum()), active_groups=("g0",))
 
     def logits(self, image: Any, prompt: str, target: str) -> torch.Tensor:

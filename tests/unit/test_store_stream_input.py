@@ -12,6 +12,7 @@ import pytest
 
 from editscope.cli.store_commands import CommandError, _run_stream
 from editscope.cli.stream_input import stream_requests as _stream_requests
+from editscope.store import StoreError
 from editscope.types import Score
 
 GOOD = {"prompt": "what is this ?", "target": "a cat"}
@@ -26,7 +27,9 @@ class FakeStore:
         self.editor = SimpleNamespace(score=lambda image, prompt, target: Score((1,), (-0.01,), (1,)))
         self.images = None
 
-    def edit(self, request, tags=(), rephrases=()):
+    def edit(self, request, tags=(), rephrases=(), require_absorbed=False):
+        if request.target == "STORE ERROR":
+            raise StoreError(f"image file not found: {request.prompt}")
         self.edits.append((request, tuple(tags), tuple(rephrases)))
         return SimpleNamespace(
             status="applied", id=len(self.edits), prompt=request.prompt, target=request.target, error=None,
@@ -148,3 +151,34 @@ def test_invalid_utf8_on_stdin_names_the_line(monkeypatch):
     with pytest.raises(CommandError, match=r"^stream line 2: field 'target' is not valid UTF-8 \(invalid byte 0xe9\)$"):
         _run_stream(store, "-")
     assert len(store.edits) == 1
+
+
+def test_keep_going_reports_each_bad_line_with_its_number_and_goes_on(tmp_path, capsys):
+    """Issue 22, defect 8: there was no way to go on past a bad line."""
+    good = json.dumps(GOOD).encode()
+    path = tmp_path / "edits.jsonl"
+    path.write_bytes(b"\n".join([
+        good, json.dumps({**GOOD, "tags": "demo"}).encode(), good, b'{"prompt": "what is \xff ?", "target": "x"}',
+        json.dumps({"prompt": "missing.png", "target": "STORE ERROR"}).encode(), good, b"[1]"]) + b"\n")
+    store = FakeStore()
+    assert _run_stream(store, str(path), keep_going=True) == 1
+    assert len(store.edits) == 3
+    out = capsys.readouterr().out.splitlines()
+    assert [line for line in out if not line.startswith("applied")] == [
+        "failed line 2: field 'tags' must be an array of strings, got a string (\"demo\")",
+        "failed line 4: field 'prompt' is not valid UTF-8 (invalid byte 0xff)",
+        "failed line 5: image file not found: missing.png",
+        "failed line 7: expected a JSON object, got an array",
+        "done: 3 applied, 0 rejected, 4 line(s) failed",
+    ]
+    assert [line.split(":")[0] for line in out if line.startswith("applied")] == [
+        "applied edit 1 (line 1)", "applied edit 2 (line 3)", "applied edit 3 (line 6)"]
+
+
+def test_a_stream_exit_code_says_whether_every_line_was_applied(tmp_path):
+    path = tmp_path / "edits.jsonl"
+    path.write_text(json.dumps(GOOD) + "\n")
+    assert _run_stream(FakeStore(), str(path)) == 0
+    path.write_text(json.dumps(GOOD) + "\n" + json.dumps({"prompt": "x", "target": "STORE ERROR"}) + "\n")
+    with pytest.raises(CommandError, match="^stream line 2: image file not found: x$"):
+        _run_stream(FakeStore(), str(path))  # without --keep-going the first bad line stops the stream

@@ -15,7 +15,7 @@ import typer
 
 from editscope.store import AuditReport, EditRecord, EditStore, ProbeCheck, StoreError
 from editscope.cli.errors import CommandError
-from editscope.cli.stream_input import stream_requests
+from editscope.cli.stream_input import stream_lines
 from editscope.store.audit import check_own
 from editscope.types import SCOPES, EditRequest
 
@@ -30,7 +30,9 @@ EDIT_HELP = " ".join(
         "every target token is the model's top-1 answer) or did not take. With --stream, --scope,",
         "--tag and --rephrase are defaults for every line: a line's own \"scope\" or \"rephrases\" win, its \"tags\" are",
         "added to the --tag ones. Fields are checked by type; a bad line stops the stream with an",
-        "error naming its line and field (the edits before it stay applied).",
+        "error naming its line and field (the edits before it stay applied), or with --keep-going is",
+        'reported on stdout ("failed line N: ...") and the stream goes on. A stream exits with 0 when',
+        "every edit was applied, 2 when some were rejected, 1 when some lines failed.",
     ]
 )
 
@@ -97,7 +99,12 @@ def _run_stream(
     scope: Optional[str] = None,
     tags: Sequence[str] = (),
     rephrases: Sequence[str] = (),
-) -> None:
+    keep_going: bool = False,
+    require_absorbed: bool = False,
+) -> int:
+    """Apply a JSONL stream; returns the exit code: 0 when every line was applied, 2 when some
+    edits were rejected, 1 when some lines failed (``keep_going``: reported with their number,
+    and the stream goes on; without it the first bad line is a ``CommandError``)."""
     from tqdm import tqdm
 
     if source == "-":
@@ -111,25 +118,35 @@ def _run_stream(
         handle, base = path.open("rb"), path.parent
         with path.open("rb") as counted:
             total = sum(1 for line in counted if line.strip())
-    applied = rejected = untaken = 0
+    applied = rejected = untaken = failed = 0
+    options = {"require_absorbed": True} if require_absorbed else {}
     with contextlib.ExitStack() as opened, tqdm(total=total, unit="edit", file=sys.stderr, desc="editing") as bar:
         if source != "-":
             opened.callback(handle.close)
-        for number, request, line_tags, line_rephrases in stream_requests(
-            handle, base, scope=scope, tags=tags, rephrases=rephrases
-        ):
-            try:
-                record = store.edit(request, tags=line_tags, rephrases=line_rephrases)
-            except StoreError as error:
-                raise CommandError(f"stream line {number}: {error}") from error
+        for line in stream_lines(handle, base, scope=scope, tags=tags, rephrases=rephrases):
+            error = line.error
+            if error is None:
+                try:
+                    record = store.edit(line.request, tags=line.tags, rephrases=line.rephrases, **options)
+                except StoreError as store_error:
+                    error = str(store_error)
+            if error is not None:
+                if not keep_going:
+                    raise CommandError(f"stream line {line.number}: {error}")
+                failed += 1
+                print(f"failed line {line.number}: {error}", flush=True)
+                bar.update(1)
+                continue
             applied += record.status == "applied"
             rejected += record.status != "applied"
             check = _own_check(store, record)
             untaken += check is not None and not check.holds
-            print(_ack(record, f" (line {number})", check), flush=True)
+            print(_ack(record, f" (line {line.number})", check), flush=True)
             bar.update(1)
     untaken_note = f" ({untaken} of them did not take; see `editscope audit`)" if untaken else ""
-    print(f"done: {applied} applied{untaken_note}, {rejected} rejected", flush=True)
+    failed_note = f", {failed} line(s) failed" if keep_going else ""
+    print(f"done: {applied} applied{untaken_note}, {rejected} rejected{failed_note}", flush=True)
+    return 1 if failed else 2 if rejected else 0
 
 
 def register(app: typer.Typer) -> None:
@@ -168,11 +185,19 @@ def register(app: typer.Typer) -> None:
         rephrase: List[str] = typer.Option(
             [], "--rephrase", help="A rephrased prompt kept for audits (repeatable); with --stream, for lines without \"rephrases\"."),
         stream: Optional[str] = typer.Option(None, "--stream", help="JSONL file of edits, or '-' for stdin."),
+        keep_going: bool = typer.Option(
+            False, "--keep-going", help="With --stream: report a bad line with its number and go on (exit code 1 "
+            "when some lines failed)."),
+        require_absorbed: bool = typer.Option(
+            False, "--require-absorbed", help="An edit that did not take (its target is not the model's answer right "
+            "after it) is rejected, the state left as before it."),
     ) -> None:
         # The help text is EDIT_HELP (below), so that it wraps to the terminal's width.
         with _errors():
             if stream is not None and (image or prompt or target):
                 raise CommandError("--stream reads image, prompt and target from the stream; do not pass them too")
+            if keep_going and stream is None:
+                raise CommandError("--keep-going applies to --stream only")
             if stream is None and (prompt is None or target is None):
                 raise CommandError("edit needs --prompt and --target (or --stream FILE)")
             if scope is not None and scope not in SCOPES:
@@ -182,9 +207,12 @@ def register(app: typer.Typer) -> None:
                 request = EditRequest(prompt=prompt, target=target, image=image, scope=scope or "auto")
             with EditStore.open(store) as s:
                 if request is None:
-                    _run_stream(s, stream, scope=scope, tags=tag, rephrases=rephrase)
+                    code = _run_stream(s, stream, scope=scope, tags=tag, rephrases=rephrase, keep_going=keep_going,
+                                       require_absorbed=require_absorbed)
+                    if code:
+                        raise typer.Exit(code)
                     return
-                record = s.edit(request, tags=tag, rephrases=rephrase)
+                record = s.edit(request, tags=tag, rephrases=rephrase, require_absorbed=require_absorbed)
                 typer.echo(_ack(record, check=_own_check(s, record)))
                 if record.status != "applied":
                     raise typer.Exit(2)

@@ -4,6 +4,7 @@ so that an error names its line and field."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
@@ -73,6 +74,44 @@ def _decode_line(raw: bytes | str, number: int) -> tuple[str, bool]:
         return text, f"not valid UTF-8 (invalid byte 0x{raw[error.start]:02x} at byte {error.start + 1})"
 
 
+@dataclass(frozen=True)
+class StreamLine:
+    """One non-blank line of a stream: its edit (request, tags, rephrases), or ``error``, what
+    is wrong with it (naming the field), when it is not a valid edit."""
+
+    number: int
+    request: Optional[EditRequest] = None
+    tags: list[str] = field(default_factory=list)
+    rephrases: list[str] = field(default_factory=list)
+    error: Optional[str] = None
+
+
+def stream_lines(
+    lines: Iterable[bytes | str],
+    base: Path,
+    *,
+    scope: Optional[str] = None,
+    tags: Sequence[str] = (),
+    rephrases: Sequence[str] = (),
+) -> Iterator[StreamLine]:
+    """Parse JSONL edits: ``{"image", "prompt", "target", "scope", "tags", "rephrases"}``;
+    relative image paths are relative to ``base``. ``scope``, ``tags`` and ``rephrases`` are
+    per-line defaults (from the command line): a line's own scope or rephrases win, its tags
+    are added to ``tags``. Every field is checked by type; a bad line is yielded with its
+    ``error`` (naming the field), and the lines after it are still read."""
+    for number, raw in enumerate(lines, start=1):
+        try:
+            parsed = _parse_line(raw, number, base, scope)
+        except (ValueError, TypeError) as error:
+            yield StreamLine(number, error=str(error))
+            continue
+        if parsed is None:
+            continue
+        request, line_tags, line_rephrases = parsed
+        merged_tags = list(dict.fromkeys([*tags, *line_tags]))
+        yield StreamLine(number, request, merged_tags, list(rephrases if line_rephrases is None else line_rephrases))
+
+
 def stream_requests(
     lines: Iterable[bytes | str],
     base: Path,
@@ -81,38 +120,41 @@ def stream_requests(
     tags: Sequence[str] = (),
     rephrases: Sequence[str] = (),
 ) -> Iterator[tuple[int, EditRequest, list[str], list[str]]]:
-    """Parse JSONL edits: ``{"image", "prompt", "target", "scope", "tags", "rephrases"}``;
-    relative image paths are relative to ``base``. ``scope``, ``tags`` and ``rephrases`` are
-    per-line defaults (from the command line): a line's own scope or rephrases win, its tags
-    are added to ``tags``. Every field is checked by type; an error names the line and field."""
-    for number, raw in enumerate(lines, start=1):
-        try:
-            line, bad_bytes = _decode_line(raw, number)
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except ValueError as error:
-                raise ValueError(bad_bytes or f"not valid JSON ({error})") from None
-            if not isinstance(item, dict):
-                raise ValueError(f"expected a JSON object, got {_json_type(item)}")
-            for key in item:
-                _check_text(key, key, bool(bad_bytes))
-            unknown = sorted(set(item) - STREAM_KEYS)
-            if unknown:
-                raise ValueError(f"unknown key(s) {unknown}; known keys are {sorted(STREAM_KEYS)}")
-            prompt = _string_field(item, "prompt", bool(bad_bytes), required=True)
-            target = _string_field(item, "target", bool(bad_bytes), required=True)
-            image: Optional[str | Path] = _string_field(item, "image", bool(bad_bytes), required=False)
-            if image is not None:
-                image = Path(image) if Path(image).is_absolute() else base / image
-            line_scope = _string_field(item, "scope", bool(bad_bytes), required=False)
-            if line_scope is not None and line_scope not in SCOPES:
-                raise ValueError(f"field 'scope' must be one of {', '.join(SCOPES)}, got {line_scope!r}")
-            line_tags = _list_field(item, "tags", bool(bad_bytes)) or []
-            line_rephrases = _list_field(item, "rephrases", bool(bad_bytes))
-            request = EditRequest(prompt=prompt, target=target, image=image, scope=line_scope or scope or "auto")
-        except (ValueError, TypeError) as error:
-            raise CommandError(f"stream line {number}: {error}") from None
-        merged_tags = list(dict.fromkeys([*tags, *line_tags]))
-        yield number, request, merged_tags, list(rephrases if line_rephrases is None else line_rephrases)
+    """``stream_lines`` as ``(number, request, tags, rephrases)``, stopping at the first bad
+    line with a ``CommandError`` naming the line and field."""
+    for line in stream_lines(lines, base, scope=scope, tags=tags, rephrases=rephrases):
+        if line.error is not None:
+            raise CommandError(f"stream line {line.number}: {line.error}")
+        yield line.number, line.request, line.tags, line.rephrases
+
+
+def _parse_line(raw: bytes | str, number: int, base: Path, scope: Optional[str]
+                ) -> Optional[tuple[EditRequest, list[str], Optional[list[str]]]]:
+    """One line's request, tags and rephrases (``None`` for a blank line); a ``ValueError``
+    names what is wrong."""
+    line, bad_bytes = _decode_line(raw, number)
+    if not line.strip():
+        return None
+    try:
+        item = json.loads(line)
+    except ValueError as error:
+        raise ValueError(bad_bytes or f"not valid JSON ({error})") from None
+    if not isinstance(item, dict):
+        raise ValueError(f"expected a JSON object, got {_json_type(item)}")
+    for key in item:
+        _check_text(key, key, bool(bad_bytes))
+    unknown = sorted(set(item) - STREAM_KEYS)
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown}; known keys are {sorted(STREAM_KEYS)}")
+    prompt = _string_field(item, "prompt", bool(bad_bytes), required=True)
+    target = _string_field(item, "target", bool(bad_bytes), required=True)
+    image: Optional[str | Path] = _string_field(item, "image", bool(bad_bytes), required=False)
+    if image is not None:
+        image = Path(image) if Path(image).is_absolute() else base / image
+    line_scope = _string_field(item, "scope", bool(bad_bytes), required=False)
+    if line_scope is not None and line_scope not in SCOPES:
+        raise ValueError(f"field 'scope' must be one of {', '.join(SCOPES)}, got {line_scope!r}")
+    line_tags = _list_field(item, "tags", bool(bad_bytes)) or []
+    line_rephrases = _list_field(item, "rephrases", bool(bad_bytes))
+    request = EditRequest(prompt=prompt, target=target, image=image, scope=line_scope or scope or "auto")
+    return request, line_tags, line_rephrases
