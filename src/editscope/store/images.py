@@ -36,9 +36,12 @@ def image_bytes(image: ImageInput) -> bytes:
     if not isinstance(image, (str, Path)):
         raise TypeError(f"image must be a path or a PIL.Image, got {type(image).__name__}")
     path = Path(image)
-    if not path.is_file():
-        raise ImageStoreError(f"image file not found: {path}")
-    data = path.read_bytes()
+    try:
+        if not path.is_file():
+            raise ImageStoreError(f"image file not found: {path}")
+        data = path.read_bytes()
+    except OSError as error:  # e.g. a name too long, or a file that cannot be read
+        raise ImageStoreError(f"cannot read image {path}: {error}") from error
     try:
         with open_image_file(path, io.BytesIO(data)) as opened:
             opened.verify()

@@ -13,8 +13,9 @@ from dataclasses import asdict
 from typing import Any
 
 from editscope.editors.base import Editor
-from editscope.store.images import ImageStore
-from editscope.store.journal import EditRecord
+from editscope.store.images import ImageStore, ImageStoreError
+from editscope.store.journal import AnchorRecord, EditDraft, EditRecord
+from editscope.store.layout import StoreError
 from editscope.types import EditRequest, EditResult, Probe
 
 
@@ -22,6 +23,43 @@ def config_hash(editor: Editor) -> str:
     """SHA-256 (first 16 hex digits) of the editor's name and configuration."""
     text = json.dumps({"editor": editor.name, "config": editor.config_dict()}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _check_text(name: str, text: object) -> None:
+    if not isinstance(text, str) or not text.strip():
+        raise StoreError(f"the edit's {name} must be a non-empty string, got {text!r}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise StoreError(f"the edit's {name} {text!r} is not valid Unicode ({error.reason}: "
+                         f"U+{ord(text[error.start]):04X}); it cannot be journaled") from None
+
+
+def draft_for(request: EditRequest, tags: tuple[str, ...], rephrases: tuple[str, ...], images: ImageStore,
+              config: str) -> EditDraft:
+    """The journal row of ``request``: every text checked (non-empty, valid Unicode), every
+    image read (before anything is written), then the images stored. A ``StoreError`` names
+    what is wrong."""
+    if request.fact_id is not None:
+        # The journal keeps no fact_id, so a replay would identify the fact differently.
+        raise StoreError("store edits cannot carry a fact_id (the journal does not record it); "
+                         "a fact is its image and prompt")
+    texts = [("prompt", request.prompt), ("target", request.target), *(("tag", t) for t in tags),
+             *(("rephrase", r) for r in rephrases), *(("anchor prompt", a.prompt) for a in request.anchors),
+             *(("anchor answer", a.answer) for a in request.anchors)]
+    for name, text in texts:
+        _check_text(name, text)
+    try:
+        for image in (request.image, *(a.image for a in request.anchors)):
+            if image is not None:
+                images.hash_of(image)  # every image readable before anything is written
+        image_sha = images.put(request.image) if request.image is not None else None
+        anchors = tuple(AnchorRecord(a.prompt, a.answer, images.put(a.image) if a.image is not None else None)
+                        for a in request.anchors)
+    except ImageStoreError as error:
+        raise StoreError(str(error)) from error
+    return EditDraft(prompt=request.prompt, target=request.target, scope=request.scope, image_sha256=image_sha,
+                     tags=tags, rephrases=rephrases, anchors=anchors, config_hash=config)
 
 
 def request_for(record: EditRecord, images: ImageStore) -> EditRequest:

@@ -39,8 +39,8 @@ from editscope.store.layout import (
     read_manifest,
     write_manifest,
 )
-from editscope.store.journal import AnchorRecord, EditDraft, EditRecord, SnapshotRecord, SQLiteJournal
-from editscope.store.replay import config_hash, request_for, result_to_dict
+from editscope.store.journal import EditRecord, SnapshotRecord, SQLiteJournal
+from editscope.store.replay import config_hash, draft_for, request_for, result_to_dict
 from editscope.store.restore import StateRestore
 from editscope.store.debris import find_debris, remove_debris
 from editscope.store.snapshots import SnapshotError, SnapshotFiles, check_snapshot_name
@@ -235,35 +235,7 @@ class EditStore(StateRestore, StateChanges):
         right after it: the state is put back as it was before the edit)."""
         self._require_writer("edit")
         editor = self.editor
-        if request.fact_id is not None:
-            # The journal keeps no fact_id, so a replay would identify the fact differently.
-            raise StoreError("store edits cannot carry a fact_id (the journal does not record it); "
-                             "a fact is its image and prompt")
-        tags, rephrases = tuple(tags), tuple(rephrases)
-        for text in (*tags, *rephrases):
-            if not isinstance(text, str) or not text.strip():
-                raise StoreError(f"tags and rephrases must be non-empty strings, got {text!r}")
-        try:
-            for image in (request.image, *(a.image for a in request.anchors)):
-                if image is not None:
-                    self.images.hash_of(image)  # every image readable before anything is written
-            image_sha = self.images.put(request.image) if request.image is not None else None
-            anchors = tuple(
-                AnchorRecord(a.prompt, a.answer, self.images.put(a.image) if a.image is not None else None)
-                for a in request.anchors
-            )
-        except ImageStoreError as error:
-            raise StoreError(str(error)) from error
-        draft = EditDraft(
-            prompt=request.prompt,
-            target=request.target,
-            scope=request.scope,
-            image_sha256=image_sha,
-            tags=tags,
-            rephrases=rephrases,
-            anchors=anchors,
-            config_hash=config_hash(editor),
-        )
+        draft = draft_for(request, tuple(tags), tuple(rephrases), self.images, config_hash(editor))
         before = self._state_copy() if require_absorbed else None
         edit_id = self.journal.add_edit(draft)
         record = self.journal.get_edit(edit_id)
