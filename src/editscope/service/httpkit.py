@@ -16,6 +16,7 @@ from editscope.service.auth import COOKIE, AuthError, Principal, RateLimiter, au
 from editscope.service.inputs import InputError, edit_from_form, edit_from_json, json_object
 from editscope.service.inputs import EditInput, QueryInput, query_from_form, query_from_json
 from editscope.service.keys import KeyRing
+from editscope.service.ledger import IdempotencyConflict
 from editscope.service.settings import ServiceSettings
 from editscope.service.worker import Busy, EditService
 from editscope.store.journal import EditRecord
@@ -70,6 +71,10 @@ def install_error_handlers(app: FastAPI, context: Context) -> None:
     async def _auth(request: Request, error: AuthError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
         return reply(error.status, str(error), None, headers)
+
+    @app.exception_handler(IdempotencyConflict)
+    async def _conflict(request: Request, error: IdempotencyConflict) -> JSONResponse:
+        return reply(409, str(error), "Idempotency-Key")
 
     @app.exception_handler(Busy)
     async def _busy(request: Request, error: Busy) -> JSONResponse:
