@@ -78,7 +78,7 @@ def test_every_kind_of_change_is_named(store_dir, change):
         "tag": ("UPDATE edit_tags SET tag = 'u' WHERE edit_id = 3", "edit 3"),
         "delete": ("DELETE FROM edits WHERE id = 2", "edit 3"),
         "snapshot lineage": ("UPDATE snapshots SET lineage = '[1]' WHERE name = 'initial'", "snapshot 'initial' (row 1)"),
-        "event payload": ("UPDATE events SET payload = '{}' WHERE kind = 'audit'", "event 1"),
+        "event payload": ("UPDATE events SET payload = '{}' WHERE kind = 'audit'", "event 2"),
     }[change]
     if change == "delete":
         sql(store_dir, "DELETE FROM edit_tags WHERE edit_id = 2")
@@ -109,7 +109,7 @@ def test_a_journal_without_the_chain_gets_it_on_its_first_open_for_writing(store
     with open_store(store_dir) as store:
         assert store.journal.chained and store.journal.bad_rows() == []
         migrate = store.journal.events("migrate")
-        assert len(migrate) == 1 and migrate[0].payload["rows"] == {"edits": 3, "snapshots": 1, "events": 0}
+        assert len(migrate) == 1 and migrate[0].payload["rows"] == {"edits": 3, "snapshots": 1, "events": 1}
     flip_a_byte_of_the_target(store_dir, 1)
     with pytest.raises(StoreError, match="the row of edit 1 fails"):
         open_store(store_dir, load_model=False)

@@ -1,14 +1,15 @@
 """``editscope check``: verifying a store's files, and repairing what can be rebuilt.
 
-``check_store`` reads, and writes nothing: the manifest, the journal (every row's integrity
-check), every image an edit refers to (by its hash), every snapshot file (hash and format) and
+``check_store`` reads, and writes nothing: the manifest (against the copy the journal keeps),
+the journal (every row's integrity check), every image an edit refers to (by its hash), every snapshot file (hash and format) and
 crash debris (``editscope.store.debris``). Each problem names its file and what it affects.
 
 With ``repair`` the store is opened for writing (its model loaded), which removes the debris
 and marks abandoned pending edits rejected; then each bad or missing snapshot is rebuilt from
 the best good earlier snapshot (or the rebuilt initial state) plus replay, and written back
 under its recorded name when the rebuilt state is bit-exact (its hash is the recorded one).
-Nothing else is repaired: journal rows are never deleted or re-sealed, images cannot be made
+A damaged or missing ``store.json`` is written back from the journal's copy. Nothing else is
+repaired: journal rows are never deleted or re-sealed, images cannot be made
 again (they must be restored from where they came from), and a missing or unreadable journal
 or manifest is reported and nothing is created in its place.
 """
@@ -24,10 +25,14 @@ from editscope.store.backend import Backend
 from editscope.store.debris import find_debris, remove_debris
 from editscope.store.images import ImageStore, ImageStoreError
 from editscope.store.journal import APPLIED, SQLiteJournal
-from editscope.store.layout import JOURNAL, MANIFEST, StoreError, WriterLock, read_manifest
+from editscope.store.atomic import write_atomically
+from editscope.store.layout import (JOURNAL, MANIFEST, StoreError, WriterLock, check_manifest_copy, manifest_copy,
+                                    read_manifest)
 from editscope.store.snapshots import SnapshotError, SnapshotFiles
 
 log = logging.getLogger(__name__)
+
+MANIFEST_AFFECTS = "the whole store: no command can open it"
 
 
 @dataclass(frozen=True)
@@ -62,21 +67,38 @@ def check_store(directory: str | Path, *, repair: bool = False, backend: Backend
     """Check (and with ``repair``, repair) the store in ``directory``; see the module docstring."""
     directory = Path(directory)
     report = CheckReport(directory)
+    manifest_error = None
     try:
         read_manifest(directory)
     except StoreError as error:
-        report.problems.append(Problem(MANIFEST, str(error), "the whole store: no command can open it"))
+        manifest_error = str(error)
     try:
         journal = SQLiteJournal(directory / JOURNAL, read_only=True)
     except StoreError as error:
+        if manifest_error:
+            report.problems.append(Problem(MANIFEST, manifest_error, MANIFEST_AFFECTS))
         report.problems.append(Problem(JOURNAL, str(error), "the whole store: its history of edits (nothing was "
                                        "recreated: restore the file from a backup)"))
         return report
     try:
+        with journal.unchecked():
+            copy = manifest_copy(journal)
+            if manifest_error is None:
+                try:
+                    check_manifest_copy(directory, journal)
+                except StoreError as error:
+                    manifest_error = str(error)
+        if manifest_error:
+            report.problems.append(Problem(MANIFEST, manifest_error, MANIFEST_AFFECTS + (
+                "; check --repair writes it back from the journal's copy" if copy else
+                " (the journal keeps no copy of it: restore it from a backup)")))
         _check_files(directory, journal, report)
     finally:
         journal.close()
-    if repair and not any(p.file in (MANIFEST, JOURNAL) for p in report.problems):
+    if repair and manifest_error and copy:
+        write_atomically(directory / MANIFEST, copy["text"])
+        _mark(report, report.problems[0], "written back from the copy the journal keeps")
+    if repair and not any(p.file in (MANIFEST, JOURNAL) for p in report.unrepaired):
         _repair(directory, report, backend)
     return report
 

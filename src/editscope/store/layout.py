@@ -13,6 +13,7 @@ Layout of a store directory::
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 from pathlib import Path
 from typing import IO, Any
@@ -42,8 +43,30 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     return manifest
 
 
-def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
-    write_atomically(directory / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+def write_manifest(directory: Path, manifest: dict[str, Any]) -> str:
+    """Write ``store.json``; returns the text written (``init`` keeps a copy in the journal)."""
+    text = json.dumps(manifest, indent=2) + "\n"
+    write_atomically(directory / MANIFEST, text)
+    return text
+
+
+def manifest_copy(journal: Any) -> dict[str, str] | None:
+    """The copy of ``store.json`` the journal keeps (its ``manifest`` event: ``text`` and
+    ``sha256``), or ``None`` for a store created before the copy was kept."""
+    events = journal.events("manifest")
+    return events[-1].payload if events else None
+
+
+def check_manifest_copy(directory: Path, journal: Any) -> None:
+    """A ``StoreError`` naming ``store.json`` when its bytes differ from the journal's copy."""
+    copy = manifest_copy(journal)
+    if copy is None:
+        return
+    path = directory / MANIFEST
+    actual = hashlib.sha256(path.read_bytes()).hexdigest()
+    if actual != copy["sha256"]:
+        raise StoreError(f"{path} was changed or damaged: it has SHA-256 {actual}, the journal recorded {copy['sha256']} "
+                         "when the store was created (`editscope check --repair` writes it back from the journal's copy)")
 
 
 class WriterLock:

@@ -17,9 +17,9 @@ STATUSES: tuple[str, ...] = (PENDING, APPLIED, REJECTED, REVERTED, ROLLED_BACK)
 
 # migrate: the integrity chain added to an older journal; export_start: an export began (its
 # staging folder, if a crash leaves it, is debris that ``check --repair`` and opening remove);
-# repair: what ``check --repair`` did.
+# repair: what ``check --repair`` did; manifest: the copy of store.json kept at init.
 EVENT_KINDS: tuple[str, ...] = ("rollback", "revert", "audit", "recover", "export", "export_start",
-                                "repair", "migrate")
+                                "repair", "migrate", "manifest")
 
 
 def utc_now() -> str:

@@ -17,6 +17,7 @@ the later applied edits, which is what opening restores.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 from pathlib import Path
@@ -35,6 +36,7 @@ from editscope.store.layout import (
     STORE_FORMAT,
     StoreError,
     WriterLock,
+    check_manifest_copy,
     normalise_source,
     read_manifest,
     write_manifest,
@@ -122,9 +124,10 @@ class EditStore(StateRestore, StateChanges):
         created = not directory.exists()
         try:
             directory.mkdir(parents=True, exist_ok=True)
-            write_manifest(directory, manifest)
+            text = write_manifest(directory, manifest)
             store = cls(directory, manifest, SQLiteJournal(directory / JOURNAL, create=True))
             store._lock.acquire()
+            store.journal.add_event("manifest", {"sha256": hashlib.sha256(text.encode()).hexdigest(), "text": text})
             store._vlm, store._editor = vlm, built
             store._backend, store._source = backend, source
             store._write_snapshot("initial", "initial", ())
@@ -170,6 +173,7 @@ class EditStore(StateRestore, StateChanges):
         store.read_only = store.journal.read_only
         try:
             store.journal.verify()
+            check_manifest_copy(directory, store.journal)
             if not load_model:
                 return store
             if store.journal.read_only and not read_only:
