@@ -169,3 +169,23 @@ def test_serve_refuses_a_public_address_without_keys(tmp_path_factory):
     store = copy_store(template, tmp_path_factory.mktemp("service-public") / "store")
     result = cli("serve", "--store", store, "--host", "0.0.0.0", "--port", "0")
     assert result.exit_code == 1 and "no API key" in result.output
+
+
+def test_a_second_writer_is_refused_while_cli_log_and_query_read_the_served_store(served, tmp_path):
+    url, store, key, edit = served["url"], served["store"], served["keys"]["reader"], served["edits"][0]
+    image = tmp_path / "probe.png"
+    image.write_bytes(edit.image)
+    second = cli("serve", "--store", store, "--port", "0")
+    assert second.exit_code == 1 and "open in another process" in second.output
+    writer = cli("edit", "--store", store, "--image", image, "--prompt", edit.prompt, "--target", "x")
+    assert writer.exit_code == 1 and "open in another process" in writer.output
+    assert call(url + "/healthz").body["queued"] == 0
+    served_answer = call(url + "/v1/query", "POST", json_body={"prompt": edit.prompt, "image": edit.image_b64}, key=key)
+    assert served_answer.status == 200 and served_answer.body["state"]["last_edit"] is not None
+    logged = cli("log", "--store", store, "--status", "applied")
+    assert logged.exit_code == 0, logged.output
+    applied = [r["id"] for r in call(url + "/v1/edits?status=applied", key=key).body["edits"]]
+    assert [int(line.split()[0]) for line in logged.output.splitlines() if line.strip()] == applied
+    queried = cli("query", "--store", store, "--image", image, "--prompt", edit.prompt)
+    assert queried.exit_code == 0, queried.output
+    assert queried.output.strip().splitlines()[-1] == served_answer.body["answer"] == edit.target

@@ -16,10 +16,9 @@ from typing import Iterable, Sequence
 
 from editscope.editors.base import EditRejected
 from editscope.store import journal as jr
-from editscope.store.images import ImageStoreError
-from editscope.store.journal import AnchorRecord, EditDraft, EditRecord
+from editscope.store.journal import EditRecord
 from editscope.store.layout import StoreError
-from editscope.store.replay import config_hash, request_for, result_to_dict
+from editscope.store.replay import config_hash, draft_for, request_for, result_to_dict
 from editscope.store.store import EditStore
 from editscope.types import EditRequest
 
@@ -42,29 +41,10 @@ class ServiceStore(EditStore):
             self.journal.add_event("recover", {"abandoned": list(edit_ids)})
 
     def submit(self, request: EditRequest, tags: Iterable[str] = (), rephrases: Iterable[str] = ()) -> EditRecord:
-        """Journal ``request`` as pending (its images stored first) and return the row. A
-        ``StoreError`` (bad tags, unreadable image) leaves the journal and files unchanged,
-        except for content-addressed images already written, which nothing references."""
-        if request.fact_id is not None:
-            raise StoreError("store edits cannot carry a fact_id (the journal does not record it)")
-        tags, rephrases = tuple(tags), tuple(rephrases)
-        for text in (*tags, *rephrases):
-            if not isinstance(text, str) or not text.strip():
-                raise StoreError(f"tags and rephrases must be non-empty strings, got {text!r}")
-        try:
-            for image in (request.image, *(a.image for a in request.anchors)):
-                if image is not None:
-                    self.images.hash_of(image)
-            image_sha = self.images.put(request.image) if request.image is not None else None
-            anchors = tuple(
-                AnchorRecord(a.prompt, a.answer, self.images.put(a.image) if a.image is not None else None)
-                for a in request.anchors
-            )
-        except ImageStoreError as error:
-            raise StoreError(str(error)) from error
-        draft = EditDraft(prompt=request.prompt, target=request.target, scope=request.scope,
-                          image_sha256=image_sha, tags=tags, rephrases=rephrases, anchors=anchors,
-                          config_hash=config_hash(self.editor))
+        """Journal ``request`` as pending (texts checked, images stored first: ``draft_for``,
+        as ``EditStore.edit`` does) and return the row; a ``StoreError`` journals nothing."""
+        self._require_writer("edit")
+        draft = draft_for(request, tuple(tags), tuple(rephrases), self.images, config_hash(self.editor))
         return self.get(self.journal.add_edit(draft))
 
     def apply_pending(self, edit_id: int) -> EditRecord:
@@ -84,8 +64,12 @@ class ServiceStore(EditStore):
             self.journal.set_status([edit_id], jr.REJECTED, error=str(error) or type(error).__name__)
             return self.get(edit_id)
         except BaseException as error:
+            # As EditStore.edit: the state may be partly changed, so it is rebuilt from the
+            # journal; a ValueError is a request the model cannot take (a rejection).
             self.journal.set_status([edit_id], jr.REJECTED, error=f"{type(error).__name__}: {error}")
             self._restore(self.journal.applied_ids())
+            if isinstance(error, ValueError):
+                return self.get(edit_id)
             raise
         try:
             self.journal.set_status([edit_id], jr.APPLIED, result=result_to_dict(result))
