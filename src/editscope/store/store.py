@@ -13,6 +13,11 @@ For a slot editor (``SlotEditor``, i.e. ScopeMemory) ``revert`` changes the stat
 fact's slot removed, its earlier edit applied again) rather than by replay, and saves the result
 as a snapshot with the new lineage: from there on the state is that snapshot plus the replay of
 the later applied edits, which is what opening restores.
+
+Every journal row is integrity-checked (``editscope.store.integrity``); a bad snapshot file is
+passed over for an earlier one plus replay (``editscope.store.restore``); a reader
+(``open(read_only=True)``) takes no lock and writes nothing; ``editscope.store.check`` verifies
+and repairs a store's files.
 """
 
 from __future__ import annotations
