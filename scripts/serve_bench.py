@@ -33,15 +33,18 @@ from typing import Any
 READY = re.compile(r"serving store .* on (http://127\.0\.0\.1:\d+)")
 
 
+HEADERS: dict[str, str] = {}  # the bench's own API key, set in main
+
+
 def post(url: str, body: dict[str, Any], timeout: float = 300.0) -> dict[str, Any]:
     request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json", **HEADERS})
     with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.loads(response.read())
 
 
 def get(url: str, timeout: float = 300.0) -> dict[str, Any]:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
+    with urllib.request.urlopen(urllib.request.Request(url, headers=HEADERS), timeout=timeout) as response:
         return json.loads(response.read())
 
 
@@ -99,16 +102,22 @@ def run_queries(url: str, probes: list[dict[str, Any]], clients: int, total: int
     """Latencies (s) of ``total`` queries spread over ``clients`` threads (or, with ``stop``,
     of as many as they make until it is set)."""
     latencies: list[float] = []
+    failures: list[BaseException] = []
     lock = threading.Lock()
     counter = iter(range(10**9))
 
     def client() -> None:
-        while True:
-            n = next(counter)
+        while not failures:
+            with lock:
+                n = next(counter)
             if (stop is None and n >= total) or (stop is not None and stop.is_set()):
                 return
             started = time.perf_counter()
-            post(url + "/v1/query", probes[n % len(probes)])
+            try:
+                post(url + "/v1/query", probes[n % len(probes)])
+            except BaseException as error:  # reported by the caller
+                failures.append(error)
+                return
             with lock:
                 latencies.append(time.perf_counter() - started)
 
@@ -117,6 +126,8 @@ def run_queries(url: str, probes: list[dict[str, Any]], clients: int, total: int
         thread.start()
     for thread in threads:
         thread.join()
+    if failures:
+        raise SystemExit(f"a query failed: {failures[0]}")
     return latencies
 
 
@@ -160,6 +171,11 @@ def main() -> None:
 
             print("creating a built-in store ...", flush=True)
             EditStore.init(store, "builtin").close()
+        from editscope.service.keys import KeyRing
+
+        ring = KeyRing(store)  # the copy's own key: the store may have keys, and then needs one
+        HEADERS["Authorization"] = "Bearer " + ring.add(f"serve-bench-{os.getpid()}", "editor")[1]
+        ring.close()
         edits = world_requests(2 * args.edits, "dev")
         probes = [{"prompt": e["prompt"], "image": e["image"]} for e in edits]
         server = Server(store)

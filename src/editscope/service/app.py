@@ -120,9 +120,14 @@ def create_app(service: EditService, keys: KeyRing, settings: ServiceSettings) -
         return {"answer": answer.answer, "state": {"version": answer.state.version, "last_edit": answer.state.last_edit}}
 
     def in_writer(task: Any, who: Principal, action: str, detail: dict[str, Any]) -> Any:
-        result = service.in_writer(task, settings.request_timeout_s)
-        service.ledger.record(who.name, action, detail=detail)
-        return result
+        """``task`` in the writer; once it has succeeded, the ledger records who asked for it
+        (in the writer too, so a request that timed out is still recorded)."""
+        def attributed(s: Any) -> Any:
+            result = task(s)
+            service.ledger.record(who.name, action, detail=detail)
+            return result
+
+        return service.in_writer(attributed, settings.request_timeout_s)
 
     @app.post("/v1/snapshots", status_code=201, tags=["state"])
     async def post_snapshot(request: Request, who: Principal = Depends(admin)) -> dict[str, Any]:

@@ -44,7 +44,8 @@ def image_routes(app: FastAPI, context: Context) -> None:
     @app.get("/v1/images/{sha256}", tags=["images"], response_class=Response)
     def image(sha256: str, who: Principal = Depends(page_reader)) -> Response:
         data = stored(sha256)
-        kind = Image.open(io.BytesIO(data)).format or "octet-stream"
+        with Image.open(io.BytesIO(data)) as opened:
+            kind = opened.format or "octet-stream"
         return Response(data, media_type=f"image/{kind.lower()}", headers={"Cache-Control": "private, max-age=86400"})
 
     @app.get("/v1/images/{sha256}/thumbnail", tags=["images"], response_class=Response)
