@@ -11,7 +11,7 @@ import pytest
 
 from service_support import Server, call, copy_store, template_store, wait_settled, world_edits
 
-N_EDITS = 6
+N_EDITS = 5
 
 
 @pytest.fixture(scope="module")
