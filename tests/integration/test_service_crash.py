@@ -4,6 +4,7 @@ applied exactly once, in journal order, before anything new; a client's retry wi
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 
@@ -25,8 +26,6 @@ def journal(store):
 
 
 def test_sigkill_mid_stream_then_restart_applies_every_acknowledged_edit_once(template, tmp_path):
-    import json
-
     edits = world_edits(N_EDITS)
     store = copy_store(template, tmp_path / "store")
     acknowledged: dict[int, int] = {}  # edit number -> id

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import socket
 from pathlib import Path
 from typing import Iterator, Optional
@@ -15,7 +14,6 @@ from editscope.cli.errors import CommandError
 from editscope.store.layout import StoreError
 
 STORE = typer.Option(..., "--store", help="The store directory.")
-log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -68,7 +66,7 @@ def _serve(store: Path, host: str, port: int, settings: object, device: Optional
             service.start()
             bound = sock.getsockname()[1]
             shown = f"[{host}]" if ":" in host else host
-            typer.echo(f"serving store {store} on http://{shown}:{bound} (ctrl-c stops)", err=False)
+            typer.echo(f"serving store {store} on http://{shown}:{bound} (ctrl-c stops)")
             config = uvicorn.Config(app, log_level=log_level, timeout_keep_alive=5, timeout_graceful_shutdown=10)
             uvicorn.Server(config).run(sockets=[sock])
         finally:
