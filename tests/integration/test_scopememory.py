@@ -189,3 +189,32 @@ def test_builtin_answer_after_an_edit_is_exactly_the_target(builtin, world_cases
     for case in cases:
         editor.edit(case.request)
         assert editor.answer(case.request.image, case.request.prompt) == case.request.target
+
+
+def test_builtin_whitened_keys_round_trip_and_older_states_load(builtin, world_cases, tmp_path) -> None:
+    from dataclasses import replace
+
+    from editscope.editors.reference import load_reference
+
+    reference = load_reference("world", "builtin", 32)
+    cfg = replace(load_memory_preset("builtin"), image_whitening=0.1)
+    editor = ScopeMemory(builtin, cfg, reference=reference)
+    assert editor.memory.whiten_basis.shape[0] > 0
+    case = world_cases[0]
+    editor.edit(case.request)
+    probes = [(case.request.image, case.request.prompt, case.request.target),
+              (case.image_rephrase.image, case.image_rephrase.prompt, case.request.target)]
+    expected = [editor.logits(*p) for p in probes]
+    route = editor.route_of(*probes[1][:2])
+    state = editor.state_dict()
+    editor.remove()
+    fresh = ScopeMemory(builtin, replace(cfg, image_whitening=0.0), reference=reference)
+    fresh.load_state_dict(state)  # the state's whitening wins over the config's
+    assert [torch.equal(fresh.logits(*p), e) for p, e in zip(probes, expected)] == [True, True]
+    assert fresh.route_of(*probes[1][:2]) == route
+    # a state saved before image whitening existed has no whitening tensors: keys are centred only
+    older = {k: v for k, v in state.items() if "whiten" not in k}
+    fresh.load_state_dict(older)
+    assert fresh.memory.whiten_basis.shape[0] == 0
+    with pytest.raises(ValueError, match="whitening shapes"):
+        fresh.load_state_dict({**state, "scopememory.router.whiten_scale": torch.zeros(3)})

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from editscope.editors.scopememory.config import ScopeMemoryConfig, config_reference
 from editscope.editors.scopememory.router import (
-    NO_SLOT, SlotKeys, Thresholds, common_suffix, match, prompt_ends, raise_thresholds,
+    NO_SLOT, SlotKeys, Thresholds, common_suffix, match, prompt_ends, raise_thresholds, unit_keys, whitening,
 )
 from editscope.editors.scopememory.slots import Table
 
@@ -122,3 +122,21 @@ def test_config_validation_and_reference() -> None:
         raise AssertionError("an unknown key was accepted")
     reference = config_reference()
     assert "| `slot_rank` |" in reference and "rank kept of a slot's write" in reference
+
+
+def test_whitening_is_the_shrunk_inverse_square_root_of_the_covariance() -> None:
+    torch.manual_seed(0)
+    keys = torch.randn(40, 6) @ torch.diag(torch.tensor([5.0, 3.0, 1.0, 0.5, 0.2, 0.1]))
+    basis, scale = whitening(keys, 0.1)
+    centred = keys - keys.mean(0)
+    cov = centred.T @ centred / (keys.shape[0] - 1)
+    lam = 0.1 * float(cov.diagonal().mean())
+    values, vectors = torch.linalg.eigh(cov + lam * torch.eye(6))
+    full = vectors @ torch.diag(values.rsqrt()) @ vectors.T
+    x, centre = torch.randn(5, 6), keys.mean(0)
+    expected = torch.nn.functional.normalize((x - centre) @ full, dim=-1)
+    torch.testing.assert_close(unit_keys(x, centre, basis, scale), expected, atol=1e-5, rtol=0)
+    # no basis: centred and normalised only
+    torch.testing.assert_close(unit_keys(x, centre), torch.nn.functional.normalize(x - centre, dim=-1))
+    # the direction the keys vary along most is shrunk the most
+    assert float(scale.min()) == float(scale[0]) and -1 < float(scale[0]) < float(scale[-1]) <= 0

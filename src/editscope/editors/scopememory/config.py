@@ -48,6 +48,8 @@ class ScopeMemoryConfig:
                                          "gets a slot's shared write")
     margin: float = _f(0.02, "calibration: a threshold is raised to this much above the strongest negative")
     threshold_cap: float = _f(0.98, "calibration never raises a threshold above this (the edit itself must match)")
+    image_whitening: float = _f(0.0, "image keys are whitened by the reference images' covariance, shrunk by "
+                                     "this times its mean eigenvalue (0: centred only)")
     reference_size: int = _f(128, "ordinary inputs whose keys centre the router and serve as negatives (0: none)")
     seed: int = _f(0, "seed of the frozen bases")
 
@@ -66,7 +68,7 @@ class ScopeMemoryConfig:
         for name in ("alpha", "lr"):
             if not _number(getattr(self, name)) or not getattr(self, name) > 0:
                 raise ValueError(f"ScopeMemoryConfig.{name} must be a number > 0, got {getattr(self, name)!r}")
-        for name in ("stop_loss", "stop_margin", "gate_min", "margin", "beta", "gate_eps"):
+        for name in ("stop_loss", "stop_margin", "gate_min", "margin", "beta", "gate_eps", "image_whitening"):
             if not _number(getattr(self, name)) or getattr(self, name) < 0:
                 raise ValueError(f"ScopeMemoryConfig.{name} must be a number >= 0, got {getattr(self, name)!r}")
         for name in ("text_threshold", "instance_threshold", "subject_threshold", "text_only_threshold",

@@ -28,8 +28,9 @@ from editscope.core.site import EditSite
 from editscope.editors.base import Editor, EditRejected, trainable
 from editscope.editors.baselines.common import output_linear, target_loss
 from editscope.editors.scopememory.config import ScopeMemoryConfig
-from editscope.editors.scopememory.router import NO_SLOT, SlotKeys, Thresholds, common_suffix, raise_thresholds
-from editscope.editors.scopememory.slots import FACT_BYTES, SlotMemory
+from editscope.editors.scopememory.router import (NO_SLOT, SlotKeys, Thresholds, common_suffix, raise_thresholds,
+                                                  whitening)
+from editscope.editors.scopememory.slots import SlotMemory
 from editscope.editors.scopememory.facts import fact_bytes, truncated
 from editscope.types import EditRequest, EditResult, GateValues, ModelInputs, Probe
 
@@ -38,6 +39,7 @@ logger = logging.getLogger(__name__)
 PREFIX = "scopememory."
 EDIT_COUNT_KEY = "editor.edits_applied"
 ROUTER_NAMES = ("centre_text", "centre_image", "reference_text", "reference_image", "reference_has_image")
+WHITENING_NAMES = ("whiten_basis", "whiten_scale")  # absent from states saved before image whitening
 
 
 class ScopeMemory(Editor):
@@ -113,6 +115,8 @@ class ScopeMemory(Editor):
             raise ValueError("the reference set produced non-finite activations")
         self.memory.centre_text = q.mean(0)
         self.memory.centre_image = v[has].mean(0) if bool(has.any()) else torch.zeros_like(q[0])
+        if self.config.image_whitening > 0 and int(has.sum()) >= 2:
+            self.memory.whiten_basis, self.memory.whiten_scale = whitening(v[has], self.config.image_whitening)
         self.reference = (torch.cat([self._keys(i)[0] for i in encoded]),
                           torch.cat([self._keys(i)[1] for i in encoded]), has)
 
@@ -335,6 +339,7 @@ class ScopeMemory(Editor):
         sites = self._site_names()
         state = {(sites[k] if k in sites else f"{PREFIX}slots.{k}"): v for k, v in slots.state().items()}
         router = dict(zip(ROUTER_NAMES, (self.memory.centre_text, self.memory.centre_image, *self.reference)))
+        router.update(whiten_basis=self.memory.whiten_basis, whiten_scale=self.memory.whiten_scale)
         state.update({f"{PREFIX}router.{k}": v.detach().clone() for k, v in router.items()})
         state[EDIT_COUNT_KEY] = torch.tensor(self.edits_applied, dtype=torch.int64)
         return state
@@ -344,6 +349,9 @@ class ScopeMemory(Editor):
         sites = self._site_names()
         names = {(sites[k] if k in sites else f"{PREFIX}slots.{k}"): k for k in slots.shapes}
         expected = set(names) | {f"{PREFIX}router.{k}" for k in ROUTER_NAMES} | {EDIT_COUNT_KEY}
+        whitening_keys = {f"{PREFIX}router.{k}" for k in WHITENING_NAMES}
+        if whitening_keys <= set(state):
+            expected |= whitening_keys
         if set(state) != expected:
             missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
             raise ValueError(f"editor state does not match this ScopeMemory: missing {missing[:5]}, "
@@ -364,6 +372,14 @@ class ScopeMemory(Editor):
         router = [state[f"{PREFIX}router.{k}"].to(device) for k in ROUTER_NAMES]
         slots.load(table, n)
         self.memory.centre_text, self.memory.centre_image = router[0].float(), router[1].float()
+        if whitening_keys <= set(state):
+            basis, scale = (state[f"{PREFIX}router.{k}"].to(device).float() for k in WHITENING_NAMES)
+            if basis.ndim != 2 or basis.shape[1] != router[0].shape[0] or scale.shape != (basis.shape[0],):
+                raise ValueError(f"editor state: whitening shapes {tuple(basis.shape)} and {tuple(scale.shape)} "
+                                 f"do not fit keys of width {router[0].shape[0]}")
+        else:
+            basis, scale = torch.zeros(0, router[0].shape[0], device=device), torch.zeros(0, device=device)
+        self.memory.whiten_basis, self.memory.whiten_scale = basis, scale
         self.reference = (router[2].float(), router[3].float(), router[4].bool())
         self.edits_applied = int(state[EDIT_COUNT_KEY])
 

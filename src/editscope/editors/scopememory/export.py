@@ -74,6 +74,7 @@ def slot_tensors(editor: ScopeMemory) -> tuple[dict[str, torch.Tensor], dict[str
     }
     tensors.update({
         "centre_text": memory.centre_text, "centre_image": memory.centre_image, "marker": memory.marker,
+        "whiten_basis": memory.whiten_basis, "whiten_scale": memory.whiten_scale,
         "image_token_id": torch.tensor(memory.image_token_id, dtype=torch.long),
         "instance": torch.tensor(memory.limits.instance, dtype=torch.float64),
         "text_only": torch.tensor(memory.limits.text_only, dtype=torch.float64),

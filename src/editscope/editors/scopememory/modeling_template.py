@@ -90,6 +90,9 @@ class SlotRouter:
         self.slots["has_image"], self.slots["shared"] = self.slots["has_image"].bool(), self.slots["shared"].bool()
         self.n = int(self.slots["text"].shape[0])
         self.centre_text, self.centre_image = tensors["centre_text"].to(device), tensors["centre_image"].to(device)
+        width = self.centre_image.shape[0]
+        self.whiten_basis = tensors.get("whiten_basis", torch.zeros(0, width)).to(device)
+        self.whiten_scale = tensors.get("whiten_scale", torch.zeros(0)).to(device)
         self.marker = tensors["marker"].to(device)
         self.image_token_id = int(tensors["image_token_id"])
         self.instance, self.text_only = float(tensors["instance"]), float(tensors["text_only"])
@@ -141,7 +144,10 @@ class SlotRouter:
         has = count[:, 0] > 0
         v = (x * mask).sum(1) / count.clamp(min=1)
         q = F.normalize(q.float() - self.centre_text, dim=-1, eps=1e-12)
-        v = F.normalize(v.float() - self.centre_image, dim=-1, eps=1e-12) * has[:, None]
+        v = v.float() - self.centre_image
+        if self.whiten_basis.shape[0]:
+            v = v + ((v @ self.whiten_basis.T) * self.whiten_scale) @ self.whiten_basis
+        v = F.normalize(v, dim=-1, eps=1e-12) * has[:, None]
         route = match(q, v, has, self.slots, self.instance, self.text_only)
         self.last_route = route
         call["route"], call["any_hit"] = route, bool((route[0] != NO_SLOT).any())

@@ -44,9 +44,28 @@ def prompt_ends(input_ids: torch.Tensor, marker: torch.Tensor) -> torch.Tensor:
     return torch.where(best >= 0, best, last)
 
 
-def unit_keys(x: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
-    """Rows of ``x`` (n, d) minus ``centre`` (d,), normalised (a zero row stays zero)."""
-    return F.normalize(x.float() - centre, dim=-1, eps=1e-12)
+def unit_keys(x: torch.Tensor, centre: torch.Tensor, basis: torch.Tensor | None = None,
+              scale: torch.Tensor | None = None) -> torch.Tensor:
+    """Rows of ``x`` (n, d) minus ``centre`` (d,), whitened where ``basis`` (r, d) is given
+    (see :func:`whitening`), normalised (a zero row stays zero)."""
+    x = x.float() - centre
+    if basis is not None and basis.shape[0]:
+        x = x + ((x @ basis.T) * scale) @ basis
+    return F.normalize(x, dim=-1, eps=1e-12)
+
+
+def whitening(keys: torch.Tensor, shrink: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The shrunk whitening ``(Σ + λ I)^{-1/2}`` of the rows of ``keys`` (n, d), up to a scale
+    (cosines ignore it), in low-rank form: ``x + ((x @ B.T) * s) @ B`` with ``B`` (r, d) the
+    covariance's eigenvectors and ``s = sqrt(λ / (e + λ)) - 1`` (r,), ``λ = shrink`` times the
+    mean eigenvalue. Directions the keys vary along most are shrunk most, so that two keys are
+    compared on what sets them apart rather than on what every key shares."""
+    centred = keys.float() - keys.float().mean(0)
+    _, singular, vh = torch.linalg.svd(centred, full_matrices=False)
+    eig = singular.square() / max(1, keys.shape[0] - 1)
+    keep = eig > eig.max() * 1e-6 if eig.numel() else eig > 0
+    lam = shrink * float(eig.sum()) / keys.shape[1]
+    return vh[keep].contiguous(), (lam / (eig[keep] + lam)).sqrt() - 1
 
 
 @dataclass(frozen=True)

@@ -152,6 +152,8 @@ class SlotMemory:
         self.slots = Table(shapes, device)
         self.centre_text = torch.zeros(text_dim, device=device)
         self.centre_image = torch.zeros(text_dim, device=device)
+        self.whiten_basis = torch.zeros(0, text_dim, device=device)
+        self.whiten_scale = torch.zeros(0, device=device)
         self.call: Call | None = None
         self.last_route: Route | None = None
         self._forced: tuple[bool, bool] | None = None
@@ -214,7 +216,8 @@ class SlotMemory:
         has = count[:, 0] > 0
         v = (x * mask).sum(1) / count.clamp(min=1)
         if centred:
-            q, v = unit_keys(q, self.centre_text), unit_keys(v, self.centre_image)
+            q = unit_keys(q, self.centre_text)
+            v = unit_keys(v, self.centre_image, self.whiten_basis, self.whiten_scale)
         return q, v * has[:, None], has
 
     @contextmanager
