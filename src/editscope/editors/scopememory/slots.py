@@ -249,23 +249,23 @@ class SlotMemory:
         start = torch.zeros_like(call.start) if call.continuation else call.start
         positions = torch.arange(length, device=x.device)
         xs = x.to(site.A_local.dtype)
-        code_local = xs @ site.A_local.T
-        code_shared = xs @ site.A_shared.T
+        out = torch.zeros(*x.shape[:-1], site.B_local.shape[0], device=x.device, dtype=xs.dtype)
         if call.training is not None:
             local, shared = call.training
-            out = torch.zeros(*x.shape[:-1], site.B_local.shape[0], device=x.device, dtype=xs.dtype)
             if local:
-                out = out + code_local @ site.B_local.T
+                out = out + (xs @ site.A_local.T) @ site.B_local.T
             if shared and site.rank_shared:
-                out = out + code_shared @ site.B_shared.T
+                out = out + (xs @ site.A_shared.T) @ site.B_shared.T
             mask = positions[None] >= start.to(x.device)[:, None]
         else:
             route = call.route
             assert route is not None
             slot = route.slot.clamp(min=0)
-            out = self._term(index, "local", code_local, slot) * route.local[:, None, None]
-            if site.rank_shared:
-                out = out + self._term(index, "shared", code_shared, slot) * route.shared[:, None, None]
+            # a branch no row of the batch routes to is skipped (its term would be multiplied by 0)
+            if bool(route.local.any()):
+                out = out + self._term(index, "local", xs @ site.A_local.T, slot) * route.local[:, None, None]
+            if site.rank_shared and bool(route.shared.any()):
+                out = out + self._term(index, "shared", xs @ site.A_shared.T, slot) * route.shared[:, None, None]
             mask = (positions[None] >= start.to(x.device)[:, None]) & (route.slot != NO_SLOT)[:, None]
         return site.scaling * out * mask[..., None]
 
