@@ -3,7 +3,7 @@
 Every per-edit row (losses, steps, rehearsals, active groups, gates, state bytes and every
 score), every retention row and every aggregate of each editor must be equal, exactly; only
 what measures the machine rather than the editor (wall times, memory) is left out. The stream
-must be the same. Prints one line per editor and each difference (the first ``--show`` of
+must be the same (images by file name: each run writes its own copy). Prints one line per editor and each difference (the first ``--show`` of
 them), and exits 1 on any difference, 0 when the runs agree.
 """
 
@@ -45,9 +45,15 @@ def differences(a: Any, b: Any, where: str = "") -> Iterator[str]:
             yield f"{where}: {a!r} before, {b!r} after"
 
 
+def _stream(results: dict[str, Any]) -> list[Any]:
+    """The edit stream; each run writes its own copy of the images, so they are compared by file name."""
+    return [{k: Path(v).name if k == "image" and v else v for k, v in row.items()} if isinstance(row, dict) else row
+            for row in results.get("stream") or []]
+
+
 def compare(before: dict[str, Any], after: dict[str, Any]) -> dict[str, list[str]]:
     """Differences per editor (and ``"stream"`` for the edit stream)."""
-    found: dict[str, list[str]] = {"stream": list(differences(before.get("stream"), after.get("stream"), "stream"))}
+    found: dict[str, list[str]] = {"stream": list(differences(_stream(before), _stream(after), "stream"))}
     editors_a, editors_b = before.get("editors", {}), after.get("editors", {})
     for name in sorted(set(editors_a) | set(editors_b)):
         if name not in editors_a or name not in editors_b:

@@ -22,7 +22,8 @@ def run() -> dict:
     editor = {"edits": [row, {**row, "edit_index": 1}], "retention_rows": {"2": [{"rel": 1.0}]},
               "online": {"2": {"rel": 1.0, "edit_time_median_s": 0.3}}, "retention": {"2": {"rel": 1.0}},
               "cost": {"state_bytes_last": 1024, "edit_time_median_s": 0.3}}
-    return {"stream": [{"case_id": 0}], "editors": {"scopeedit": editor, "grace": copy.deepcopy(editor)}}
+    return {"stream": [{"case_id": 0, "image": "/tmp/a/data/images/test-0000-edit.png"}],
+            "editors": {"scopeedit": editor, "grace": copy.deepcopy(editor)}}
 
 
 def write(tmp_path: Path, name: str, data: dict) -> Path:
@@ -36,6 +37,7 @@ def test_equal_runs_pass_even_when_their_times_and_memory_differ(tmp_path, capsy
     after["editors"]["scopeedit"]["edits"][0]["edit_time_s"] = 9.0
     after["editors"]["scopeedit"]["edits"][1]["rss_bytes"] = 99
     after["editors"]["grace"]["online"]["2"]["edit_time_median_s"] = 7.0
+    after["stream"][0]["image"] = "/tmp/b/data/images/test-0000-edit.png"  # the run's own copy
     assert compare_runs.main([str(write(tmp_path, "a.json", before)), str(write(tmp_path, "b.json", after))]) == 0
     assert "scopeedit: identical (2 edits)" in capsys.readouterr().out
 
@@ -52,6 +54,7 @@ def test_equal_runs_pass_even_when_their_times_and_memory_differ(tmp_path, capsy
     lambda r: r["editors"]["grace"]["cost"].update(state_bytes_last=1),
     lambda r: r["editors"].pop("grace"),
     lambda r: r["stream"][0].update(case_id=1),
+    lambda r: r["stream"][0].update(image="/tmp/a/data/images/test-0001-edit.png"),
     lambda r: r["editors"]["scopeedit"]["edits"][0].update(loss_before=2),  # int 2 is not float 2.5
 ])
 def test_any_difference_fails(tmp_path, capsys, change) -> None:
