@@ -47,12 +47,12 @@ def main() -> None:
             edit_steps.append(steps[0][0])
             edit_held.append(steps[0][1] < config.stop_loss)
             rewrite_steps.extend(steps[1:])
-    facts = list(editor._facts.values())
+    facts = list(editor.options["reedit"].facts.values())
     rows = [sum(c.shape[0] if c.dim() > 1 else 1 for _, b, c in f if b not in WRITES) for f in facts]
     writes = [sum(c.numel() for _, b, c in f if b in WRITES) for f in facts]
     total = editor.state_bytes()
     fact_bytes = sum(c.numel() * c.element_size() for f in facts for _, _, c in f)
-    queue_bytes = sum(t.numel() * t.element_size() for inputs, _ in editor._queue.values()
+    queue_bytes = sum(t.numel() * t.element_size() for inputs, _ in editor.options["rehearsal"].queue.values()
                       for t in inputs.tensors.values())
     print(f"{len(cases)} world:dev edits, overrides {args.overrides or '(preset)'}")
     print(f"edit steps: mean {statistics.mean(edit_steps):.1f}; loss below stop_loss after the edit "

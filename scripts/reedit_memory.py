@@ -37,7 +37,7 @@ def main() -> None:
         for case in cases:
             editor.edit(anchored_request(case, protocol))
     kept = dense = factored = writes = 0
-    for folded in editor._facts.values():
+    for folded in editor.options["reedit"].facts.values():
         for path, branch, stored in folded:
             if branch not in WRITES:
                 continue
@@ -46,7 +46,7 @@ def main() -> None:
             factored += tuple(stored.shape) != tuple(target.shape)
             kept += stored.numel() * stored.element_size()
             dense += target.numel() * target.element_size()
-    print(f"{len(editor._facts)} facts, {writes} writes ({factored} kept as factors): "
+    print(f"{len(editor.options['reedit'].facts)} facts, {writes} writes ({factored} kept as factors): "
           f"{kept / 2**20:.2f} MiB kept, {dense / 2**20:.2f} MiB dense ({dense / max(kept, 1):.2f}x); "
           f"editor state {editor.state_bytes() / 2**20:.2f} MiB")
 

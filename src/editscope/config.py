@@ -1,8 +1,19 @@
-"""Typed editor configuration and named presets.
+"""Typed configuration of ScopeEdit and M-ORE, and named presets.
 
-A configuration is a frozen dataclass validated at construction. Presets are YAML files in
-``editscope/presets/`` (one per model family); unknown keys are rejected so that a typo never
-silently falls back to a default.
+``ScopeEditConfig`` nests one frozen section per part of the editor:
+
+- ``method``: the paper's editor loop and local branch (docs/method.md);
+- ``shared``: the evidence-gated shared branch; ``None`` is M-ORE's single branch;
+- one section per option beyond the paper, each served by a plug-in of
+  ``editscope.editors.scopeedit`` (``stopping``, ``reedit``, ``rehearsal``, ``prior``,
+  ``history``, ``site_rank``); ``None`` means "as in the paper".
+
+Every field carries its help text (:func:`config_reference` prints the reference). Presets are
+YAML files in ``editscope/presets/`` (one per model family) with the same sections; unknown keys
+are rejected so that a typo never silently falls back to a default. The flat form of earlier
+versions (one mapping of 35 keys, as stores, saved editors and results files written before the
+sections hold it) is migrated when it is read (:meth:`ScopeEditConfig.from_dict`), and
+``config.<flat key>`` still reads a value.
 """
 
 from __future__ import annotations
@@ -10,218 +21,242 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
+from editscope.editors.scopeedit.history import HistoryConfig
+from editscope.editors.scopeedit.options import check_choice, check_int, check_number, option, reference_table
+from editscope.editors.scopeedit.prior import PriorConfig
+from editscope.editors.scopeedit.reedit import ReeditConfig
+from editscope.editors.scopeedit.rehearsal import RehearsalConfig
+from editscope.editors.scopeedit.site_rank import SiteRankConfig
+from editscope.editors.scopeedit.stopping import StoppingConfig
+
 BASES = ("orthogonal", "nested")
-REEDIT_RULES = ("protect", "release", "replace")
-HISTORY_FOLDS = ("step", "edit")
-REHEARSE_WRITES = ("replace", "topup")
-HISTORY_CODES = ("mean", "target", "all")
-HISTORY_SITES = ("active", "all")
-SITE_RANKS = ("fixed", "fill")
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """The editor loop and the local branch, as in the paper (docs/method.md)."""
+
+    rank_local: int = option(448, "rows of each site's frozen local basis A_l (M-ORE: its one branch has rank "
+                                  "rank_local + shared.rank_shared)")
+    alpha: float = option(1024.0, "branch scaling numerator: s = alpha / (rank_local + rank_shared)")
+    top_k: int = option(7, "groups (decoder MLPs, the projector) written per step: those with the largest "
+                           "local gradient norms")
+    eta: float = option(0.1, "local step size of the decoder groups")
+    lambda_local: float = option(1.0, "lambda of the local preconditioner's recursion, P_l = lambda inv(lambda I + "
+                                      "sum z z^T)")
+    n_last_layers: int = option(12, "edit sites: the MLP linears of the last this many decoder layers")
+    include_projector: bool = option(True, "the multimodal projector's linears are edit sites too (group 'projector')")
+    projector_eta: float = option(0.001, "local step size of the projector group")
+    steps_per_edit: int = option(5, "steps per edit (with a stopping rule: the most)")
+    code_norm: bool = option(False, "a LayerNorm without affine parameters on each branch's code (BLIP-2); "
+                                    "such edits cannot be merged into the weights")
+    basis: str = option("orthogonal", "'orthogonal': A_l and A_g from one orthogonal matrix (A_l A_g^T = 0); "
+                                      "'nested': the shared rows a subset of the local rows (the paper's ablation)")
+    seed: int = option(0, "seed of the frozen bases (each site's from its path)")
+    anchors_per_edit: int = option(2, "locality anchors from the deployment reference set folded after each edit")
+
+    def __post_init__(self) -> None:
+        for name in ("rank_local", "top_k", "n_last_layers", "steps_per_edit"):
+            check_int(f"method.{name}", getattr(self, name), 1)
+        for name in ("seed", "anchors_per_edit"):
+            check_int(f"method.{name}", getattr(self, name), 0)
+        for name in ("alpha", "eta", "lambda_local"):
+            check_number(f"method.{name}", getattr(self, name), positive=True)
+        check_number("method.projector_eta", self.projector_eta, non_negative=True)
+        check_choice("method.basis", self.basis, BASES)
+
+
+@dataclass(frozen=True)
+class SharedConfig:
+    """ScopeEdit's shared branch, written where textual and visual evidence agree (the evidence gate)."""
+
+    rank_shared: int = option(64, "rows of each site's frozen shared basis A_g")
+    eta_shared: float = option(1.0, "shared step size (times the gate's g)")
+    lambda_shared: float = option(1.0, "lambda of the shared preconditioner's recursion")
+    tau: float = option(0.2, "the gate opens where cos(u_text, u_image) is above tau")
+    beta: float = option(10.0, "sharpness of the gate's sigmoid, sigmoid(beta (cos - tau))")
+    shared_layers: int = option(6, "the shared branch writes at the first this many active decoder groups")
+    gate_eps: float = option(1e-6, "epsilon in the gate's norms")
+
+    def __post_init__(self) -> None:
+        check_int("shared.rank_shared", self.rank_shared, 1)
+        check_int("shared.shared_layers", self.shared_layers, 0)
+        for name in ("lambda_shared", "beta", "gate_eps"):
+            check_number(f"shared.{name}", getattr(self, name), positive=True)
+        check_number("shared.eta_shared", self.eta_shared, non_negative=True)
+        check_number("shared.tau", self.tau)
+
+
+SECTIONS: dict[str, type] = {
+    "method": MethodConfig, "shared": SharedConfig, "stopping": StoppingConfig, "reedit": ReeditConfig,
+    "rehearsal": RehearsalConfig, "prior": PriorConfig, "history": HistoryConfig, "site_rank": SiteRankConfig,
+}
+
+# -- the flat form (before the sections) ------------------------------------------------------
+# flat key -> (section, field); a section's absence is the flat value in FLAT_OFF
+FLAT: dict[str, tuple[str, str]] = {
+    **{f.name: ("method", f.name) for f in fields(MethodConfig)},
+    **{f.name: ("shared", f.name) for f in fields(SharedConfig)},
+    "stop_loss": ("stopping", "stop_loss"), "eta_growth": ("stopping", "eta_growth"),
+    "reedit": ("reedit", "rule"), "reedit_memory": ("reedit", "memory"),
+    "reference_weight": ("prior", "weight"), "reference_size": ("prior", "size"),
+    "history_fold": ("history", ""), "history_weight": ("history", "weight"),
+    "history_codes": ("history", "codes"), "history_sites": ("history", "sites"),
+    "site_rank": ("site_rank", ""),
+    "rehearse": ("rehearsal", "count"), "rehearse_loss": ("rehearsal", "loss"),
+    "rehearse_write": ("rehearsal", "write"), "rehearse_steps": ("rehearsal", "steps"),
+}
+# the flat value that means "section off"
+FLAT_OFF = {"shared": ("rank_shared", 0), "reedit": ("reedit", "protect"), "prior": ("reference_weight", 0.0),
+            "history": ("history_fold", "step"), "site_rank": ("site_rank", "fixed"), "rehearsal": ("rehearse", 0)}
+FLAT_ON = {"history": ("history_fold", "edit"), "site_rank": ("site_rank", "fill")}
+# a valid value of the switch of a section, to check the other values of a section that is off
+SWITCH_ON = {"shared": {"rank_shared": 64}, "reedit": {"rule": "release"}, "prior": {"weight": 1.0},
+             "rehearsal": {"count": 1}}
+
+
+def _flat_defaults() -> dict[str, Any]:
+    defaults = {(s, f.name): f.default for s, cls in SECTIONS.items() for f in fields(cls)}
+    values = {key: defaults[(section, name)] if name else FLAT_OFF[section][1] for key, (section, name) in FLAT.items()}
+    values.update(reedit="protect", rehearse=0, reference_weight=0.0)
+    return values
+
+
+def _build(section: str, values: dict[str, Any]) -> Any:
+    """Section ``section`` of flat values; an error names the flat key too."""
+    try:
+        return SECTIONS[section](**values)
+    except ValueError as err:
+        keys = [k for k, (s, n) in FLAT.items() if s == section and n and f"{section}.{n} " in str(err)]
+        raise ValueError(f"{err} (flat key {keys[0]})" if keys else str(err)) from err
+
+
+def _is_section(key: str, value: Any) -> bool:
+    # "reedit" and "site_rank" are flat keys too: a string there is the flat form
+    return key in SECTIONS and not isinstance(value, str)
 
 
 @dataclass(frozen=True)
 class ScopeEditConfig:
-    """Hyper-parameters of ScopeEdit and M-ORE (see docs/method.md for the equations).
+    """Hyper-parameters of ScopeEdit and M-ORE: the paper's ``method`` and ``shared`` branch,
+    and one section per option beyond the paper (``None``: as in the paper)."""
 
-    ``rank_local`` and ``rank_shared`` are the rows of the frozen bases ``A_l`` and ``A_g``;
-    the branch scaling is ``alpha / (rank_local + rank_shared)``. M-ORE uses one branch of
-    rank ``rank_local + rank_shared`` and ignores the shared-branch fields.
-
-    ``reedit`` is a rule beyond the paper for a fact edited again: ``"protect"`` (the method)
-    keeps the codes of the fact's earlier edits in the preconditioners, so the history
-    protection damps the new value along exactly the directions it has to move; ``"release"``
-    takes those codes back out of ``P`` first (a Sherman–Morrison downdate), so the latest
-    correction writes as freely as a first one; ``"replace"`` does that and also subtracts the
-    fact's earlier writes from the ``B`` matrices, so the old value is taken out before the new
-    one is written and a fact edited many times leaves one write in the model, not one per
-    edit. A fact is the same image and prompt; the codes (and, for ``"replace"``, the writes)
-    of the last ``reedit_memory`` facts are kept with the editor state.
-
-    ``reference_weight`` (beyond the paper; 0 = off) is the weight of the reference prior: before
-    the first edit, the second moment of every site's inputs over a reference set of
-    ``reference_size`` ordinary inputs is folded into ``P_l`` and ``P_g`` as if
-    ``reference_weight`` codes had been folded (``RecursiveEditor.fold_reference``). The bench
-    and the store fold it when they create the editor (the reference set of a world model is a
-    sample of its training distribution; see ``editscope.editors.reference``). The recursion
-    from ``P = I`` gives ``P = lambda * inv(lambda I + sum c c^T)``, so under a strong prior
-    ``P_l / P_g`` is about ``lambda_local / lambda_shared``: raising one lambda alone makes its
-    branch's steps larger against the other's by about that factor (the ``builtin`` preset's
-    2000 / 1 leaves its shared branch writing under 0.1% of an edit; docs/results/tuning.md,
-    round 8).
-
-    ``stop_loss`` (beyond the paper; 0 = off) ends an edit early: ``steps_per_edit`` becomes the
-    most steps an edit may take, and the edit stops at the first step whose forward finds the
-    target's mean NLL below ``stop_loss``, before writing. An edit the model already satisfies
-    writes nothing; an easy one is not pushed further than it needs; the cost per edit stays
-    bounded by ``steps_per_edit``. ``eta_growth`` (beyond the paper; 1 = off) multiplies the
-    steps of an edit by ``eta_growth ** k`` at its k-th step (k = 0, 1, ...), so that an edit
-    the first steps did not absorb moves faster; with ``stop_loss`` an easy edit stops before its
-    step has grown.
-
-    ``history_fold`` (beyond the paper) says when an edit's codes enter the preconditioners:
-    ``"step"`` (the method) folds the code of every step, so the later steps of an edit are
-    damped along the very direction it writes and its protection from later edits grows with
-    its step count; ``"edit"`` writes every step with the ``P`` from before the edit and folds
-    the codes of its last step once, at the end, each with weight ``history_weight`` (as if
-    folded that many times), so how hard an edit writes and how strongly later edits keep off it
-    are set apart. ``history_codes`` (with ``"edit"``) says which codes: ``"mean"`` the edit's
-    code ``z`` (the mean over its target positions, as in the method), ``"target"`` the code of
-    each target position, ``"all"`` the code of every position of the edit input.
-    ``history_sites`` (with ``"edit"``) says where: ``"active"`` the sites the edit wrote (as in
-    the method), ``"all"`` every site its forward reached, so that a later edit written at
-    another layer keeps off it too.
-
-    ``site_rank`` (beyond the paper) sets each site's local rank: ``"fixed"`` (the method)
-    gives every site ``rank_local``; ``"fill"`` gives each site the whole of its input width
-    not taken by the shared basis (``d_in - rank_shared``; M-ORE ``d_in``), so a wide site (an
-    MLP down projection) can hold as many independent facts as its input has directions. The
-    scaling stays ``alpha / (rank_local + rank_shared)`` at every site. Meant for small models:
-    ``P`` is (d_in x d_in) at a filled site.
-
-    ``rehearse`` (beyond the paper; 0 = off) re-checks, after each edit, that many earlier facts:
-    the ones checked or edited longest ago, round robin over the facts the re-edit rule remembers.
-    A fact whose latest target's mean NLL is at or above ``stop_loss`` is written again as a
-    re-edit with that target (its earlier write out first under ``"replace"``), so that what later
-    edits wore away is restored at a cost per edit bounded by ``rehearse`` more edits. Needs
-    ``reedit`` ``"release"`` or ``"replace"`` and ``stop_loss > 0``; the encoded inputs of the
-    remembered facts are kept with the editor state (on the host). ``rehearse_loss`` (0 = use
-    ``stop_loss``) is the loss at or above which a re-checked fact is rewritten: a looser check
-    (say 0.7, about the answer no longer being first) leaves alone the facts an edit brought
-    near but not below ``stop_loss``. ``rehearse_write`` says how a re-checked fact is written:
-    ``"replace"`` as a re-edit (its earlier write out first, under ``reedit: replace``, then
-    written in full again), ``"topup"`` on top of what it already holds: no release, the new steps
-    start from the current state, and what they write and fold joins the fact's remembered write,
-    so that a later re-edit still takes all of it out. ``rehearse_steps`` (0 = ``steps_per_edit``)
-    caps the steps of one rehearsal write, so a fact no edit brings below the loss costs at most
-    that many steps at each turn.
-    """
-
-    rank_local: int = 448
-    rank_shared: int = 64
-    alpha: float = 1024.0
-    top_k: int = 7
-    eta: float = 0.1
-    lambda_local: float = 1.0
-    n_last_layers: int = 12
-    include_projector: bool = True
-    projector_eta: float = 0.001
-    tau: float = 0.2
-    beta: float = 10.0
-    eta_shared: float = 1.0
-    lambda_shared: float = 1.0
-    shared_layers: int = 6
-    steps_per_edit: int = 5
-    code_norm: bool = False
-    basis: str = "orthogonal"
-    seed: int = 0
-    anchors_per_edit: int = 2
-    gate_eps: float = 1e-6
-    reedit: str = "protect"
-    reedit_memory: int = 4096
-    reference_weight: float = 0.0
-    reference_size: int = 256
-    stop_loss: float = 0.0
-    eta_growth: float = 1.0
-    history_fold: str = "step"
-    history_weight: float = 1.0
-    history_codes: str = "mean"
-    history_sites: str = "active"
-    site_rank: str = "fixed"
-    rehearse: int = 0
-    rehearse_loss: float = 0.0
-    rehearse_write: str = "replace"
-    rehearse_steps: int = 0
+    method: MethodConfig = field(default_factory=MethodConfig, metadata={"help": "the editor loop and local branch"})
+    shared: SharedConfig | None = field(default_factory=SharedConfig,
+                                        metadata={"help": "the gated shared branch (None: M-ORE's single branch)"})
+    stopping: StoppingConfig | None = field(default=None, metadata={"help": "stopping rule and step growth"})
+    reedit: ReeditConfig | None = field(default=None, metadata={"help": "re-edit rule (None: 'protect')"})
+    rehearsal: RehearsalConfig | None = field(default=None, metadata={"help": "rehearsal of earlier facts"})
+    prior: PriorConfig | None = field(default=None, metadata={"help": "reference prior"})
+    history: HistoryConfig | None = field(default=None, metadata={"help": "fold an edit once (None: every step)"})
+    site_rank: SiteRankConfig | None = field(default=None, metadata={"help": "filled site ranks (None: rank_local)"})
 
     def __post_init__(self) -> None:
-        for name in ("rank_local", "top_k", "n_last_layers", "steps_per_edit", "reference_size"):
+        for name, cls in SECTIONS.items():
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"ScopeEditConfig.{name} must be a positive integer, got {value!r}")
-        for name in ("rank_shared", "shared_layers", "anchors_per_edit", "seed", "reedit_memory", "rehearse",
-                     "rehearse_steps"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"ScopeEditConfig.{name} must be a non-negative integer, got {value!r}")
-        for name in ("alpha", "eta", "lambda_local", "lambda_shared", "beta", "gate_eps", "eta_growth",
-                     "history_weight"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-                raise ValueError(f"ScopeEditConfig.{name} must be a positive number, got {value!r}")
-        for name in ("projector_eta", "eta_shared", "tau", "reference_weight", "stop_loss", "rehearse_loss"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value:
-                raise ValueError(f"ScopeEditConfig.{name} must be a number, got {value!r}")
-        if min(self.projector_eta, self.eta_shared, self.reference_weight, self.stop_loss, self.rehearse_loss) < 0:
-            raise ValueError(
-                "ScopeEditConfig.projector_eta, eta_shared, reference_weight, stop_loss and rehearse_loss must be >= 0"
-            )
-        if self.basis not in BASES:
-            raise ValueError(f"ScopeEditConfig.basis must be one of {BASES}, got {self.basis!r}")
-        if self.reedit not in REEDIT_RULES:
-            raise ValueError(f"ScopeEditConfig.reedit must be one of {REEDIT_RULES}, got {self.reedit!r}")
-        if self.history_fold not in HISTORY_FOLDS:
-            raise ValueError(
-                f"ScopeEditConfig.history_fold must be one of {HISTORY_FOLDS}, got {self.history_fold!r}"
-            )
-        if self.history_codes not in HISTORY_CODES:
-            raise ValueError(
-                f"ScopeEditConfig.history_codes must be one of {HISTORY_CODES}, got {self.history_codes!r}"
-            )
-        if self.history_sites not in HISTORY_SITES:
-            raise ValueError(
-                f"ScopeEditConfig.history_sites must be one of {HISTORY_SITES}, got {self.history_sites!r}"
-            )
-        if self.rehearse_write not in REHEARSE_WRITES:
-            raise ValueError(
-                f"ScopeEditConfig.rehearse_write must be one of {REHEARSE_WRITES}, got {self.rehearse_write!r}"
-            )
-        if self.site_rank not in SITE_RANKS:
-            raise ValueError(f"ScopeEditConfig.site_rank must be one of {SITE_RANKS}, got {self.site_rank!r}")
-        if (self.history_codes != "mean" or self.history_sites != "active") and self.history_fold != "edit":
-            raise ValueError("ScopeEditConfig.history_codes and history_sites need history_fold: edit")
-        if self.rehearse and (self.reedit == "protect" or not self.stop_loss > 0):
-            raise ValueError(
-                "ScopeEditConfig.rehearse needs reedit: release or replace (the facts it re-checks) "
-                "and stop_loss > 0 (the loss under which a fact counts as held); rehearse: 0 turns it off"
-            )
-        if self.basis == "nested" and self.rank_shared > self.rank_local:
+            if not isinstance(value, cls) and not (value is None and name != "method"):
+                raise TypeError(f"ScopeEditConfig.{name} must be a {cls.__name__}"
+                                f"{'' if name == 'method' else ' or None'}, got {type(value).__name__} "
+                                "(from_dict reads plain data)")
+        if self.method.basis == "nested" and self.shared is not None and self.shared.rank_shared > self.method.rank_local:
             raise ValueError("a nested basis needs rank_shared <= rank_local")
+        if self.rehearsal is not None:
+            self.rehearsal.check(self)
 
     @property
     def rank(self) -> int:
-        return self.rank_local + self.rank_shared
+        return self.method.rank_local + (self.shared.rank_shared if self.shared is not None else 0)
 
     @property
     def scaling(self) -> float:
-        return float(self.alpha) / self.rank
+        return float(self.method.alpha) / self.rank
 
+    def __getattr__(self, name: str) -> Any:
+        """``config.<flat key>``: the value in the flat form of earlier versions (read only)."""
+        if name.startswith("_") or name not in FLAT:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return self.to_flat()[name]
+
+    # -- plain data -----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The sections as plain data (``None`` for a section that is off)."""
+        return {name: None if getattr(self, name) is None else dataclasses.asdict(getattr(self, name))
+                for name in SECTIONS}
+
+    def to_flat(self) -> dict[str, Any]:
+        """The configuration in the flat form of earlier versions (every key, defaults where a
+        section is off)."""
+        values = _flat_defaults()
+        for key, (section, name) in FLAT.items():
+            value = getattr(self, section)
+            if value is not None:
+                values[key] = getattr(value, name) if name else FLAT_ON[section][1]
+        values.update({key: off for section, (key, off) in FLAT_OFF.items() if getattr(self, section) is None})
+        return values
 
     def replace(self, **changes: Any) -> "ScopeEditConfig":
-        return dataclasses.replace(self, **changes)
+        """A copy with sections (``stopping=StoppingConfig(...)`` or plain data) or flat keys
+        (``stop_loss=0.1``) changed."""
+        sections = {k: v for k, v in changes.items() if _is_section(k, v)}
+        flat = {k: v for k, v in changes.items() if k not in sections}
+        unknown = sorted(set(flat) - set(FLAT))
+        if unknown:
+            raise ValueError(f"unknown ScopeEditConfig key(s) {unknown}; sections are {sorted(SECTIONS)}, "
+                             f"flat keys {sorted(FLAT)}")
+        config = self.from_flat({**self.to_flat(), **flat}) if flat else self
+        return dataclasses.replace(config, **{k: _section(k, v) for k, v in sections.items()}) if sections else config
 
     def fingerprint(self) -> str:
-        """A short, stable hash of the configuration (recorded with saved state and journals)."""
-        text = json.dumps(self.to_dict(), sort_keys=True)
+        """A short, stable hash of the configuration (of its flat form, so that it is the same
+        as before the sections)."""
+        text = json.dumps(self.to_flat(), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @classmethod
+    def from_flat(cls, data: Mapping[str, Any]) -> "ScopeEditConfig":
+        """The configuration of a flat mapping (missing keys: defaults)."""
+        values = {**_flat_defaults(), **data}
+        parts: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+        for key, (section, name) in FLAT.items():
+            if name:
+                parts[section][name] = values[key]
+        for section, (key, off) in FLAT_OFF.items():
+            choices = (off, FLAT_ON[section][1]) if section in FLAT_ON else None
+            if choices and values[key] not in choices:
+                raise ValueError(f"ScopeEditConfig.{key} must be one of {choices}, got {values[key]!r}")
+        if values["history_fold"] == "step" and (values["history_codes"] != "mean" or values["history_sites"] != "active"):
+            raise ValueError("ScopeEditConfig.history_codes and history_sites need history_fold: edit")
+        off = {section for section, (key, value) in FLAT_OFF.items() if values[key] == value}
+        if values["stop_loss"] == 0 and values["eta_growth"] == 1:
+            off.add("stopping")
+        for name in off - {"stopping"}:  # the values of a section that is off are checked too
+            _build(name, {**parts[name], **SWITCH_ON.get(name, {})})
+        return cls(**{name: None if name in off else _build(name, parts[name]) for name in SECTIONS})
+
+    @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ScopeEditConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        """The configuration of plain data: sections (``{"method": {...}, "shared": None}``), the
+        flat form of earlier versions, or both (flat keys change the sections)."""
+        sections = {k: v for k, v in data.items() if _is_section(k, v)}
+        flat = {k: v for k, v in data.items() if k not in sections}
+        unknown = sorted(set(flat) - set(FLAT))
         if unknown:
-            raise ValueError(
-                f"unknown ScopeEditConfig key(s) {unknown}; known keys are {sorted(known)}"
-            )
-        return cls(**dict(data))
+            raise ValueError(f"unknown ScopeEditConfig key(s) {unknown}; sections are {sorted(SECTIONS)}, "
+                             f"flat keys {sorted(FLAT)}")
+        config = cls(**{k: _section(k, v) for k, v in sections.items()})
+        return config.replace(**flat) if flat else config
+
+    @classmethod
+    def normalise(cls, data: Mapping[str, Any]) -> dict[str, Any]:
+        """``data`` (sections or the flat form) as :meth:`to_dict` writes it now."""
+        return cls.from_dict(data).to_dict()
 
     @classmethod
     def from_file(cls, path: str | Path) -> "ScopeEditConfig":
@@ -235,6 +270,26 @@ class ScopeEditConfig:
             return cls.from_dict(data)
         except (TypeError, ValueError) as err:
             raise ValueError(f"{path}: {err}") from err
+
+
+def _section(name: str, value: Any) -> Any:
+    """A section from plain data (unknown keys rejected), a sub-config or None."""
+    cls = SECTIONS[name]
+    if value is None or isinstance(value, cls):
+        return value
+    if not isinstance(value, Mapping):
+        raise ValueError(f"ScopeEditConfig.{name} must be a mapping or null, got {value!r}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise ValueError(f"unknown ScopeEditConfig.{name} key(s) {unknown}; known keys are {sorted(known)}")
+    return cls(**dict(value))
+
+
+def config_reference() -> str:
+    """The configuration reference, one Markdown table per section, generated from the fields'
+    help text (never kept by hand)."""
+    return "\n\n".join(reference_table(name, cls) for name, cls in SECTIONS.items()) + "\n"
 
 
 def preset_names() -> list[str]:

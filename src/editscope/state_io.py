@@ -41,7 +41,15 @@ def read_editor_config(directory: str | Path) -> dict[str, Any]:
 
 def _with_defaults(saved: Any, config: Any) -> Any:
     """A saved config dict with the fields added since it was written set to their defaults,
-    so that state saved before a new option existed still loads where the option is unused."""
+    so that state saved before a new option existed still loads where the option is unused. A
+    config class with ``normalise`` (ScopeEditConfig: sections, or the flat form of earlier
+    versions) reads the saved dict as it would be written now."""
+    normalise = getattr(type(config), "normalise", None)
+    if isinstance(saved, dict) and normalise is not None:
+        try:
+            return normalise(saved)
+        except (TypeError, ValueError):
+            return saved  # not this editor's configuration: the comparison says so
     if not isinstance(saved, dict) or not dataclasses.is_dataclass(config):
         return saved
     defaults = {f.name: f.default for f in dataclasses.fields(config) if f.default is not dataclasses.MISSING}

@@ -237,7 +237,7 @@ def test_reference_prior_in_a_bench_run(tiny_dir: Path, records: Path, tmp_path:
     assert result.exit_code == 0, result.output + repr(result.exception)
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["config"]["reference"] == str(reference)
-    assert results["config"]["editor_configs"]["more@prior"]["reference_weight"] == 1000.0
+    assert results["config"]["editor_configs"]["more@prior"]["prior"] == {"weight": 1000.0, "size": 2}
     plain, prior = results["editors"]["more"], results["editors"]["more@prior"]
     # the same edits, but the prior damps the steps: the first edit's loss falls by less
     assert plain["edits"][0]["loss_before"] == pytest.approx(prior["edits"][0]["loss_before"])

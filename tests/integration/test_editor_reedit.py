@@ -11,9 +11,19 @@ from tiny_models import noise_image as image
 from editscope.config import load_preset
 from editscope.core.linalg import sherman_morrison
 from editscope.editors.recursive import MORE, ScopeEdit, compact_write, expand_write
+from editscope.editors.scopeedit.plugin import read_index
 from editscope.types import EditRequest
 
 PROMPT = "what color is the object in the image ?"
+
+
+def memory(editor) -> dict:
+    """The facts the editor's re-edit rule remembers."""
+    return editor.options["reedit"].facts
+
+
+def saved_index(state) -> list[dict]:
+    return read_index({"index": state["reedit/index"]}, "reedit")["facts"]
 
 
 def config(rule: str, **changes):
@@ -25,8 +35,8 @@ def test_release_leaves_only_the_latest_edit_of_a_fact_in_p(vlm) -> None:
     editor = ScopeEdit(vlm, config("release", lambda_local=5.0, lambda_shared=5.0))
     editor.edit(EditRequest(prompt=PROMPT, target="green fish", image=image(0)))
     editor.edit(EditRequest(prompt=PROMPT, target="red car", image=image(0)))  # the same fact again
-    assert len(editor._facts) == 1
-    (folded,) = editor._facts.values()
+    assert len(memory(editor)) == 1
+    (folded,) = memory(editor).values()
     expected = {p: torch.eye(s.rank_local, dtype=torch.float64, device=s.P_local.device) for p, s in editor.sites.items()}
     for path, branch, code in folded:
         if branch == "local":
@@ -44,7 +54,7 @@ def test_protect_keeps_both_edits_in_p(vlm) -> None:
     protected = ScopeEdit(vlm, config("protect"))
     for target in ("green fish", "red car"):
         protected.edit(EditRequest(prompt=PROMPT, target=target, image=image(0)))
-    assert protected._facts == {}
+    assert "reedit" not in protected.options  # the method's rule: no memory at all
     # the protected P has folded both edits: smaller along the fact's directions
     assert sum(float(s.P_local.trace()) for s in protected.sites.values()) < sum(
         float(p.trace()) for p in p_released.values()
@@ -57,15 +67,15 @@ def test_another_image_or_prompt_is_another_fact(vlm) -> None:
     editor.edit(EditRequest(prompt=PROMPT, target="green fish", image=image(1)))
     editor.edit(EditRequest(prompt="what is this ?", target="green fish", image=image(0)))
     editor.edit(EditRequest(prompt=PROMPT, target="blue bird", image=image(0)))
-    assert len(editor._facts) == 3
+    assert len(memory(editor)) == 3
 
 
 def test_memory_keeps_the_latest_facts_only(vlm) -> None:
     editor = ScopeEdit(vlm, config("release", reedit_memory=2))
     for seed in range(3):
         editor.edit(EditRequest(prompt=PROMPT, target="green fish", image=image(seed)))
-    assert len(editor._facts) == 2
-    assert len({k.split(".")[2] for k in editor.state_dict() if k.startswith("reedit.")}) == 2
+    assert len(memory(editor)) == 2
+    assert len({fact["key"] for fact in saved_index(editor.state_dict())}) == 2
 
 
 @pytest.mark.parametrize("rule", ["release", "replace"])
@@ -74,13 +84,13 @@ def test_memory_round_trips_through_a_file(vlm, tmp_path, rule) -> None:
     editor.edit(EditRequest(prompt=PROMPT, target="green fish", image=image(0)))
     editor.edit(EditRequest(prompt=PROMPT, target="blue bird", image=image(1)))
     editor.save(tmp_path)
-    saved = list(editor._facts)
+    saved = list(memory(editor))
     editor.edit(EditRequest(prompt=PROMPT, target="red car", image=image(0)))
     expected = vlm.logits(image(0), PROMPT, "red car")
     editor.remove()
     again = ScopeEdit(vlm, config(rule))
     again.load(tmp_path)
-    assert list(again._facts) == saved
+    assert list(memory(again)) == saved
     again.edit(EditRequest(prompt=PROMPT, target="red car", image=image(0)))
     assert torch.equal(expected, vlm.logits(image(0), PROMPT, "red car"))
 
@@ -107,7 +117,7 @@ def test_replace_takes_the_earlier_write_out_of_b(vlm, cls) -> None:
     assert any(bool(s.B_local.any()) for s in editor.sites.values())
     editor.edit(EditRequest(prompt=PROMPT, target="red car", image=image(0)))
     replaced = {p: (s.B_local.clone(), s.B_shared.clone()) for p, s in editor.sites.items()}
-    (folded,) = editor._facts.values()
+    (folded,) = memory(editor).values()
     writes = {(path, branch): change for path, branch, change in folded if branch.startswith("B_")}
     assert writes
     for path, site in editor.sites.items():  # the memory holds exactly what is in B: one write
@@ -128,7 +138,7 @@ def test_release_keeps_the_earlier_write_in_b(vlm) -> None:
     editor.edit(EditRequest(prompt=PROMPT, target="green fish", image=image(0)))
     first = {p: s.B_local.clone() for p, s in editor.sites.items()}
     editor.edit(EditRequest(prompt=PROMPT, target="red car", image=image(0)))
-    (folded,) = editor._facts.values()
+    (folded,) = memory(editor).values()
     assert {branch for _, branch, _ in folded} <= {"local", "shared"}
     fresh_b = {p: s.B_local.clone() for p, s in editor.sites.items()}
     editor.remove()
@@ -150,8 +160,10 @@ def test_a_damaged_write_in_a_saved_memory_is_refused(vlm, tmp_path, damage) -> 
     editor.save(tmp_path)
     (state_file,) = [f for f in tmp_path.iterdir() if f.suffix == ".safetensors"]
     state = load_file(state_file)
-    name = next(k for k in state if k.startswith("reedit.") and k.endswith(".B_local"))
-    d_out, r = editor.sites[name.split(".", 3)[3].rsplit(".", 1)[0]].B_local.shape  # reedit.INDEX.KEY.PATH.B_local
+    i, j, path = next((i, j, path) for i, fact in enumerate(saved_index(state))
+                      for j, (path, branch) in enumerate(fact["entries"]) if branch == "B_local")
+    name = f"reedit/{i}.{j}"
+    d_out, r = editor.sites[path].B_local.shape
     if damage == "cut":
         state[name] = torch.zeros(d_out, r - 1)
     else:  # "factors" as wide as the matrix itself
@@ -175,6 +187,7 @@ def test_state_saved_before_the_rule_existed_still_loads(vlm, tmp_path) -> None:
     editor.edit(EditRequest(prompt=PROMPT, target="green fish", image=image(0)))
     editor.save(tmp_path)
     info = json.loads((tmp_path / "editor_config.json").read_text())
+    info["config"] = load_preset("tiny").to_flat()  # the flat form of earlier versions
     for key in ("reedit", "reedit_memory"):
         del info["config"][key]
     (tmp_path / "editor_config.json").write_text(json.dumps(info))

@@ -130,15 +130,15 @@ def test_a_state_with_a_broken_rehearsal_entry_is_refused(vlm) -> None:
     editor = ScopeEdit(vlm, config)
     editor.edit(EditRequest(prompt="what color is the object in the image ?", target="green fish", image=noise(0)))
     state = editor.state_dict()
-    assert any(k.startswith("rehearse.") for k in state)
-    del state[next(k for k in state if k.startswith("rehearse.") and k.endswith(".target_ids"))]
+    assert any(k.startswith("rehearsal/") for k in state)
+    del state[next(k for k in state if k.startswith("rehearsal/") and k.endswith(".target_ids"))]
     with pytest.raises(ValueError, match=r"rehearsal entry 0 \(.*\) is incomplete"):
         editor.load_state_dict(state)
 
 
 @pytest.mark.parametrize("changes", [{"reedit": "protect"}, {"stop_loss": 0.0}])
 def test_rehearse_needs_remembered_facts_and_a_stopping_loss(changes) -> None:
-    with pytest.raises(ValueError, match="rehearse needs"):
+    with pytest.raises(ValueError, match="rehearsal needs"):
         load_preset("builtin").replace(rehearse=1, **changes)
 
 
@@ -152,15 +152,15 @@ def test_a_topup_writes_on_top_and_remembers_both_writes(setup) -> None:
     editor = ScopeEdit(vlm, config, reference=reference)
     try:
         editor.edit(first)
-        key_first = next(iter(editor._facts))
-        before = {(p, b): v.clone() for p, b, v in editor._facts[key_first] if b in WRITES}
-        codes_before = sum(b not in WRITES for _, b, _ in editor._facts[key_first])
+        key_first = next(iter(editor.options["reedit"].facts))
+        before = {(p, b): v.clone() for p, b, v in editor.options["reedit"].facts[key_first] if b in WRITES}
+        codes_before = sum(b not in WRITES for _, b, _ in editor.options["reedit"].facts[key_first])
         wear_away(editor)
         assert editor.edit(second).rehearsed == 1
-        key_second = next(k for k in editor._facts if k != key_first)
+        key_second = next(k for k in editor.options["reedit"].facts if k != key_first)
         remembered = {}
         for key in (key_first, key_second):
-            for path, branch, value in editor._facts[key]:
+            for path, branch, value in editor.options["reedit"].facts[key]:
                 if branch in WRITES:
                     shape = getattr(editor.sites[path], branch).shape
                     full = expand_write(value, shape)
@@ -174,18 +174,19 @@ def test_a_topup_writes_on_top_and_remembers_both_writes(setup) -> None:
                 held_now = getattr(site, branch).detach()
                 expected = remembered.get((path, branch), torch.zeros_like(held_now))
                 assert torch.allclose(held_now, expected, atol=1e-5), (path, branch)
-        codes_after = sum(b not in WRITES for _, b, _ in editor._facts[key_first])
+        codes_after = sum(b not in WRITES for _, b, _ in editor.options["reedit"].facts[key_first])
         per_group = max(len(paths) for paths in editor.groups.values())
         # each step folds one code per written site: the local branch of top_k groups, the shared
         # branch of at most shared_layers of them
         assert 0 < codes_after - codes_before <= steps * (config.top_k + config.shared_layers) * per_group
         # a state with a topped-up fact round-trips (one write per site and fact)
-        restored = editor._facts_from_state(editor.state_dict())
-        assert [(p, b) for p, b, _ in restored[key_first]] == [(p, b) for p, b, _ in editor._facts[key_first]]
+        saved = {k[len("reedit/"):]: v for k, v in editor.state_dict().items() if k.startswith("reedit/")}
+        restored = editor.options["reedit"].read_state(saved)
+        assert [(p, b) for p, b, _ in restored[key_first]] == [(p, b) for p, b, _ in editor.options["reedit"].facts[key_first]]
     finally:
         editor.remove()
 
 
 def test_an_unknown_rehearsal_write_is_refused() -> None:
-    with pytest.raises(ValueError, match="rehearse_write must be one of"):
+    with pytest.raises(ValueError, match="rehearsal.write must be one of"):
         load_preset("builtin").replace(rehearse_write="append")

@@ -28,7 +28,7 @@ def test_unknown_keys_are_rejected(tmp_path) -> None:
 )
 def test_invalid_values_are_clear_errors(change: dict) -> None:
     with pytest.raises(ValueError, match=next(iter(change))):
-        ScopeEditConfig(**change)
+        ScopeEditConfig.from_dict(change)
 
 
 def test_unknown_preset_lists_the_available_ones() -> None:
@@ -38,4 +38,4 @@ def test_unknown_preset_lists_the_available_ones() -> None:
 
 def test_fingerprint_follows_the_values() -> None:
     assert ScopeEditConfig().fingerprint() == ScopeEditConfig().fingerprint()
-    assert ScopeEditConfig().fingerprint() != ScopeEditConfig(eta=0.2).fingerprint()
+    assert ScopeEditConfig().fingerprint() != ScopeEditConfig().replace(eta=0.2).fingerprint()

@@ -61,7 +61,7 @@ def test_editor_variants_are_named_kind_at_tag(tmp_path: Path) -> None:
     override.write_text("scopeedit@release:\n  reedit: release\nlora@fast:\n  lr: 0.5\n")
     configs = editor_configs(_spec(tmp_path, editors=("scopeedit", "scopeedit@release", "lora@fast"),
                                    editor_config=str(override)))
-    assert configs["scopeedit"].reedit == "protect" and configs["scopeedit@release"].reedit == "release"
+    assert configs["scopeedit"].reedit is None and configs["scopeedit@release"].reedit.rule == "release"
     assert configs["lora@fast"].lr == 0.5
     with pytest.raises(ValueError, match="unknown editor"):
         _spec(tmp_path, editors=("rome@fast",))

@@ -5,7 +5,7 @@
 M-ORE fold it into their preconditioners, ScopeMemory centres its router on it). The bench, the
 store and the cost benchmark all build editors here. ``scopememory``, ``scopeedit`` and
 ``more`` are the project's own editors (``editscope.editors.scopememory``,
-``editscope.editors.recursive``); the others are baselines, one module each
+``editscope.editors.scopeedit``); the others are baselines, one module each
 (``editscope.editors.baselines``).
 """
 
@@ -20,7 +20,7 @@ from editscope.editors.baselines.ft import FineTune, FTConfig
 from editscope.editors.baselines.grace import Grace, GraceConfig
 from editscope.editors.baselines.lora import LoRA, LoRAConfig
 from editscope.editors.baselines.none import NoEdit, NoEditConfig
-from editscope.editors.recursive import MORE, ScopeEdit
+from editscope.editors.scopeedit.core import MORE, ScopeEdit
 from editscope.editors.scopememory import ScopeMemory, ScopeMemoryConfig
 from editscope.types import Probe
 
@@ -53,7 +53,7 @@ def make_config(name: str, values: Mapping[str, Any] | None = None) -> Any:
 def reference_size(config: Any) -> int:
     """How many reference probes an editor with ``config`` takes (0: none)."""
     if isinstance(config, ScopeEditConfig):
-        return config.reference_size if config.reference_weight > 0 else 0
+        return config.prior.size if config.prior is not None else 0
     if isinstance(config, ScopeMemoryConfig):
         return config.reference_size
     return 0
@@ -75,7 +75,7 @@ def build_editor(name: str, vlm: Any, config: Any = None, reference: Sequence[Pr
             if isinstance(editor, ScopeMemory):
                 editor.set_reference(reference)
             else:
-                editor.fold_reference(reference, editor.config.reference_weight, progress=progress)  # type: ignore[attr-defined]
+                editor.fold_reference(reference, editor.config.prior.weight, progress=progress)  # type: ignore[attr-defined]
         except BaseException:
             editor.remove()
             raise
