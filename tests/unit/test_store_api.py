@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 
 from editscope.store import EditStore, StoreError
 from editscope.store import journal as jr
@@ -39,16 +38,6 @@ def store_files(directory: Path) -> dict[str, str]:
 
 def fingerprint_of(directory: Path) -> tuple:
     return journal_rows(directory), store_files(directory)
-
-
-@pytest.fixture
-def images(tmp_path):
-    paths = []
-    for i, colour in enumerate([(255, 0, 0), (0, 255, 0), (0, 0, 255)]):
-        path = tmp_path / f"img{i}.png"
-        Image.new("RGB", (4, 4), colour).save(path)
-        paths.append(path)
-    return paths
 
 
 @pytest.fixture

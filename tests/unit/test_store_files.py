@@ -13,7 +13,7 @@ import torch
 
 from editscope.store import StoreError
 from editscope.store import journal as jr
-from test_store_api import fingerprint_of, images, open_store, probe_logits, request, store_dir  # noqa: F401
+from test_store_api import fingerprint_of, open_store, probe_logits, request, store_dir  # noqa: F401
 
 
 @pytest.mark.parametrize("damage", ["flipped", "truncated", "missing", "initial missing"])

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 
 from editscope.store import EditStore, StoreError
 from editscope.store import journal as jr
@@ -17,16 +16,6 @@ from editscope.types import EditRequest
 from store_fakes import FakeBackend, make_checkpoint
 
 BACKEND = FakeBackend()
-
-
-@pytest.fixture
-def images(tmp_path):
-    paths = []
-    for i, colour in enumerate([(255, 0, 0), (0, 255, 0), (0, 0, 255)]):
-        path = tmp_path / f"img{i}.png"
-        Image.new("RGB", (4, 4), colour).save(path)
-        paths.append(path)
-    return paths
 
 
 @pytest.fixture
