@@ -31,15 +31,12 @@ from editscope.editors.scopememory.config import ScopeMemoryConfig
 from editscope.editors.scopememory.router import (NO_SLOT, SlotKeys, Thresholds, common_suffix, raise_thresholds,
                                                   whitening)
 from editscope.editors.scopememory.slots import SlotMemory
+from editscope.editors.scopememory.state import load_memory_state, memory_state
 from editscope.editors.scopememory.facts import fact_bytes, truncated
 from editscope.types import EditRequest, EditResult, GateValues, ModelInputs, Probe
 
 logger = logging.getLogger(__name__)
 
-PREFIX = "scopememory."
-EDIT_COUNT_KEY = "editor.edits_applied"
-ROUTER_NAMES = ("centre_text", "centre_image", "reference_text", "reference_image", "reference_has_image")
-WHITENING_NAMES = ("whiten_basis", "whiten_scale")  # absent from states saved before image whitening
 
 
 class ScopeMemory(Editor):
@@ -328,60 +325,12 @@ class ScopeMemory(Editor):
     def bytes_per_slot(self) -> int:
         return self.memory.slots.nbytes_per_row()
 
-    # -- state --------------------------------------------------------------------------------
-    def _site_names(self) -> dict[str, str]:
-        """Internal table name -> state key of every per-site table."""
-        return {f"{i}.{t}": f"{PREFIX}site.{path}.{t}" for i, path in enumerate(self.memory.paths)
-                for t in ("local_u", "local_v", "shared_u", "shared_v")}
-
+    # -- state (see scopememory/state.py) ---------------------------------------------------
     def state_dict(self) -> dict[str, torch.Tensor]:
-        slots = self.memory.slots
-        sites = self._site_names()
-        state = {(sites[k] if k in sites else f"{PREFIX}slots.{k}"): v for k, v in slots.state().items()}
-        router = dict(zip(ROUTER_NAMES, (self.memory.centre_text, self.memory.centre_image, *self.reference)))
-        router.update(whiten_basis=self.memory.whiten_basis, whiten_scale=self.memory.whiten_scale)
-        state.update({f"{PREFIX}router.{k}": v.detach().clone() for k, v in router.items()})
-        state[EDIT_COUNT_KEY] = torch.tensor(self.edits_applied, dtype=torch.int64)
-        return state
+        return memory_state(self)
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        slots = self.memory.slots
-        sites = self._site_names()
-        names = {(sites[k] if k in sites else f"{PREFIX}slots.{k}"): k for k in slots.shapes}
-        expected = set(names) | {f"{PREFIX}router.{k}" for k in ROUTER_NAMES} | {EDIT_COUNT_KEY}
-        whitening_keys = {f"{PREFIX}router.{k}" for k in WHITENING_NAMES}
-        if whitening_keys <= set(state):
-            expected |= whitening_keys
-        if set(state) != expected:
-            missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-            raise ValueError(f"editor state does not match this ScopeMemory: missing {missing[:5]}, "
-                             f"unexpected {unexpected[:5]}")
-        rows = {state[k].shape[0] for k in names}
-        if len(rows) != 1:
-            raise ValueError(f"editor state: slot tables disagree on the number of slots {sorted(rows)}")
-        n = rows.pop()
-        table = {}
-        for key, name in names.items():
-            shape, _ = slots.shapes[name]
-            if tuple(state[key].shape[1:]) != shape:
-                raise ValueError(f"editor state {key}: shape {tuple(state[key].shape)} != ({n}, *{shape})")
-            if state[key].is_floating_point() and not torch.isfinite(state[key]).all():
-                raise ValueError(f"editor state {key} holds non-finite values")
-            table[name] = state[key]
-        device = self.memory.device
-        router = [state[f"{PREFIX}router.{k}"].to(device) for k in ROUTER_NAMES]
-        slots.load(table, n)
-        self.memory.centre_text, self.memory.centre_image = router[0].float(), router[1].float()
-        if whitening_keys <= set(state):
-            basis, scale = (state[f"{PREFIX}router.{k}"].to(device).float() for k in WHITENING_NAMES)
-            if basis.ndim != 2 or basis.shape[1] != router[0].shape[0] or scale.shape != (basis.shape[0],):
-                raise ValueError(f"editor state: whitening shapes {tuple(basis.shape)} and {tuple(scale.shape)} "
-                                 f"do not fit keys of width {router[0].shape[0]}")
-        else:
-            basis, scale = torch.zeros(0, router[0].shape[0], device=device), torch.zeros(0, device=device)
-        self.memory.whiten_basis, self.memory.whiten_scale = basis, scale
-        self.reference = (router[2].float(), router[3].float(), router[4].bool())
-        self.edits_applied = int(state[EDIT_COUNT_KEY])
+        load_memory_state(self, state)
 
     def config_dict(self) -> dict[str, Any]:
         return {"editor": self.name, "config": self.config.to_dict()}

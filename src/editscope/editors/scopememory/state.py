@@ -1,0 +1,77 @@
+"""ScopeMemory's state as flat tensors: the slot tables (``scopememory.slots.*``), each site's
+slot writes (``scopememory.site.<path>.*``), the router (``scopememory.router.*``) and the edit
+count. States saved before image whitening existed have no whitening tensors and load with
+centred keys."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from editscope.editors.scopememory.editor import ScopeMemory
+
+PREFIX = "scopememory."
+EDIT_COUNT_KEY = "editor.edits_applied"
+ROUTER_NAMES = ("centre_text", "centre_image", "reference_text", "reference_image", "reference_has_image")
+WHITENING_NAMES = ("whiten_basis", "whiten_scale")  # absent from states saved before image whitening
+
+
+def _site_names(editor: "ScopeMemory") -> dict[str, str]:
+    """Internal table name -> state key of every per-site table."""
+    return {f"{i}.{t}": f"{PREFIX}site.{path}.{t}" for i, path in enumerate(editor.memory.paths)
+            for t in ("local_u", "local_v", "shared_u", "shared_v")}
+
+
+def memory_state(editor: "ScopeMemory") -> dict[str, torch.Tensor]:
+    """The editor's state: the slot tables, the per-site writes, the router's centres, whitening
+    and reference keys, and the edit count."""
+    slots = editor.memory.slots
+    sites = _site_names(editor)
+    state = {(sites[k] if k in sites else f"{PREFIX}slots.{k}"): v for k, v in slots.state().items()}
+    router = dict(zip(ROUTER_NAMES, (editor.memory.centre_text, editor.memory.centre_image, *editor.reference)))
+    router.update(whiten_basis=editor.memory.whiten_basis, whiten_scale=editor.memory.whiten_scale)
+    state.update({f"{PREFIX}router.{k}": v.detach().clone() for k, v in router.items()})
+    state[EDIT_COUNT_KEY] = torch.tensor(editor.edits_applied, dtype=torch.int64)
+    return state
+
+def load_memory_state(editor: "ScopeMemory", state: dict[str, torch.Tensor]) -> None:
+    """Load what :func:`memory_state` wrote (a state without whitening loads with centred keys)."""
+    slots = editor.memory.slots
+    sites = _site_names(editor)
+    names = {(sites[k] if k in sites else f"{PREFIX}slots.{k}"): k for k in slots.shapes}
+    expected = set(names) | {f"{PREFIX}router.{k}" for k in ROUTER_NAMES} | {EDIT_COUNT_KEY}
+    whitening_keys = {f"{PREFIX}router.{k}" for k in WHITENING_NAMES}
+    if whitening_keys <= set(state):
+        expected |= whitening_keys
+    if set(state) != expected:
+        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+        raise ValueError(f"editor state does not match this ScopeMemory: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]}")
+    rows = {state[k].shape[0] for k in names}
+    if len(rows) != 1:
+        raise ValueError(f"editor state: slot tables disagree on the number of slots {sorted(rows)}")
+    n = rows.pop()
+    table = {}
+    for key, name in names.items():
+        shape, _ = slots.shapes[name]
+        if tuple(state[key].shape[1:]) != shape:
+            raise ValueError(f"editor state {key}: shape {tuple(state[key].shape)} != ({n}, *{shape})")
+        if state[key].is_floating_point() and not torch.isfinite(state[key]).all():
+            raise ValueError(f"editor state {key} holds non-finite values")
+        table[name] = state[key]
+    device = editor.memory.device
+    router = [state[f"{PREFIX}router.{k}"].to(device) for k in ROUTER_NAMES]
+    slots.load(table, n)
+    editor.memory.centre_text, editor.memory.centre_image = router[0].float(), router[1].float()
+    if whitening_keys <= set(state):
+        basis, scale = (state[f"{PREFIX}router.{k}"].to(device).float() for k in WHITENING_NAMES)
+        if basis.ndim != 2 or basis.shape[1] != router[0].shape[0] or scale.shape != (basis.shape[0],):
+            raise ValueError(f"editor state: whitening shapes {tuple(basis.shape)} and {tuple(scale.shape)} "
+                             f"do not fit keys of width {router[0].shape[0]}")
+    else:
+        basis, scale = torch.zeros(0, router[0].shape[0], device=device), torch.zeros(0, device=device)
+    editor.memory.whiten_basis, editor.memory.whiten_scale = basis, scale
+    editor.reference = (router[2].float(), router[3].float(), router[4].bool())
+    editor.edits_applied = int(state[EDIT_COUNT_KEY])
