@@ -18,7 +18,8 @@ from pathlib import Path
 from tune_builtin import builtin_scopeedit  # scripts/ is on the path when this script runs
 
 from editscope.editors.recursive import WRITES
-from editscope.evaluation.data import build_stream, load_records
+from editscope.evaluation.data import load_records
+from editscope.evaluation.stream import build_stream
 from editscope.world import builtin_path, load_world, write_edits
 
 

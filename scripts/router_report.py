@@ -32,7 +32,8 @@ from editscope.editors.base import EditRejected
 from editscope.editors.reference import load_reference
 from editscope.editors.scopememory import ScopeMemory, ScopeMemoryConfig, load_memory_preset
 from editscope.editors.scopememory.router import NO_SLOT
-from editscope.evaluation.data import build_stream, latest_per_fact, load_records
+from editscope.evaluation.data import load_records
+from editscope.evaluation.stream import build_stream, latest_per_fact
 from editscope.evaluation.protocol import ProtocolConfig, anchored_request
 from editscope.world import builtin_path, load_world, write_edits
 

@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 from editscope.cli.main import app
 from editscope.editors.base import Editor
 from editscope.editors.baselines import EDITORS
-from editscope.evaluation.data import build_stream, load_records
+from editscope.evaluation.data import load_records
+from editscope.evaluation.stream import build_stream
 from editscope.evaluation.protocol import ProtocolConfig, run_comparison
 from editscope.evaluation.report import MAIN_METRICS
 from editscope.models import VisionLanguageModel

@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from editscope.evaluation.data import (
-    VQA_TEMPLATE, DataError, build_stream, latest_per_fact, load_records, parse_data_spec,
-)
+from editscope.evaluation.data import VQA_TEMPLATE, DataError, load_records, parse_data_spec
+from editscope.evaluation.stream import build_stream, latest_per_fact
 
 
 def _image(path: Path, color=(200, 10, 10)) -> str:

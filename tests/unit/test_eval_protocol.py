@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from editscope.editors.base import Editor
-from editscope.evaluation.data import EditCase, build_stream
+from editscope.evaluation.data import EditCase
+from editscope.evaluation.stream import build_stream
 from editscope.evaluation.protocol import ProtocolConfig, anchored_request, run_comparison
 from editscope.types import EditRequest, EditResult, ModelInputs, Probe
 

@@ -2,7 +2,7 @@
 
 - :mod:`~editscope.evaluation.data`: benchmark loaders (MMEdit E-VQA/E-IC, VLKEB, the world's
   records) into :class:`~editscope.evaluation.data.EditCase`, and streams with re-edits
-  (:func:`~editscope.evaluation.data.build_stream`);
+  (:func:`~editscope.evaluation.stream.build_stream`);
 - :mod:`~editscope.evaluation.metrics`: the metrics as pure functions;
 - :mod:`~editscope.evaluation.protocol`: online and retention scoring of editors on one model
   (:func:`~editscope.evaluation.protocol.run_comparison`);

@@ -14,7 +14,8 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 import yaml
 
-from editscope.evaluation.data import DataError, EditCase, build_stream, load_records, parse_data_spec
+from editscope.evaluation.data import DataError, EditCase, load_records, parse_data_spec
+from editscope.evaluation.stream import build_stream
 from editscope.evaluation.plots import write_plots
 from editscope.evaluation.protocol import EditorRun, ProtocolConfig, run_comparison
 from editscope.evaluation.report import build_results, write_results, write_summary

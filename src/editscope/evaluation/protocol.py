@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 
 from editscope.editors.base import Editor, EditRejected
 from editscope.evaluation import metrics as M
-from editscope.evaluation.data import EditCase, latest_per_fact
+from editscope.evaluation.data import EditCase
+from editscope.evaluation.stream import latest_per_fact
 from editscope.evaluation.restore import ModelRestorePoint
 from editscope.types import Probe
 
