@@ -23,7 +23,7 @@ from editscope.models import (
     register_architecture,
     supported_architectures,
 )
-from editscope.types import EditRequest, EditResult, GateValues, Probe, Score
+from editscope.types import EditRequest, EditResult, GateValues, Probe, ScopeExample, Score
 
 __version__ = "0.1.0"
 
@@ -32,6 +32,7 @@ __all__ = [
     "ArchitectureSpec",
     "EditRejected",
     "EditRequest",
+    "ScopeExample",
     "EditResult",
     "Editor",
     "GateValues",

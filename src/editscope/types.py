@@ -32,6 +32,39 @@ class Probe:
 
 
 @dataclass(frozen=True)
+class ScopeExample:
+    """An input that states an edit's scope: ``image`` with ``prompt`` (an ``also`` example must
+    follow the edit, a ``never`` example must keep its current answer). Examples always show an
+    image: scope is about which images an edit reaches."""
+
+    image: ImageInput
+    prompt: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.image, (str, Path, Image.Image)):
+            raise TypeError(f"ScopeExample.image must be a path or a PIL.Image, got {type(self.image).__name__}")
+        if not isinstance(self.prompt, str) or not self.prompt.strip():
+            raise ValueError(f"ScopeExample.prompt must be a non-empty str, got {self.prompt!r}")
+
+    @classmethod
+    def of(cls, item: "ScopeExample | ImageInput | tuple", prompt: str, where: str = "example") -> "ScopeExample":
+        """``item`` as an example: an example, an ``(image, prompt)`` pair (a ``None`` prompt
+        takes ``prompt``) or a bare image (which takes ``prompt``)."""
+        if isinstance(item, cls):
+            return item
+        if isinstance(item, (str, Path, Image.Image)):
+            return cls(item, prompt)
+        if isinstance(item, (tuple, list)) and len(item) == 2:
+            image, own = item
+            try:
+                return cls(image, prompt if own is None else own)
+            except (TypeError, ValueError) as error:
+                raise type(error)(f"{where}: {error}") from None
+        raise TypeError(f"{where} must be a ScopeExample, an (image, prompt) pair or an image, "
+                        f"got {type(item).__name__}")
+
+
+@dataclass(frozen=True)
 class EditRequest:
     """One correction: on ``image`` (or no image: a text-only edit), ``prompt`` must now be
     answered with ``target``.
@@ -41,15 +74,23 @@ class EditRequest:
     ``anchors`` are locality probes folded into the local preconditioners after this edit, in
     addition to the editor's configured reference set (ScopeMemory calibrates its slot against
     them). ``fact_id`` names the fact the edit is about (ScopeMemory keeps one slot per fact;
-    without it a fact is the same image content and prompt).
+    without it a fact is the same image content and prompt). ``scope=None`` means not stated:
+    a store's scoping rules decide, and an editor given ``None`` treats it as ``"auto"``.
+
+    ``also`` and ``never`` state the edit's scope by example (:class:`ScopeExample`, or
+    ``(image, prompt)`` pairs, or bare images, which take the edit's prompt): ``also`` inputs
+    must follow the edit, ``never`` inputs must keep their current answers. Only editors with
+    ``uses_examples`` (ScopeMemory) take them; the others refuse a request that has any.
     """
 
     prompt: str
     target: str
     image: ImageInput | None = None
-    scope: Scope = "auto"
+    scope: Scope | None = None
     anchors: tuple[Probe, ...] = ()
     fact_id: str | None = None
+    also: tuple[ScopeExample, ...] = ()
+    never: tuple[ScopeExample, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.prompt, str):
@@ -60,8 +101,8 @@ class EditRequest:
             raise ValueError("EditRequest.prompt is empty")
         if not self.target.strip():
             raise ValueError("EditRequest.target is empty or whitespace: an edit needs a target answer")
-        if self.scope not in SCOPES:
-            raise ValueError(f"EditRequest.scope must be one of {SCOPES}, got {self.scope!r}")
+        if self.scope is not None and self.scope not in SCOPES:
+            raise ValueError(f"EditRequest.scope must be one of {SCOPES} or None, got {self.scope!r}")
         if self.image is not None and not isinstance(self.image, (str, Path, Image.Image)):
             raise TypeError(
                 "EditRequest.image must be a path, a PIL.Image or None, "
@@ -70,6 +111,19 @@ class EditRequest:
         if self.fact_id is not None and (not isinstance(self.fact_id, str) or not self.fact_id.strip()):
             raise ValueError(f"EditRequest.fact_id must be a non-empty string or None, got {self.fact_id!r}")
         object.__setattr__(self, "anchors", tuple(self.anchors))
+        for name in ("also", "never"):
+            given = getattr(self, name)
+            if isinstance(given, (str, Path, Image.Image, ScopeExample)):
+                raise TypeError(f"EditRequest.{name} must be a sequence of examples, got one "
+                                f"{type(given).__name__}: wrap it in a list")
+            examples = tuple(ScopeExample.of(item, self.prompt, f"EditRequest.{name}[{i}]")
+                             for i, item in enumerate(given))
+            object.__setattr__(self, name, examples)
+
+    @property
+    def effective_scope(self) -> Scope:
+        """The scope an editor applies: the stated one, else ``"auto"``."""
+        return self.scope if self.scope is not None else "auto"
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,8 @@ class Editor(abc.ABC):
     """Common interface. Subclasses set ``name`` and implement the abstract methods."""
 
     name: str = "editor"
+    #: whether ``edit`` uses a request's scope examples (``also``/``never``)
+    uses_examples: bool = False
 
     def __init__(self, vlm: VisionLanguageModel) -> None:
         self.vlm = vlm
@@ -34,6 +36,12 @@ class Editor(abc.ABC):
     @abc.abstractmethod
     def edit(self, request: EditRequest) -> EditResult:
         """Apply one edit now. Raises ``EditRejected`` (state unchanged) when it cannot."""
+
+    def refuse_examples(self, request: EditRequest) -> None:
+        """Raise ``ValueError`` when ``request`` has scope examples this editor cannot use."""
+        if not self.uses_examples and (request.also or request.never):
+            raise ValueError(f"the {self.name} editor does not take scope examples (also/never); "
+                             "ScopeMemory does")
 
     def add_locality_anchors(self, probes: Sequence[Probe]) -> None:
         """Add probes to the reference set used after each edit (editors without anchoring

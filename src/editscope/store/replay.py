@@ -58,7 +58,7 @@ def draft_for(request: EditRequest, tags: tuple[str, ...], rephrases: tuple[str,
                         for a in request.anchors)
     except ImageStoreError as error:
         raise StoreError(str(error)) from error
-    return EditDraft(prompt=request.prompt, target=request.target, scope=request.scope, image_sha256=image_sha,
+    return EditDraft(prompt=request.prompt, target=request.target, scope=request.effective_scope, image_sha256=image_sha,
                      tags=tags, rephrases=rephrases, anchors=anchors, config_hash=config)
 
 

@@ -68,6 +68,7 @@ class FineTune(Editor):
             self.site.delta.clamp_(-c, c)
 
     def edit(self, request: EditRequest) -> EditResult:
+        self.refuse_examples(request)
         inputs = self.vlm.encode(request.image, request.prompt, request.target)
         cfg = self.config
 

@@ -187,6 +187,7 @@ class Grace(Editor):
         cb.labels = torch.cat([cb.labels, torch.tensor([label], device=cb.labels.device)])
 
     def edit(self, request: EditRequest) -> EditResult:
+        self.refuse_examples(request)
         inputs = self.vlm.encode(request.image, request.prompt, request.target)
         cfg = self.config
 

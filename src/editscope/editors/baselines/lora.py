@@ -83,6 +83,7 @@ class LoRA(Editor):
         return [p for s in self.sites.values() for p in (s.lora_A, s.lora_B)]
 
     def edit(self, request: EditRequest) -> EditResult:
+        self.refuse_examples(request)
         inputs = self.vlm.encode(request.image, request.prompt, request.target)
         cfg = self.config
 

@@ -28,6 +28,7 @@ class NoEdit(Editor):
         self.config = config if config is not None else NoEditConfig()
 
     def edit(self, request: EditRequest) -> EditResult:
+        self.refuse_examples(request)
         start = time.perf_counter()
         inputs = self.vlm.encode(request.image, request.prompt, request.target)
         with torch.no_grad():

@@ -114,10 +114,11 @@ class RecursiveEditor(Editor):
     def edit(self, request: EditRequest) -> EditResult:
         if not isinstance(request, EditRequest):
             raise TypeError(f"edit() takes an EditRequest, got {type(request).__name__}")
+        self.refuse_examples(request)
         start = time.perf_counter()
         inputs = self.vlm.encode(request.image, request.prompt, request.target)
         anchors = [self.vlm.encode(p.image, p.prompt, p.answer) for p in request.anchors]
-        job = Write(inputs, anchors + self._reference_anchors(), request.scope)
+        job = Write(inputs, anchors + self._reference_anchors(), request.effective_scope)
         self.hooks.before_edit(job)
         loss_before, touched, gates, steps, loss_after = self._write(job)
         self.edits_applied += 1

@@ -174,7 +174,7 @@ class ScopeMemory(Editor):
     def _gate(self, records: dict, request: EditRequest, inputs: ModelInputs) -> tuple[dict[str, GateValues], bool]:
         """The evidence gate of each group on the edit input, and whether the shared write may fire."""
         cfg = self.config
-        if not cfg.rank_shared or inputs.image_positions.numel() == 0 or request.scope == "instance":
+        if not cfg.rank_shared or inputs.image_positions.numel() == 0 or request.effective_scope == "instance":
             return {}, False
         gates: dict[str, GateValues] = {}
         values = []
@@ -183,12 +183,12 @@ class ScopeMemory(Editor):
             for path in paths:
                 record, site = records[path], self.memory.sites[path]
                 gate = evidence_gate(site.A_shared @ record.k_text, site.A_shared @ record.k_image, cfg.tau, cfg.beta,
-                                     cfg.gate_eps, force_open=request.scope == "broad")
+                                     cfg.gate_eps, force_open=request.effective_scope == "broad")
                 rows.append(torch.stack([gate.cos, gate.support, gate.g]))
             mean = torch.stack(rows).mean(0).tolist()
             gates[group] = GateValues(cos=mean[0], support=mean[1], g=mean[2])
             values.append(mean[2])
-        return gates, request.scope == "broad" or sum(values) / len(values) >= cfg.gate_min
+        return gates, request.effective_scope == "broad" or sum(values) / len(values) >= cfg.gate_min
 
     def _reset_scratch(self) -> None:
         with torch.no_grad():
