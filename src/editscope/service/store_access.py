@@ -18,7 +18,8 @@ from editscope.editors.base import EditRejected
 from editscope.store import journal as jr
 from editscope.store.journal import EditRecord
 from editscope.store.layout import StoreError
-from editscope.store.replay import config_hash, draft_for, request_for, result_to_dict
+from editscope.store.replay import request_for, result_to_dict
+from editscope.store.scoping import never_answers, scoped_draft
 from editscope.store.store import EditStore
 from editscope.types import EditRequest
 
@@ -41,10 +42,11 @@ class ServiceStore(EditStore):
             self.journal.add_event("recover", {"abandoned": list(edit_ids)})
 
     def submit(self, request: EditRequest, tags: Iterable[str] = (), rephrases: Iterable[str] = ()) -> EditRecord:
-        """Journal ``request`` as pending (texts checked, images stored first: ``draft_for``,
-        as ``EditStore.edit`` does) and return the row; a ``StoreError`` journals nothing."""
+        """Journal ``request`` as pending (texts checked, images stored first, the store's scoping
+        rules applied: ``scoped_draft``, as ``EditStore.edit`` does) and return the row; a
+        ``StoreError`` (a ``ScopeRuleConflict`` too) journals nothing."""
         self._require_writer("edit")
-        draft = draft_for(request, tuple(tags), tuple(rephrases), self.images, config_hash(self.editor))
+        draft = scoped_draft(self.editor, request, tuple(tags), tuple(rephrases), self.images, self.directory)
         return self.get(self.journal.add_edit(draft))
 
     def apply_pending(self, edit_id: int) -> EditRecord:
@@ -59,6 +61,7 @@ class ServiceStore(EditStore):
         if oldest != edit_id:
             raise StoreError(f"edit {edit_id} cannot be applied before pending edit {oldest} (journal order)")
         try:
+            answers = never_answers(self.editor, record, self.images)  # on the state right before it
             result = self.editor.edit(request_for(record, self.images))
         except EditRejected as error:
             self.journal.set_status([edit_id], jr.REJECTED, error=str(error) or type(error).__name__)
@@ -72,7 +75,7 @@ class ServiceStore(EditStore):
                 return self.get(edit_id)
             raise
         try:
-            self.journal.set_status([edit_id], jr.APPLIED, result=result_to_dict(result))
+            self.journal.set_status([edit_id], jr.APPLIED, result={**result_to_dict(result), **answers})
         except BaseException:
             self._restore(self.journal.applied_ids())
             raise

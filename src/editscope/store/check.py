@@ -115,7 +115,8 @@ def _check_files(directory: Path, journal: SQLiteJournal, report: CheckReport) -
     report.checked = {"edits": len(edits), "snapshots": len(snapshots)}
     images, users = ImageStore(directory / "images"), {}
     for record in edits:
-        for sha in (record.image_sha256, *(a.image_sha256 for a in record.anchors)):
+        for sha in (record.image_sha256, *(a.image_sha256 for a in record.anchors),
+                    *(e.image_sha256 for e in (*record.also, *record.never))):
             if sha is not None:
                 users.setdefault(sha, []).append(record)
     report.checked["images"] = len(users)

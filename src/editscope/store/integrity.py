@@ -14,6 +14,10 @@ the journal checks the old one, so a changed status is never sealed as if it wer
 What the chain cannot see: rows removed from the end of a table (there is nothing after them
 to break), and a journal rewritten as a whole with valid checksums (the checksums are not
 keyed: they guard against damage and stray edits, not against a forger).
+
+A column added to a table after the chain existed (``OPTIONAL_COLUMNS``: an edit's
+``scoping``, its scope rule and scope examples) is part of a row's content only when it is not
+NULL, so rows written before it keep their links, and a value set or cleared later breaks one.
 """
 
 from __future__ import annotations
@@ -26,10 +30,12 @@ GENESIS = "0" * 64
 # The columns of each table that a row's chain covers, in order (the row id comes first).
 CHAINED_COLUMNS: dict[str, tuple[str, ...]] = {
     "edits": ("id", "created_at", "prompt", "target", "scope", "image_sha256", "rephrases",
-              "anchors", "config_hash"),
+              "anchors", "config_hash", "scoping"),
     "snapshots": ("id", "created_at", "name", "trigger", "file", "sha256", "lineage"),
     "events": ("id", "created_at", "kind", "payload"),
 }
+# Chained columns added later (the last ones of CHAINED_COLUMNS): covered only when not NULL.
+OPTIONAL_COLUMNS: dict[str, tuple[str, ...]] = {"edits": ("scoping",)}
 # The columns of an edit row that its ``checksum`` covers (those that change with its status).
 MUTABLE_COLUMNS: tuple[str, ...] = ("status", "updated_at", "result", "error")
 
@@ -46,10 +52,17 @@ def _digest(previous: str, content: str) -> str:
 
 def chain_link(table: str, previous: str, values: Sequence[Any], tags: Sequence[str] = ()) -> str:
     """The ``chain`` of a row of ``table`` whose chained columns hold ``values`` (in
-    ``CHAINED_COLUMNS[table]`` order) after a row whose chain is ``previous``. An edit's tags
-    (kept in their own table) are part of its content, sorted."""
+    ``CHAINED_COLUMNS[table]`` order; the ``OPTIONAL_COLUMNS`` may be left off, as NULL) after
+    a row whose chain is ``previous``. An edit's tags (kept in their own table) are part of its
+    content, sorted."""
+    values = _without_null_optional(table, values)
     content = [table, *values] if table != "edits" else [table, *values, sorted(set(tags))]
     return _digest(previous, _canonical(content))
+
+
+def _without_null_optional(table: str, values: Sequence[Any]) -> list[Any]:
+    required = len(CHAINED_COLUMNS[table]) - len(OPTIONAL_COLUMNS.get(table, ()))
+    return [*values[:required], *(v for v in values[required:] if v is not None)]
 
 
 def edit_checksum(chain: str, mutable: Sequence[Any]) -> str:

@@ -129,6 +129,9 @@ class SQLiteJournal(Journal):
             if not self.chained and not self.read_only:
                 schema.add_chain(self._conn, self.path)
                 self.chained = True
+            if not self.read_only and not schema.has_scoping(self._conn):
+                schema.add_scoping(self._conn, self.path)
+            self._scoping = "e.scoping" if schema.has_scoping(self._conn) else "NULL"  # NULL: an older journal
         except sqlite3.DatabaseError as error:
             raise _store_error(
                 f"journal {self.path} cannot be read: {error} (the file is damaged or not an editscope journal)"
@@ -241,11 +244,11 @@ class SQLiteJournal(Journal):
         now = utc_now()
         values = [now, draft.prompt, draft.target, draft.scope, draft.image_sha256,
                   json.dumps(list(draft.rephrases)), json.dumps([a.__dict__ for a in draft.anchors]),
-                  draft.config_hash]
+                  draft.config_hash, draft.scoping()]
         with self.transaction():
             cursor = self._conn.execute(
                 "INSERT INTO edits (created_at, prompt, target, scope, image_sha256,"
-                " rephrases, anchors, config_hash, updated_at, status) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                " rephrases, anchors, config_hash, scoping, updated_at, status) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (*values, now, PENDING),
             )
             edit_id = int(cursor.lastrowid)
@@ -308,7 +311,7 @@ class SQLiteJournal(Journal):
             rows = self._conn.execute(
                 "SELECT e.id, e.created_at, e.updated_at, e.prompt, e.target, e.scope,"
                 " e.image_sha256, e.rephrases, e.anchors, e.status, e.result, e.error,"
-                " e.config_hash" + chained + " FROM edits e " + where + " ORDER BY e.id",
+                " e.config_hash, " + self._scoping + chained + " FROM edits e " + where + " ORDER BY e.id",
                 values,
             ).fetchall()
             tags: dict[int, list[str]] = {}
@@ -321,8 +324,8 @@ class SQLiteJournal(Journal):
                 tags.setdefault(edit_id, []).append(tag)
         for row in rows:
             if self.chained:
-                self._check("edits", row[0], row[15], (row[0], row[1], *row[3:9], row[12]), tags.get(row[0], ()),
-                            (row[9], row[2], row[10], row[11]), row[13], row[14])
+                self._check("edits", row[0], row[16], (row[0], row[1], *row[3:9], row[12], row[13]),
+                            tags.get(row[0], ()), (row[9], row[2], row[10], row[11]), row[14], row[15])
         try:
             return [edit_record(row, tags.get(row[0], ())) for row in rows]
         except (ValueError, TypeError) as error:  # only on a journal read unchecked

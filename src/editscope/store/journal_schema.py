@@ -6,6 +6,11 @@ on its first open for writing: the columns are added and every existing row is s
 then, in one transaction, and a ``migrate`` event records it. Rows changed before that point
 cannot be told apart from good ones. Opened read-only, such a journal is read without checks
 (``chained`` is false, and ``editscope check`` reports it).
+
+A journal written before edits had a ``scoping`` column (the rule that decided an edit's scope
+and its scope examples) gets it, empty (NULL) for the rows already there, on its first open for
+writing, with a ``migrate`` event; NULL is outside the chain (``integrity.OPTIONAL_COLUMNS``),
+so the old rows keep their links. Opened read-only, its rows read as having no scoping data.
 """
 
 from __future__ import annotations
@@ -38,7 +43,8 @@ CREATE TABLE IF NOT EXISTS edits (
     error TEXT,
     config_hash TEXT NOT NULL,
     chain TEXT,
-    checksum TEXT
+    checksum TEXT,
+    scoping TEXT
 );
 CREATE TABLE IF NOT EXISTS edit_tags (
     edit_id INTEGER NOT NULL REFERENCES edits(id),
@@ -138,20 +144,48 @@ def add_chain(conn: sqlite3.Connection, path: Path) -> None:
                 if column not in present:
                     conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
             counts[table] = _seal_table(conn, table)
-        payload = {"added": "integrity chain", "rows": counts}
-        conn.execute("INSERT INTO events (created_at, kind, payload) VALUES (?,?,?)",
-                     (utc_now(), "migrate", json.dumps(payload)))
-        event_id, created_at = conn.execute("SELECT id, created_at FROM events ORDER BY id DESC LIMIT 1").fetchone()
-        previous = conn.execute("SELECT chain FROM events WHERE id < ? ORDER BY id DESC LIMIT 1", (event_id,)).fetchone()
-        conn.execute("UPDATE events SET chain = ? WHERE id = ?",
-                     (chain_link("events", previous[0] if previous else GENESIS,
-                                 (event_id, created_at, "migrate", json.dumps(payload))), event_id))
+        _migrate_event(conn, {"added": "integrity chain", "rows": counts})
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
     log.warning("journal %s had no integrity chain (written by an older editscope): added it, sealing "
                 "its %s existing rows as they are now", path, counts)
+
+
+def _migrate_event(conn: sqlite3.Connection, payload: dict) -> None:
+    """Insert a chained ``migrate`` event (inside the caller's transaction)."""
+    conn.execute("INSERT INTO events (created_at, kind, payload) VALUES (?,?,?)",
+                 (utc_now(), "migrate", json.dumps(payload)))
+    event_id, created_at = conn.execute("SELECT id, created_at FROM events ORDER BY id DESC LIMIT 1").fetchone()
+    previous = conn.execute("SELECT chain FROM events WHERE id < ? ORDER BY id DESC LIMIT 1", (event_id,)).fetchone()
+    conn.execute("UPDATE events SET chain = ? WHERE id = ?",
+                 (chain_link("events", previous[0] if previous else GENESIS,
+                             (event_id, created_at, "migrate", json.dumps(payload))), event_id))
+
+
+def has_scoping(conn: sqlite3.Connection) -> bool:
+    """Whether the edits table has its ``scoping`` column."""
+    return "scoping" in _columns(conn, "edits")
+
+
+def add_scoping(conn: sqlite3.Connection, path: Path) -> None:
+    """Add the ``scoping`` column to a journal written without it (NULL for the rows there:
+    outside their chain), with a ``migrate`` event, in one transaction."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if not has_scoping(conn):
+            conn.execute("ALTER TABLE edits ADD COLUMN scoping TEXT")
+            _migrate_event(conn, {"added": "scoping (scope rules and examples)"})
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    log.info("journal %s: added the scoping column (scope rules and examples)", path)
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
 
 
 def _seal_table(conn: sqlite3.Connection, table: str) -> int:
@@ -174,7 +208,8 @@ def chain_rows(conn: sqlite3.Connection, table: str) -> Iterator[tuple]:
     if table == "edits":
         for edit_id, tag in conn.execute("SELECT edit_id, tag FROM edit_tags ORDER BY edit_id, tag"):
             tags.setdefault(edit_id, []).append(tag)
-    chained = CHAINED_COLUMNS[table]
+    present = _columns(conn, table)
+    chained = tuple(c if c in present else "NULL" for c in CHAINED_COLUMNS[table])  # a column added later
     extra = (*MUTABLE_COLUMNS, "chain", "checksum") if table == "edits" else ("chain",)
     n = len(chained)
     for row in conn.execute(f"SELECT {', '.join((*chained, *extra))} FROM {table} ORDER BY id"):

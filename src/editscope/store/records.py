@@ -36,6 +36,16 @@ class AnchorRecord:
 
 
 @dataclass(frozen=True)
+class ExampleRecord:
+    """A scope example of an edit as stored: its image by SHA-256 and its prompt. ``also``
+    examples must follow the edit, ``never`` examples must keep the answer they had before it
+    (journaled in the edit's ``result`` as ``never_before`` when it is applied)."""
+
+    image_sha256: str
+    prompt: str
+
+
+@dataclass(frozen=True)
 class EditDraft:
     """What is known about an edit request before it is applied."""
 
@@ -47,6 +57,19 @@ class EditDraft:
     rephrases: tuple[str, ...] = ()
     anchors: tuple[AnchorRecord, ...] = ()
     config_hash: str = ""
+    also: tuple[ExampleRecord, ...] = ()
+    never: tuple[ExampleRecord, ...] = ()
+    scope_rule: str | None = None  # what decided ``scope``: "stated", "tag T", "default" or "none"
+
+    def scoping(self) -> str:
+        """The ``scoping`` column: the rule and the examples, as JSON text."""
+        return scoping_text(self.scope_rule, self.also, self.never)
+
+
+def scoping_text(rule: str | None, also: Sequence[ExampleRecord], never: Sequence[ExampleRecord]) -> str:
+    """The stored text of an edit's ``scoping`` column (canonical JSON: sorted keys)."""
+    return json.dumps({"rule": rule, "also": [e.__dict__ for e in also], "never": [e.__dict__ for e in never]},
+                      sort_keys=True)
 
 
 @dataclass(frozen=True)
@@ -69,6 +92,20 @@ class EditRecord:
     result: dict[str, Any] | None
     error: str | None
     config_hash: str
+    also: tuple[ExampleRecord, ...] = ()
+    never: tuple[ExampleRecord, ...] = ()
+    scope_rule: str | None = None  # None: journaled before scoping rules existed
+
+    @property
+    def never_before(self) -> tuple[str, ...] | None:
+        """The answers of the ``never`` examples right before the edit was applied (``None``
+        until it was)."""
+        before = (self.result or {}).get("never_before")
+        return tuple(before) if isinstance(before, list) else None
+
+    @property
+    def has_examples(self) -> bool:
+        return bool(self.also or self.never)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -86,18 +123,27 @@ class EditRecord:
             "result": self.result,
             "error": self.error,
             "config_hash": self.config_hash,
+            "scope_rule": self.scope_rule,
+            "also": [e.__dict__ for e in self.also],
+            "never": [{**e.__dict__, "answer_before": None if self.never_before is None or i >= len(self.never_before)
+                       else self.never_before[i]} for i, e in enumerate(self.never)],
         }
 
 
 def edit_record(row: tuple, tags: Sequence[str]) -> EditRecord:
     """An ``EditRecord`` from the journal's columns (id, created_at, updated_at, prompt, target,
-    scope, image_sha256, rephrases, anchors, status, result, error, config_hash; JSON columns
-    as stored text) and its tags."""
+    scope, image_sha256, rephrases, anchors, status, result, error, config_hash, scoping; JSON
+    columns as stored text; a ``scoping`` of ``None``: a row written before it existed) and its
+    tags."""
+    scoping = json.loads(row[13]) if len(row) > 13 and row[13] is not None else {}
     return EditRecord(
         id=row[0], created_at=row[1], updated_at=row[2], prompt=row[3], target=row[4], scope=row[5],
         image_sha256=row[6], tags=tuple(tags), rephrases=tuple(json.loads(row[7])),
         anchors=tuple(AnchorRecord(**a) for a in json.loads(row[8])), status=row[9],
         result=json.loads(row[10]) if row[10] is not None else None, error=row[11], config_hash=row[12],
+        also=tuple(ExampleRecord(**e) for e in scoping.get("also", ())),
+        never=tuple(ExampleRecord(**e) for e in scoping.get("never", ())),
+        scope_rule=scoping.get("rule"),
     )
 
 

@@ -47,7 +47,8 @@ from editscope.store.layout import (
     write_manifest,
 )
 from editscope.store.journal import EditRecord, SnapshotRecord, SQLiteJournal
-from editscope.store.replay import config_hash, draft_for, request_for, result_to_dict
+from editscope.store.replay import request_for, result_to_dict
+from editscope.store.scoping import never_answers, scoped_draft
 from editscope.store.restore import StateRestore
 from editscope.store.debris import find_debris, remove_debris
 from editscope.store.snapshots import SnapshotError, SnapshotFiles, check_snapshot_name
@@ -241,14 +242,17 @@ class EditStore(StateRestore, StateChanges):
         rejection, a request the model cannot take (a ``ValueError`` of the editor, e.g. a
         prompt longer than its context; the state is rebuilt from the journal first), or, with
         ``require_absorbed``, an edit that did not take (the audit's own-probe check fails
-        right after it: the state is put back as it was before the edit)."""
+        right after it: the state is put back as it was before the edit). A request that states
+        no scope gets the store's rules' (``editscope.store.rules``); the answers of its
+        ``never`` examples just before it are journaled with its result."""
         self._require_writer("edit")
         editor = self.editor
-        draft = draft_for(request, tuple(tags), tuple(rephrases), self.images, config_hash(editor))
+        draft = scoped_draft(editor, request, tuple(tags), tuple(rephrases), self.images, self.directory)
         before = self._state_copy() if require_absorbed else None
         edit_id = self.journal.add_edit(draft)
         record = self.journal.get_edit(edit_id)
         try:
+            answers = never_answers(editor, record, self.images)
             result = editor.edit(request_for(record, self.images))
         except EditRejected as error:
             self.journal.set_status([edit_id], jr.REJECTED, error=str(error) or type(error).__name__)
@@ -265,12 +269,12 @@ class EditStore(StateRestore, StateChanges):
             check = check_own(editor, record, self._image_path)
             if not check.holds:
                 editor.load_state_dict(before)
-                self.journal.set_status([edit_id], jr.REJECTED, result=result_to_dict(result), error=(
+                self.journal.set_status([edit_id], jr.REJECTED, result={**result_to_dict(result), **answers}, error=(
                     f"did not take (--require-absorbed): target loss {result.loss_after:.2f} after {result.steps} "
                     f"step(s), {check.token_accuracy:.0%} of the target's tokens are the model's top-1; state unchanged"))
                 return self.journal.get_edit(edit_id)
         try:
-            self.journal.set_status([edit_id], jr.APPLIED, result=result_to_dict(result))
+            self.journal.set_status([edit_id], jr.APPLIED, result={**result_to_dict(result), **answers})
         except BaseException:
             # Not journaled as applied, so it must not stay in the state either.
             self._restore(self.journal.applied_ids())
