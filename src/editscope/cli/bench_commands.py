@@ -54,6 +54,12 @@ def bench(
     sibling_anchors: bool = typer.Option(False, "--sibling-anchors",
                                          help="also pass each world record's unscored sibling questions (other "
                                          "facts of the subject on the edit image) to the editor as anchors"),
+    scope_examples: int = typer.Option(0, "--scope-examples", min=0,
+                                       help="give each edit N scope examples of each kind: N 'also' inputs that "
+                                       "must follow it and N 'never' inputs that must keep their answers (world "
+                                       "splits: more held-out renders of the subject and of its look-alike, never "
+                                       "a scored probe; a records file must carry scope_also/scope_never); only "
+                                       "editors that use examples (scopememory) may run with N > 0"),
     device: Optional[str] = typer.Option(None, "--device", help="e.g. cpu or cuda (default: where the model loads)"),
     reference: Optional[str] = typer.Option(None, "--reference",
                                             help="reference set of editors with reference_weight > 0: 'world' "
@@ -77,6 +83,7 @@ def bench(
             checkpoints=parse_checkpoints(checkpoints), facts=facts, images=images, preset=preset, seed=seed,
             scope_threshold=threshold, exact_match=not no_exact_match, record_anchors=not no_record_anchors,
             sibling_anchors=sibling_anchors,
+            scope_examples=scope_examples,
             editor_config=editor_config,
             device=device,
             reference=reference,

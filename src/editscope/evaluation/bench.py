@@ -15,6 +15,7 @@ import torch
 import yaml
 
 from editscope.evaluation.data import DataError, EditCase, load_records, parse_data_spec
+from editscope.evaluation.examples import check_scope_examples
 from editscope.evaluation.stream import build_stream
 from editscope.evaluation.plots import write_plots
 from editscope.evaluation.protocol import EditorRun, ProtocolConfig, run_comparison
@@ -47,6 +48,7 @@ class BenchSpec:
     editor_config: str | None = None
     device: str | None = None
     reference: str | None = None
+    scope_examples: int = 0
     overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -66,6 +68,13 @@ class BenchSpec:
             raise ValueError(f"--edits must be >= 1, got {self.edits}")
         if self.facts is not None and self.facts < 1:
             raise ValueError(f"--facts must be >= 1, got {self.facts}")
+        check_scope_examples(self.scope_examples)
+        if self.scope_examples:
+            refusing = [e for e in self.editors if not EDITORS[editor_kind(e)].editor.uses_examples]
+            if refusing:
+                takers = [name for name, entry in EDITORS.items() if entry.editor.uses_examples]
+                raise ValueError(f"--scope-examples {self.scope_examples}: editor(s) {refusing} cannot use scope "
+                                 f"examples; editors that can: {', '.join(takers) or 'none'}")
 
 
 def editor_kind(name: str) -> str:
@@ -105,21 +114,26 @@ def load_editor_overrides(path: str | None) -> dict[str, dict[str, Any]]:
 
 
 def load_cases(spec: BenchSpec) -> list[EditCase]:
+    """The run's cases. With ``scope_examples`` N > 0 each edit request carries N ``also`` and
+    N ``never`` examples: generated for the world's splits, read from the records of a file
+    (a record without them is a ``DataError``)."""
     data = parse_data_spec(spec.data)
+    n = spec.scope_examples
     if data.split is not None:
-        path = _world_records(spec.model, data.split, spec.out / "data")
-        return load_records("world", path, spec.images or path.parent)
-    return load_records(data.fmt, data.location, spec.images)
+        path = _world_records(spec.model, data.split, spec.out / "data", n)
+        return load_records("world", path, spec.images or path.parent, scope_examples=n)
+    return load_records(data.fmt, data.location, spec.images, scope_examples=n)
 
 
-def _world_records(model: str, split: str, directory: Path) -> Path:
+def _world_records(model: str, split: str, directory: Path, scope_examples: int = 0) -> Path:
     """Write the edit benchmark ``split`` of the world ``model`` was trained on (the built-in
-    model's world for ``builtin``) under ``directory``; return the records file."""
+    model's world for ``builtin``) under ``directory``, with ``scope_examples`` examples of
+    each kind per record; return the records file."""
     from editscope.world import builtin_path, load_world, write_edits
 
     model_dir = builtin_path() if model == "builtin" else Path(model)
     target = directory / f"world-{split}"
-    return Path(write_edits(load_world(model_dir), split, target))
+    return Path(write_edits(load_world(model_dir), split, target, scope_examples=scope_examples))
 
 
 def resolve_preset(spec: BenchSpec) -> str | None:
@@ -165,9 +179,18 @@ def editor_configs(spec: BenchSpec) -> dict[str, Any]:
 
 
 def _stream_rows(stream: Sequence[EditCase]) -> list[dict[str, Any]]:
-    return [{"case_id": c.case_id, "fact_id": c.fact_id, "round": c.round, "prompt": c.request.prompt,
-             "target": c.target, "previous_target": c.previous_target,
-             "image": None if c.request.image is None else str(c.request.image)} for c in stream]
+    """One row per edit; an edit with scope examples also lists their image file names (names:
+    each run writes its own copy of the records) under ``also`` and ``never``."""
+    rows = []
+    for c in stream:
+        row = {"case_id": c.case_id, "fact_id": c.fact_id, "round": c.round, "prompt": c.request.prompt,
+               "target": c.target, "previous_target": c.previous_target,
+               "image": None if c.request.image is None else str(c.request.image)}
+        for name, examples in (("also", c.also), ("never", c.never)):
+            if examples:
+                row[name] = [Path(e.image).name if isinstance(e.image, (str, Path)) else "<image>" for e in examples]
+        rows.append(row)
+    return rows
 
 
 def _config_record(spec: BenchSpec, configs: Mapping[str, Any], n_records: int, checkpoints: Sequence[int],
@@ -183,7 +206,7 @@ def _config_record(spec: BenchSpec, configs: Mapping[str, Any], n_records: int, 
         "seed": spec.seed,
         "scope_threshold": spec.scope_threshold, "exact_match": spec.exact_match,
         "record_anchors": spec.record_anchors, "sibling_anchors": spec.sibling_anchors,
-        "records": n_records, "reference": spec.reference,
+        "records": n_records, "reference": spec.reference, "scope_examples": spec.scope_examples,
         "editor_configs": {k: plain(v) for k, v in configs.items()}, "device": device,
         "torch": torch.__version__, "threads": torch.get_num_threads(), "platform": platform.platform(),
     }

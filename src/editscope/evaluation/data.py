@@ -20,7 +20,8 @@ from typing import Any
 
 from PIL import Image
 
-from editscope.types import EditRequest, Probe
+from editscope.evaluation.examples import check_scope_examples, read_scope_examples
+from editscope.types import EditRequest, Probe, ScopeExample
 
 VQA_TEMPLATE = "Question: {} Short answer:"
 RAW_TEMPLATE = "{}"
@@ -41,7 +42,9 @@ class EditCase:
     are out of scope: they are scored against the unedited model's own outputs.
     ``portability`` questions expect answers that follow from the edit. ``siblings`` are
     unscored questions the edit must leave alone (other facts of the subject on the edit
-    image), for a protocol that passes them to the editor as anchors.
+    image), for a protocol that passes them to the editor as anchors. The request's scope
+    examples (``also``/``never``, see :mod:`editscope.evaluation.examples`) are never scored;
+    they are only filled when the data is loaded with ``scope_examples`` > 0.
     """
 
     case_id: int
@@ -64,6 +67,16 @@ class EditCase:
     @property
     def target(self) -> str:
         return self.request.target
+
+    @property
+    def also(self) -> tuple[ScopeExample, ...]:
+        """The edit's positive scope examples (empty without ``--scope-examples``)."""
+        return self.request.also
+
+    @property
+    def never(self) -> tuple[ScopeExample, ...]:
+        """The edit's negative scope examples (empty without ``--scope-examples``)."""
+        return self.request.never
 
     def out_of_scope_probes(self) -> dict[str, tuple[Probe, ...]]:
         """Out-of-scope probes by kind (kinds without probes are left out)."""
@@ -131,6 +144,11 @@ class _RecordReader:
         name = self.text(key, required=required)
         if name is None:
             return None
+        return self.resolve_image(key, name)
+
+    def resolve_image(self, key: str, name: str) -> Path:
+        """The image ``name`` (of field ``key``) under the image root, checked to exist (and,
+        with ``check_images``, to be readable)."""
         path = Path(name)
         if not path.is_absolute():
             if self.image_root is None:
@@ -253,6 +271,7 @@ def load_records(
     *,
     check_images: bool = True,
     prompt_template: str | None = None,
+    scope_examples: int = 0,
 ) -> list[EditCase]:
     """Read one benchmark file as a list of cases (one per record, in file order).
 
@@ -260,7 +279,10 @@ def load_records(
     defaults to the file's directory. ``prompt_template`` overrides the question wrapping
     (default ``Question: {} Short answer:`` for E-VQA and VLKEB, raw ``src`` for E-IC, and
     raw questions for the world, whose model is trained on bare questions).
+    ``scope_examples`` > 0 gives each edit request the first that many ``scope_also`` and
+    ``scope_never`` examples of its record (every record must have them); 0 ignores them.
     """
+    check_scope_examples(scope_examples)
     path = Path(path)
     root = Path(image_root) if image_root is not None else path.parent
     templates: dict[str, tuple[str, str]] = {
@@ -285,6 +307,9 @@ def load_records(
             case = replace(case, portability=_portability(r, case.request.image, question_t))
         elif fmt == "world":
             case = _world_extras(r, case, question_t, source)
+        if scope_examples:
+            examples = read_scope_examples(r, scope_examples, case.request.prompt, prompt_t)
+            case = replace(case, request=replace(case.request, **examples))
         cases.append(case)
     return cases
 

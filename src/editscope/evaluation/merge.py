@@ -6,9 +6,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 _SAME_RUN_KEYS = ("model", "data", "images", "edits", "facts", "checkpoints", "preset", "seed", "scope_threshold",
-                  "exact_match", "record_anchors", "sibling_anchors")
+                  "exact_match", "record_anchors", "sibling_anchors", "scope_examples")
 # what a results file written before a key existed meant by leaving it out
-_RUN_KEY_DEFAULTS = {"facts": None, "sibling_anchors": False}
+_RUN_KEY_DEFAULTS = {"facts": None, "sibling_anchors": False, "scope_examples": 0}
+_HINTS = {"scope_examples": " (runs with different --scope-examples give the editors different edit requests; "
+                            "they cannot be merged)"}
 
 
 def _stream_key(stream: Sequence[dict[str, Any]]) -> list[tuple]:
@@ -34,7 +36,8 @@ def merge_results(parts: Sequence[dict[str, Any]], command: str, created: str,
         for key in _SAME_RUN_KEYS:
             value, expected = (p["config"].get(key, _RUN_KEY_DEFAULTS.get(key)) for p in (part, first))
             if value != expected:
-                raise ValueError(f"results {i} differ from results 0 in {key!r}: {value!r} != {expected!r}")
+                hint = _HINTS.get(key, "")
+                raise ValueError(f"results {i} differ from results 0 in {key!r}: {value!r} != {expected!r}{hint}")
         if _stream_key(part["stream"]) != _stream_key(first["stream"]):
             raise ValueError(f"results {i} were run on a different stream of edits than results 0")
         for name, entry in part["editors"].items():
@@ -45,6 +48,7 @@ def merge_results(parts: Sequence[dict[str, Any]], command: str, created: str,
                 replaced.append({"editor": name, "by": part["command"]})
             editors[name] = entry
     config = dict(first["config"])
+    config.setdefault("scope_examples", 0)  # a file from before the option ran without examples
     config["editors"] = list(editors)
     config["editor_configs"] = {k: v for p in parts for k, v in p["config"].get("editor_configs", {}).items()}
     config["merged_from"] = [c for p in parts for c in p["config"].get("merged_from", [p["command"]])]

@@ -157,6 +157,12 @@ def _fmt_bytes(n: int | None) -> str:
     return str(n)
 
 
+def editor_label(name: str, config: dict[str, Any]) -> str:
+    """An editor's name in the tables: ``scopememory +examples 1`` for a run with scope examples."""
+    n = config.get("scope_examples") or 0
+    return f"{name} +examples {n}" if n else name
+
+
 def _table(results: dict[str, Any], block: str, n: str) -> list[str]:
     columns = [c for c in _COLUMNS if any(
         e[block].get(n, {}).get(c[0]) is not None for e in results["editors"].values())]
@@ -166,7 +172,7 @@ def _table(results: dict[str, Any], block: str, n: str) -> list[str]:
         agg = entry[block].get(n)
         if agg is None:
             continue
-        cells = [name, *[_fmt(agg.get(key)) for key, _ in columns],
+        cells = [editor_label(name, results.get("config", {})), *[_fmt(agg.get(key)) for key, _ in columns],
                  _fmt_time(agg.get("edit_time_median_s")), _fmt_time(agg.get("edit_time_start_median_s")),
                  _fmt_time(agg.get("edit_time_end_median_s"))]
         lines.append("| " + " | ".join(cells) + " |")
@@ -292,7 +298,8 @@ def forgetting_section(results: dict[str, Any], checkpoint: str) -> list[str]:
              "retention Rel and, in brackets, the number of facts.", "",
              "| editor | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
     for name, table in tables.items():
-        lines.append(f"| {name} | " + " | ".join(f"{_fmt(v)} ({c})" for _, v, c in table) + " |")
+        cells = " | ".join(f"{_fmt(v)} ({c})" for _, v, c in table)
+        lines.append(f"| {editor_label(name, results.get('config', {}))} | {cells} |")
     return lines + [""]
 
 
@@ -323,8 +330,8 @@ def gate_section(results: dict[str, Any]) -> list[str]:
              f"support and shared-step scale g, and the share of gates with g > {GATE_OPEN}.", "",
              "| editor | gates | cos | support | g | open |", "|---|---|---|---|---|---|"]
     for name, row in rows.items():
-        lines.append(f"| {name} | {row['gates']} | {_fmt(row['cos'])} | {_fmt(row['support'])} | "
-                     f"{_fmt(row['g'])} | {_fmt(row['open_share'])} |")
+        lines.append(f"| {editor_label(name, results.get('config', {}))} | {row['gates']} | {_fmt(row['cos'])} | "
+                     f"{_fmt(row['support'])} | {_fmt(row['g'])} | {_fmt(row['open_share'])} |")
     return lines + [""]
 
 
@@ -339,6 +346,8 @@ def summary_markdown(results: dict[str, Any]) -> str:
         "",
         f"Model: `{cfg.get('model')}` · data: `{cfg.get('data')}` · edits: {cfg.get('edits')} · "
         + (f"facts: the first {cfg['facts']} records · " if cfg.get("facts") else "")
+        + (f"scope examples: {cfg['scope_examples']} also and {cfg['scope_examples']} never per edit · "
+           if cfg.get("scope_examples") else "")
         + f"seed: {cfg.get('seed')} · preset: `{cfg.get('preset')}` · scope threshold: "
         f"{cfg.get('scope_threshold')} · created {results['created']}",
         "",
@@ -369,7 +378,7 @@ def summary_markdown(results: dict[str, Any]) -> str:
     for name, entry in results["editors"].items():
         c = entry["cost"]
         out.append("| " + " | ".join([
-            name, _fmt_time(c["edit_time_median_s"]), _fmt_time(c["edit_time_p95_s"]),
+            editor_label(name, cfg), _fmt_time(c["edit_time_median_s"]), _fmt_time(c["edit_time_p95_s"]),
             _fmt_time(c["edit_time_start_median_s"]), _fmt_time(c["edit_time_end_median_s"]),
             _fmt_time(c["fwd_bwd_s"]), _fmt(c["overhead_ratio"], 2), _fmt_bytes(c["rss_max_bytes"]),
             _fmt_bytes(c["state_bytes_first"]), _fmt_bytes(c["state_bytes_last"]), str(c["rejected_edits"]),

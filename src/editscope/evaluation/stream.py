@@ -19,7 +19,8 @@ def build_stream(cases: Sequence[EditCase], n_edits: int, seed: int = 0) -> list
     the targets of other records of the same group (the world's relation, or the whole
     file), never the fact's current or original value. Probes that expected the old target
     (rephrases, text transfer) expect the new one; portability answers no longer follow and
-    are dropped; out-of-scope probes are kept.
+    are dropped; out-of-scope probes are kept, and so are the edit's scope examples (the
+    request's ``also``/``never``: the same fact has the same scope).
     """
     if n_edits < 1:
         raise ValueError(f"n_edits must be >= 1, got {n_edits}")

@@ -15,7 +15,13 @@ Each record changes one fact of one subject to a new value. Besides the MMEdit k
   their unchanged answers: questions an edit must leave alone that are not scored, for editors
   that anchor on them (``editscope bench --sibling-anchors``);
 - ``record_id``, ``subject``, ``subject_index``, ``fact``, ``lookalike``, ``loc_subject``,
-  ``m_loc_subject``: bookkeeping (subject names).
+  ``m_loc_subject``: bookkeeping (subject names);
+- only when scope examples are asked for (``editscope bench --scope-examples N``, N > 0):
+  ``scope_also`` (N more held-out renders of the edited subject) and ``scope_never`` (N more
+  held-out renders of its look-alike), lists of image paths asked with the edit's question.
+  They are drawn from render indices no record probe and no world evaluation uses
+  (:func:`example_render`), so no scored probe is ever an example; with N = 0 the records are
+  exactly as without the option.
 
 Questions are raw text; the built-in model is prompted with
 :func:`editscope.world.templates.user_prompt`. Within one split every subject is edited at most
@@ -41,7 +47,21 @@ EDIT_SPLITS: tuple[str, ...] = ("dev", "test")
 IMAGE_DIR = "images"
 # Held-out render indices used by the records (never seen in training).
 EDIT_RENDER, REPHRASE_RENDER, LOCALITY_RENDER = 0, 1, 2
+# Scope examples use held-out renders from this index up: beyond the records' renders above and
+# beyond the held-out renders the world's own evaluation scores (evaluate.HELDOUT_RENDERS = 4).
+EXAMPLE_RENDER_START = 4
+SCOPE_ALSO, SCOPE_NEVER = "scope_also", "scope_never"
 INVENTED_SHARE = 0.3
+
+
+def example_render(kind: str, k: int) -> int:
+    """The held-out render index of the ``k``-th scope example of ``kind`` (``"also"``: a render
+    of the edited subject; ``"never"``: a render of its look-alike). The two kinds interleave,
+    so that a subject's ``also`` renders (its own record) and its ``never`` renders (the record
+    of its look-alike, edited on another fact) are different images."""
+    if kind not in ("also", "never") or k < 0:
+        raise ValueError(f"no scope example {kind!r} #{k}")
+    return EXAMPLE_RENDER_START + 2 * k + (kind == "never")
 
 
 def new_target(world: World, subject: Subject, fact: str, rng: random.Random) -> str:
@@ -69,12 +89,16 @@ def _visual(subject: Subject, fact: str, template: str) -> str:
     return fact_question(subject, fact, template, image=True).text
 
 
-def make_records(world: World, split: str, n: int | None = None) -> list[dict[str, Any]]:
+def make_records(world: World, split: str, n: int | None = None, scope_examples: int = 0) -> list[dict[str, Any]]:
     """The records of ``split`` (``"dev"`` or ``"test"``), deterministic given the world seed.
 
     ``n`` caps the number of records (default: one per subject of the split). Image fields hold
-    paths relative to the output directory (see :func:`record_images`).
+    paths relative to the output directory (see :func:`record_images`). ``scope_examples`` > 0
+    adds that many ``scope_also`` and ``scope_never`` images to each record; it draws nothing
+    from the records' random stream, so every other field is the same for every value.
     """
+    if isinstance(scope_examples, bool) or not isinstance(scope_examples, int) or scope_examples < 0:
+        raise ValueError(f"scope_examples must be an integer >= 0, got {scope_examples!r}")
     if split not in EDIT_SPLITS:
         raise ValueError(f"split must be one of {EDIT_SPLITS}, got {split!r}")
     groups = split_subjects(world)
@@ -94,6 +118,10 @@ def make_records(world: World, split: str, n: int | None = None) -> list[dict[st
     records = []
     for number, index in enumerate(order[: n or len(order)]):
         records.append(_record(world, split, number, world.subject(index), facts[index], locality, rng))
+    if scope_examples:
+        for record in records:
+            for key, kind in ((SCOPE_ALSO, "also"), (SCOPE_NEVER, "never")):
+                record[key] = [f"{IMAGE_DIR}/{record['record_id']}-{kind}{k}.png" for k in range(scope_examples)]
     return records
 
 
@@ -142,17 +170,23 @@ def record_images(world: World, record: dict[str, Any]) -> dict[str, Any]:
     """The images of ``record`` keyed by their relative path."""
     subject = world.subject(record["subject_index"])
     seed = world.config.seed
-    return {
+    lookalike = world.subject(subject.lookalike)
+    images = {
         record["image"]: fixed_render(subject, "heldout", EDIT_RENDER, seed),
         record["image_rephrase"]: fixed_render(subject, "heldout", REPHRASE_RENDER, seed),
-        record["near_miss_image"]: fixed_render(world.subject(subject.lookalike), "heldout", EDIT_RENDER, seed),
+        record["near_miss_image"]: fixed_render(lookalike, "heldout", EDIT_RENDER, seed),
         record["m_loc"]: fixed_render(world.by_name(record["m_loc_subject"]), "heldout", LOCALITY_RENDER, seed),
     }
+    for key, kind, drawn in ((SCOPE_ALSO, "also", subject), (SCOPE_NEVER, "never", lookalike)):
+        for k, path in enumerate(record.get(key, ())):
+            images[path] = fixed_render(drawn, "heldout", example_render(kind, k), seed)
+    return images
 
 
-def write_edits(world: World, split: str, out: Path, n: int | None = None) -> Path:
-    """Write ``out/{split}.json`` and its images under ``out/images``; return the JSON path."""
-    records = make_records(world, split, n)
+def write_edits(world: World, split: str, out: Path, n: int | None = None, scope_examples: int = 0) -> Path:
+    """Write ``out/{split}.json`` and its images under ``out/images``; return the JSON path.
+    ``scope_examples``: see :func:`make_records`."""
+    records = make_records(world, split, n, scope_examples)
     (out / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
     for record in records:
         for path, image in record_images(world, record).items():
