@@ -34,7 +34,7 @@ def field_of(call) -> tuple[int, str | None]:
 def test_a_good_edit_passes_with_its_defaults():
     edit = edit_from_json({**GOOD, "tags": ["a"], "rephrases": ["what's that?"]}, LIMIT)
     assert (edit.prompt, edit.target, edit.scope, edit.tags, edit.rephrases) == (
-        "what is this?", "a lynx", "auto", ("a",), ("what's that?",))
+        "what is this?", "a lynx", None, ("a",), ("what's that?",))
     assert edit.image == png()
     assert edit.fingerprint() == edit_from_json({**GOOD, "tags": ["a"], "rephrases": ["what's that?"]}, LIMIT).fingerprint()
     assert edit.fingerprint() != edit_from_json(GOOD, LIMIT).fingerprint()

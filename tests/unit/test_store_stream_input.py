@@ -87,7 +87,7 @@ def test_valid_lines_parse_and_image_may_be_absent_or_null():
     )
     (n1, r1, t1, p1), (n2, r2, t2, p2) = parsed
     assert (n1, r1.scope, r1.image, t1, p1) == (1, "broad", Path("/base/x/i.png"), ["a", "b"], ["what is it ?"])
-    assert (n2, r2.scope, r2.image, t2, p2) == (3, "auto", None, [], [])
+    assert (n2, r2.scope, r2.image, t2, p2) == (3, None, None, [], [])  # not stated: the store's rules decide
 
 
 def test_command_line_options_are_per_line_defaults():

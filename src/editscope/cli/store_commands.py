@@ -13,9 +13,12 @@ from typing import Any, Iterator, List, Optional, Sequence
 
 import typer
 
-from editscope.store import AuditReport, EditRecord, EditStore, ProbeCheck, StoreError
+from editscope.store import EditRecord, EditStore, ProbeCheck, StoreError
 from editscope.cli.errors import CommandError
-from editscope.cli.stream_input import stream_lines
+from editscope.cli.store_output import check as _check, print_audit as _print_audit, print_record as _print_record
+from editscope.cli.store_output import print_rules
+from editscope.cli.stream_input import example_option, stream_lines
+from editscope.store import rules as scope_rules
 from editscope.store.audit import check_own
 from editscope.types import SCOPES, EditRequest
 
@@ -33,6 +36,11 @@ EDIT_HELP = " ".join(
         "error naming its line and field (the edits before it stay applied), or with --keep-going is",
         'reported on stdout ("failed line N: ...") and the stream goes on. A stream exits with 0 when',
         "every edit was applied, 2 when some were rejected, 1 when some lines failed.",
+        "--also IMG[:PROMPT] and --never IMG[:PROMPT] (repeatable; IMG alone takes the edit's prompt) give",
+        "examples of the edit's scope: inputs that must follow it, and inputs that must keep their answer",
+        '(scopememory only); stream lines take "also" and "never": lists of image paths or',
+        '{"image", "prompt"} objects. An edit that states no --scope gets the store\'s scoping rules\'',
+        "(editscope rules).",
     ]
 )
 
@@ -49,16 +57,6 @@ def _errors() -> Iterator[None]:
     except (StoreError, CommandError, ValueError, OSError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None
-
-
-def _print_record(record: EditRecord) -> None:
-    image = record.image_sha256[:12] if record.image_sha256 else "-"
-    tags = ",".join(record.tags) or "-"
-    error = f"  ({record.error})" if record.error else ""
-    typer.echo(
-        f"{record.id:>5}  {record.status:<11}  {record.created_at[:19]}  {record.scope:<8}  "
-        f"image={image}  tags={tags}  {record.prompt!r} -> {record.target!r}{error}"
-    )
 
 
 def _own_check(store: EditStore, record: EditRecord) -> Optional[ProbeCheck]:
@@ -180,10 +178,15 @@ def register(app: typer.Typer) -> None:
         prompt: Optional[str] = typer.Option(None, "--prompt"),
         target: Optional[str] = typer.Option(None, "--target"),
         scope: Optional[str] = typer.Option(
-            None, "--scope", help="auto (the default), instance or broad; with --stream, the default for lines without \"scope\"."),
+            None, "--scope", help="auto, instance or broad (not given: the store's scoping rules decide, else auto); "
+            "with --stream, the default for lines without \"scope\"."),
         tag: List[str] = typer.Option([], "--tag", help="A tag (repeatable); with --stream, added to every line's tags."),
         rephrase: List[str] = typer.Option(
             [], "--rephrase", help="A rephrased prompt kept for audits (repeatable); with --stream, for lines without \"rephrases\"."),
+        also: List[str] = typer.Option(
+            [], "--also", help="IMG[:PROMPT]: an input that must follow the edit (repeatable; IMG alone: the edit's prompt)."),
+        never: List[str] = typer.Option(
+            [], "--never", help="IMG[:PROMPT]: an input that must keep its current answer (repeatable)."),
         stream: Optional[str] = typer.Option(None, "--stream", help="JSONL file of edits, or '-' for stdin."),
         keep_going: bool = typer.Option(
             False, "--keep-going", help="With --stream: report a bad line with its number and go on (exit code 1 "
@@ -198,13 +201,17 @@ def register(app: typer.Typer) -> None:
                 raise CommandError("--stream reads image, prompt and target from the stream; do not pass them too")
             if keep_going and stream is None:
                 raise CommandError("--keep-going applies to --stream only")
+            if stream is not None and (also or never):
+                raise CommandError("--also and --never apply to one edit; in a stream, give each line \"also\"/\"never\"")
             if stream is None and (prompt is None or target is None):
                 raise CommandError("edit needs --prompt and --target (or --stream FILE)")
             if scope is not None and scope not in SCOPES:
                 raise CommandError(f"--scope must be one of {', '.join(SCOPES)}, got {scope!r}")
             request = None
             if stream is None:
-                request = EditRequest(prompt=prompt, target=target, image=image, scope=scope or "auto")
+                request = EditRequest(prompt=prompt, target=target, image=image, scope=scope,  # type: ignore[arg-type]
+                                      also=[example_option(v, "--also") for v in also],
+                                      never=[example_option(v, "--never") for v in never])
             with EditStore.open(store) as s:
                 if request is None:
                     code = _run_stream(s, stream, scope=scope, tags=tag, rephrases=rephrase, keep_going=keep_going,
@@ -297,6 +304,37 @@ def register(app: typer.Typer) -> None:
                 return
             _print_audit(report)
 
+    @app.command("rules")
+    def rules_command(
+        store: Path = STORE,
+        set_default: Optional[str] = typer.Option(None, "--set-default", help="auto, instance or broad: the scope of "
+                                                  "edits no tag rule covers."),
+        clear_default: bool = typer.Option(False, "--clear-default", help="Remove the default (edits then get auto)."),
+        tag: List[str] = typer.Option([], "--tag", help="TAG=SCOPE: the scope of edits tagged TAG (repeatable)."),
+        remove_tag: List[str] = typer.Option([], "--remove-tag", help="Remove the rule of a tag (repeatable)."),
+        as_json: bool = typer.Option(False, "--json"),
+    ) -> None:
+        """Show (and check) or change the store's scoping rules (scope_rules.yaml): the scope an edit
+        that states none gets, by its tags, else the default. The journal records which rule decided
+        each edit's scope (editscope log, audit)."""
+        with _errors():
+            if not (store / "store.json").is_file():
+                raise CommandError(f"{store} is not an editscope store (no store.json)")
+            rules = scope_rules.load_rules(store)
+            if set_default or clear_default or tag or remove_tag:
+                if set_default and clear_default:
+                    raise CommandError("--set-default and --clear-default contradict each other")
+                set_tags = {}
+                for value in tag:
+                    name, _, scope = value.partition("=")
+                    if not name.strip() or not scope.strip():
+                        raise CommandError(f"--tag takes TAG=SCOPE (e.g. product=instance), got {value!r}")
+                    set_tags[name.strip()] = scope.strip()
+                rules = scope_rules.updated(rules, default=set_default, set_tags=set_tags, remove_tags=remove_tag,
+                                            clear_default=clear_default)
+                scope_rules.save_rules(store, rules)
+            print_rules(store, rules, as_json)
+
     @app.command("check")
     def check_command(
         store: Path = STORE,
@@ -330,44 +368,6 @@ def register(app: typer.Typer) -> None:
             routed = s.manifest["editor"]["name"] == "scopememory"
             kind = ("routed checkpoint" if routed else "merged checkpoint") if merged else "adapter"
             typer.echo(f"exported {kind} with {len(s.applied_ids())} edit(s) to {out}")
-
-
-def _check(store: Path, repair: bool, as_json: bool) -> None:
-    from editscope.store.check import check_store
-
-    report = check_store(store, repair=repair)
-    if as_json:
-        typer.echo(json.dumps(report.to_dict(), indent=2))
-    else:
-        for problem in report.problems:
-            done = f"\n  repaired: {problem.repaired}" if problem.repaired else ""
-            typer.echo(f"problem: {problem.file}: {problem.what}\n  affects: {problem.affects}{done}")
-        for note in report.notes:
-            typer.echo(f"note: {note}")
-        left = report.unrepaired
-        checked = ", ".join(f"{n} {what}" for what, n in report.checked.items())
-        if not report.problems:
-            typer.echo(f"store {store}: no problems ({checked} checked)")
-        else:
-            typer.echo(f"store {store}: {len(report.problems)} problem(s), {len(left)} not repaired"
-                       + ("" if repair or not left else " (see check --repair)"))
-    if report.unrepaired:
-        raise typer.Exit(1)
-
-
-def _print_audit(report: AuditReport) -> None:
-    for entry in report.entries:
-        if entry.superseded_by is not None:
-            verdict = f"superseded by {entry.superseded_by}"
-        else:
-            verdict = "holds" if entry.holds else "FAILS"
-        rephrased = "".join(f", rephrase {r.token_accuracy:.2f}" for r in entry.rephrases)
-        typer.echo(f"{entry.edit_id:>5}  {verdict:<18}  accuracy {entry.own.token_accuracy:.2f}{rephrased}  {entry.prompt!r} -> {entry.target!r}")
-    where = f"journal event {report.audit_id}" if report.audit_id is not None else "dry run, not journaled"
-    typer.echo(
-        f"audit ({where}): {len(report.holding)} hold, {len(report.failing)} fail, "
-        f"{len(report.superseded)} superseded"
-    )
 
 
 __all__: list[Any] = ["register"]

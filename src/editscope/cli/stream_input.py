@@ -1,5 +1,6 @@
 """JSONL edit streams (``editscope edit --stream``): each line decoded and checked field by field,
-so that an error names its line and field."""
+so that an error names its line and field; and the scope examples of ``--also``/``--never``
+(``IMG[:PROMPT]``) and of the stream's ``"also"``/``"never"`` fields."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 from editscope.cli.errors import CommandError
 from editscope.types import SCOPES, EditRequest
 
-STREAM_KEYS = {"image", "prompt", "target", "scope", "tags", "rephrases"}
+STREAM_KEYS = {"image", "prompt", "target", "scope", "tags", "rephrases", "also", "never"}
 _JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number", type(None): "null"}
 
 
@@ -30,17 +31,19 @@ def _check_text(value: str, field: str, bad_bytes: bool) -> None:
             raise ValueError(f"field {field!r} contains a lone surrogate (U+{ord(char):04X}); text must be valid Unicode")
 
 
-def _string_field(item: dict, key: str, bad_bytes: bool, *, required: bool) -> Optional[str]:
+def _string_field(item: dict, key: str, bad_bytes: bool, *, required: bool, where: str = "") -> Optional[str]:
+    """``item[key]`` as a non-empty string; errors name the field as ``where + key``."""
+    name = where + key
     if key not in item or (not required and item[key] is None):
         if required:
-            raise ValueError(f"field {key!r} is missing")
+            raise ValueError(f"field {name!r} is missing")
         return None
     value = item[key]
     if not isinstance(value, str):
-        raise ValueError(f"field {key!r} must be a string, got {_json_type(value)} ({json.dumps(value)[:60]})")
-    _check_text(value, key, bad_bytes)
+        raise ValueError(f"field {name!r} must be a string, got {_json_type(value)} ({json.dumps(value)[:60]})")
+    _check_text(value, name, bad_bytes)
     if not value.strip():
-        raise ValueError(f"field {key!r} is empty")
+        raise ValueError(f"field {name!r} is empty")
     return value
 
 
@@ -58,6 +61,51 @@ def _list_field(item: dict, key: str, bad_bytes: bool) -> Optional[list[str]]:
         if not text.strip():
             raise ValueError(f"field {name!r} is empty")
     return list(value)
+
+
+def example_option(value: str, option: str) -> tuple[Path, Optional[str]]:
+    """``--also``/``--never`` ``IMG[:PROMPT]`` as ``(image, prompt)`` (``None``: the edit's
+    prompt). A value that is an existing path is a path, ':' and all; else it is split at the
+    first ':' whose left part is an existing file, else at the first ':' (the image is then
+    reported missing when the edit is journaled)."""
+    if not value.strip():
+        raise CommandError(f"{option} needs an image path (IMG or IMG:PROMPT), got an empty value")
+    if Path(value).exists() or ":" not in value:
+        return Path(value), None
+    cuts = [i for i, char in enumerate(value) if char == ":"]
+    cut = next((i for i in cuts if Path(value[:i]).is_file()), cuts[0])
+    image, prompt = value[:cut], value[cut + 1:]
+    if not image:
+        raise CommandError(f"{option} {value!r}: the image path before ':' is empty")
+    if not prompt.strip():
+        raise CommandError(f"{option} {value!r}: the prompt after ':' is empty (omit ':' to use the edit's prompt)")
+    return Path(image), prompt
+
+
+def _example_field(item: dict, key: str, base: Path, bad_bytes: bool) -> list[tuple[Path, Optional[str]]]:
+    """A stream line's ``"also"``/``"never"``: image paths (relative to ``base``) or
+    ``{"image": path, "prompt": ...}`` objects, as ``(image, prompt or None)``."""
+    value = item.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValueError(f"field {key!r} must be an array of image paths or {{\"image\", \"prompt\"}} objects, "
+                         f"got {_json_type(value)} ({json.dumps(value)[:60]})")
+    examples = []
+    for index, entry in enumerate(value):
+        name = f"{key}[{index}]"
+        if isinstance(entry, str):
+            entry = {"image": entry}
+        if not isinstance(entry, dict):
+            raise ValueError(f"field {name!r} must be an image path or an object, got {_json_type(entry)}")
+        extra = sorted(set(entry) - {"image", "prompt"})
+        if extra:
+            raise ValueError(f"field {name!r} has unknown key(s) {extra}; known keys are ['image', 'prompt']")
+        image = _string_field(entry, "image", bad_bytes, required=True, where=f"{name}.")
+        prompt = _string_field(entry, "prompt", bad_bytes, required=False, where=f"{name}.")
+        path = Path(image) if Path(image).is_absolute() else base / image  # type: ignore[arg-type]
+        examples.append((path, prompt))
+    return examples
 
 
 def _decode_line(raw: bytes | str, number: int) -> tuple[str, bool]:
@@ -94,8 +142,9 @@ def stream_lines(
     tags: Sequence[str] = (),
     rephrases: Sequence[str] = (),
 ) -> Iterator[StreamLine]:
-    """Parse JSONL edits: ``{"image", "prompt", "target", "scope", "tags", "rephrases"}``;
-    relative image paths are relative to ``base``. ``scope``, ``tags`` and ``rephrases`` are
+    """Parse JSONL edits: ``{"image", "prompt", "target", "scope", "tags", "rephrases",
+    "also", "never"}``; relative image paths (the examples' too) are relative to ``base``; a
+    line with no ``"scope"`` and no ``scope`` default states none (the store's rules decide). ``scope``, ``tags`` and ``rephrases`` are
     per-line defaults (from the command line): a line's own scope or rephrases win, its tags
     are added to ``tags``. Every field is checked by type; a bad line is yielded with its
     ``error`` (naming the field), and the lines after it are still read."""
@@ -156,5 +205,8 @@ def _parse_line(raw: bytes | str, number: int, base: Path, scope: Optional[str]
         raise ValueError(f"field 'scope' must be one of {', '.join(SCOPES)}, got {line_scope!r}")
     line_tags = _list_field(item, "tags", bool(bad_bytes)) or []
     line_rephrases = _list_field(item, "rephrases", bool(bad_bytes))
-    request = EditRequest(prompt=prompt, target=target, image=image, scope=line_scope or scope or "auto")
+    also = _example_field(item, "also", base, bool(bad_bytes))
+    never = _example_field(item, "never", base, bool(bad_bytes))
+    request = EditRequest(prompt=prompt, target=target, image=image, scope=line_scope or scope,  # type: ignore[arg-type]
+                          also=also, never=never)
     return request, line_tags, line_rephrases

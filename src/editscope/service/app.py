@@ -21,7 +21,12 @@ from editscope.service.settings import ServiceSettings
 from editscope.service.worker import EditService
 from editscope.store import journal as jr
 from editscope.store.layout import StoreError
+from editscope.store.rules import ScopeRuleConflict
+from editscope.store.scoping import ExamplesUnsupported
 
+EXAMPLES_SCHEMA = {"type": "array", "description": "scope examples: images (base64) with an optional prompt (default: the edit's)",
+                   "items": {"type": "object", "required": ["image"],
+                             "properties": {"image": {"type": "string"}, "prompt": {"type": "string"}}}}
 EDIT_BODY = {
     "requestBody": {
         "content": {
@@ -30,12 +35,15 @@ EDIT_BODY = {
                 "image": {"type": "string", "description": "the image file, base64"},
                 "scope": {"type": "string", "enum": ["auto", "instance", "broad"]},
                 "tags": {"type": "array", "items": {"type": "string"}},
-                "rephrases": {"type": "array", "items": {"type": "string"}}}}},
+                "rephrases": {"type": "array", "items": {"type": "string"}},
+                "also": EXAMPLES_SCHEMA, "never": EXAMPLES_SCHEMA}}},
             "multipart/form-data": {"schema": {"type": "object", "required": ["prompt", "target", "image"], "properties": {
                 "prompt": {"type": "string"}, "target": {"type": "string"},
                 "image": {"type": "string", "format": "binary"}, "scope": {"type": "string"},
                 "tags": {"type": "string", "description": "comma separated, or repeated"},
-                "rephrases": {"type": "string", "description": "one per line, or repeated"}}}},
+                "rephrases": {"type": "string", "description": "one per line, or repeated"},
+                "also": {"type": "string", "format": "binary", "description": "a positive example image (repeated; the edit's prompt)"},
+                "never": {"type": "string", "format": "binary", "description": "a negative example image (repeated; the edit's prompt)"}}}},
         },
         "required": True,
     }
@@ -78,7 +86,12 @@ def create_app(service: EditService, keys: KeyRing, settings: ServiceSettings) -
         journal order. A retry with the same ``Idempotency-Key`` (and body) gets the same edit."""
         key = idempotency_key(request)
         edit = await edit_input(request, settings)
-        record, duplicate = await run_in_threadpool(service.submit_edit, edit, who.name, key)
+        try:
+            record, duplicate = await run_in_threadpool(service.submit_edit, edit, who.name, key)
+        except ScopeRuleConflict as error:  # the store's rules cannot decide: the client must
+            raise ApiError(422, str(error), "scope") from None
+        except ExamplesUnsupported as error:
+            raise ApiError(422, str(error), "also" if edit.also else "never") from None
         return JSONResponse({"id": record.id, "status": "pending" if not duplicate else service.get_visible(record.id).status,
                              "duplicate": duplicate}, status_code=202, headers={"Location": f"/v1/edits/{record.id}"})
 

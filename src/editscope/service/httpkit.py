@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from editscope.service.auth import COOKIE, AuthError, Principal, RateLimiter, authenticate
 from editscope.service.inputs import InputError, edit_from_form, edit_from_json, json_object
-from editscope.service.inputs import EditInput, QueryInput, query_from_form, query_from_json
+from editscope.service.inputs import MAX_EXAMPLES, EditInput, QueryInput, query_from_form, query_from_json
 from editscope.service.keys import KeyRing
 from editscope.service.ledger import IdempotencyConflict
 from editscope.service.settings import ServiceSettings
@@ -134,7 +134,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 async def form_fields(request: Request, limit: int) -> dict[str, list[Any]]:
     """Multipart or urlencoded fields; files as their bytes."""
     try:
-        form = await request.form(max_part_size=limit, max_files=4, max_fields=200)
+        form = await request.form(max_part_size=limit, max_files=2 + 2 * MAX_EXAMPLES, max_fields=200)
     except Exception as error:  # python-multipart's parse errors, Starlette's MultiPartException
         raise InputError(f"the form data cannot be parsed: {error}", None, 400) from None
     fields: dict[str, list[Any]] = {}

@@ -2,8 +2,10 @@
 naming the field (``422``), or the request (``400``: a body that is not JSON).
 
 Edits arrive as JSON (``{"prompt", "target", "image": <base64>, "scope"?, "tags"?,
-"rephrases"?}``) or as multipart form data (an ``image`` file and the same fields; ``tags`` and
-``rephrases`` repeated or comma/newline separated). Queries as JSON (``{"prompt", "image"?}``)
+"rephrases"?, "also"?, "never"?}``; ``also``/``never``: lists of ``{"image": <base64>,
+"prompt"?}``, scope examples) or as multipart form data (an ``image`` file and the same fields;
+``tags`` and ``rephrases`` repeated or comma/newline separated; ``also``/``never`` repeated
+files, which take the edit's prompt). No ``scope``: not stated (the store's rules decide). Queries as JSON (``{"prompt", "image"?}``)
 or multipart. An image must decode completely (with the store's pixel
 limit) before it is accepted."""
 
@@ -33,20 +35,39 @@ class InputError(ValueError):
         self.status = status
 
 
+MAX_EXAMPLES = 32  # per kind (also, never) and edit
+
+
+@dataclass(frozen=True)
+class ExampleInput:
+    """A scope example as uploaded: the image file's bytes and its prompt (``None``: the edit's)."""
+
+    image: bytes
+    prompt: str | None = None
+
+    def content(self) -> dict[str, Any]:
+        return {"image": hashlib.sha256(self.image).hexdigest(), "prompt": self.prompt}
+
+
 @dataclass(frozen=True)
 class EditInput:
     prompt: str
     target: str
     image: bytes
-    scope: str = "auto"
+    scope: str | None = None  # None: not stated
     tags: tuple[str, ...] = ()
     rephrases: tuple[str, ...] = ()
+    also: tuple[ExampleInput, ...] = ()
+    never: tuple[ExampleInput, ...] = ()
 
     def fingerprint(self) -> str:
-        """SHA-256 of the request's content: a retry with the same idempotency key must match."""
+        """SHA-256 of the request's content (the scope examples' images and prompts included):
+        a retry with the same idempotency key must match."""
         text = json.dumps({"prompt": self.prompt, "target": self.target, "scope": self.scope,
                            "tags": list(self.tags), "rephrases": list(self.rephrases),
-                           "image": hashlib.sha256(self.image).hexdigest()}, sort_keys=True)
+                           "image": hashlib.sha256(self.image).hexdigest(),
+                           "also": [e.content() for e in self.also],
+                           "never": [e.content() for e in self.never]}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -100,9 +121,9 @@ def text_list(value: Any, field: str, max_chars: int, max_items: int = 64) -> tu
     return tuple(text_field(v, f"{field}[{i}]", max_chars) for i, v in enumerate(value))  # type: ignore[misc]
 
 
-def scope_field(value: Any) -> str:
+def scope_field(value: Any) -> str | None:
     if value is None:
-        return "auto"
+        return None
     if value not in SCOPES:
         raise InputError(f"scope must be one of {', '.join(SCOPES)}, got {value!r}", "scope")
     return str(value)
@@ -128,13 +149,14 @@ def json_object(body: bytes) -> dict[str, Any]:
     return data
 
 
-def _unknown(data: Mapping[str, Any], allowed: set[str]) -> None:
+def _unknown(data: Mapping[str, Any], allowed: set[str], prefix: str = "") -> None:
     extra = sorted(set(data) - allowed)
     if extra:
-        raise InputError(f"unknown field {extra[0]!r}; expected {', '.join(sorted(allowed))}", extra[0])
+        raise InputError(f"unknown field {prefix + extra[0]!r}; expected {', '.join(sorted(allowed))}",
+                         prefix + extra[0])
 
 
-EDIT_FIELDS = {"prompt", "target", "image", "scope", "tags", "rephrases"}
+EDIT_FIELDS = {"prompt", "target", "image", "scope", "tags", "rephrases", "also", "never"}
 QUERY_FIELDS = {"prompt", "image"}
 
 
@@ -148,7 +170,35 @@ def edit_from_json(data: Mapping[str, Any], max_chars: int) -> EditInput:
     decode_image(image)
     return EditInput(prompt, target, image, scope_field(data.get("scope")),  # type: ignore[arg-type]
                      text_list(data.get("tags"), "tags", max_chars),
-                     text_list(data.get("rephrases"), "rephrases", max_chars))
+                     text_list(data.get("rephrases"), "rephrases", max_chars),
+                     examples_from_json(data.get("also"), "also", max_chars),
+                     examples_from_json(data.get("never"), "never", max_chars))
+
+
+def examples_from_json(value: Any, field: str, max_chars: int) -> tuple[ExampleInput, ...]:
+    """``also``/``never`` of a JSON edit: a list of ``{"image": <base64>, "prompt"?}``, every
+    image decoded completely; an error names the entry (``never[1].image``)."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise InputError(f"{field} must be a list of {{\"image\", \"prompt\"}} objects, got {type(value).__name__}",
+                         field)
+    if len(value) > MAX_EXAMPLES:
+        raise InputError(f"{field} has {len(value)} examples; the limit is {MAX_EXAMPLES}", field)
+    examples = []
+    for i, entry in enumerate(value):
+        name = f"{field}[{i}]"
+        if not isinstance(entry, dict):
+            raise InputError(f"{name} must be an object {{\"image\": <base64>, \"prompt\"?}}, got "
+                             f"{type(entry).__name__}", name)
+        _unknown(entry, {"image", "prompt"}, prefix=f"{name}.")
+        if entry.get("image") is None:
+            raise InputError(f"{name}.image is missing", f"{name}.image")
+        image = base64_image(entry["image"], f"{name}.image")
+        decode_image(image, f"{name}.image")
+        examples.append(ExampleInput(image, text_field(entry.get("prompt"), f"{name}.prompt", max_chars,
+                                                       required=False)))
+    return tuple(examples)
 
 
 def split_form_list(values: list[str]) -> list[str]:
@@ -166,7 +216,20 @@ def edit_from_form(fields: Mapping[str, list[Any]], max_chars: int) -> EditInput
     return EditInput(text_field(texts["prompt"], "prompt", max_chars),  # type: ignore[arg-type]
                      text_field(texts["target"], "target", max_chars),  # type: ignore[arg-type]
                      image, scope_field(texts["scope"] or None),  # type: ignore[arg-type]
-                     text_list(tags, "tags", max_chars), text_list(rephrases, "rephrases", max_chars))
+                     text_list(tags, "tags", max_chars), text_list(rephrases, "rephrases", max_chars),
+                     _form_examples(fields, "also"), _form_examples(fields, "never"))
+
+
+def _form_examples(fields: Mapping[str, list[Any]], name: str) -> tuple[ExampleInput, ...]:
+    """Repeated ``also``/``never`` files of a form (each takes the edit's prompt)."""
+    values = [v for v in fields.get(name, []) if v not in ("", b"")]
+    if len(values) > MAX_EXAMPLES:
+        raise InputError(f"{name} has {len(values)} examples; the limit is {MAX_EXAMPLES}", name)
+    for i, value in enumerate(values):
+        if not isinstance(value, bytes):
+            raise InputError(f"{name} must be image files (in a form they take the edit's prompt)", f"{name}[{i}]")
+        decode_image(value, f"{name}[{i}]")
+    return tuple(ExampleInput(v) for v in values)
 
 
 def query_from_json(data: Mapping[str, Any], max_chars: int) -> QueryInput:

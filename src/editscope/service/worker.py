@@ -39,6 +39,12 @@ log = logging.getLogger(__name__)
 NEVER_ACKNOWLEDGED = "abandoned: journaled by a server that stopped before acknowledging it"
 
 
+def _upload(path: Path, data: bytes) -> Path:
+    """``data`` written to ``path`` (uploaded bytes are stored unchanged, by their hash)."""
+    path.write_bytes(data)
+    return path
+
+
 class Busy(TimeoutError):
     """The writer or the query replica did not get to a request in time."""
 
@@ -131,7 +137,10 @@ class EditService:
             with tempfile.TemporaryDirectory(prefix="editscope-upload-") as folder:
                 path = Path(folder) / "image"
                 path.write_bytes(edit.image)  # the store keeps the uploaded bytes unchanged
-                request = EditRequest(edit.prompt, edit.target, image=path, scope=edit.scope)  # type: ignore[arg-type]
+                examples = {kind: [(_upload(Path(folder) / f"{kind}-{i}", e.image), e.prompt)
+                                   for i, e in enumerate(getattr(edit, kind))] for kind in ("also", "never")}
+                request = EditRequest(edit.prompt, edit.target, image=path, scope=edit.scope,  # type: ignore[arg-type]
+                                      also=examples["also"], never=examples["never"])
                 record = self.store.submit(request, tags=edit.tags, rephrases=edit.rephrases)
             try:
                 self.ledger.record(key_name, "edit", edit_id=record.id, idempotency_key=idempotency_key,

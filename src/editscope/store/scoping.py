@@ -18,13 +18,18 @@ from editscope.types import EditRequest
 ANSWER_TOKENS = 16  # the greedy answer a never example must keep (as ``query`` gives it)
 
 
+class ExamplesUnsupported(StoreError, ValueError):
+    """A request with scope examples for a store whose editor cannot use them (nothing is
+    journaled)."""
+
+
 def scoped_draft(editor: Editor, request: EditRequest, tags: tuple[str, ...], rephrases: tuple[str, ...],
                  images: ImageStore, directory: Path) -> EditDraft:
     """``draft_for`` with the store's rules (``scope_rules.yaml`` in ``directory``, read now);
     a request with scope examples for an editor that cannot use them is a ``StoreError``.
     Nothing is journaled when this raises."""
     if (request.also or request.never) and not getattr(editor, "uses_examples", False):
-        raise StoreError(f"the store's {editor.name} editor does not take scope examples (also/never); "
+        raise ExamplesUnsupported(f"the store's {editor.name} editor does not take scope examples (also/never); "
                          "only scopememory does: drop them or use a scopememory store")
     return draft_for(request, tags, rephrases, images, config_hash(editor), load_rules(directory))
 
