@@ -242,3 +242,17 @@ def test_an_older_journal_reads_and_gets_the_scoping_column_when_written(store_d
     with open_store(store_dir, load_model=False) as again:
         again.journal.verify()
         assert len(again.journal.events("migrate")) == 1
+
+
+def test_check_reports_a_bad_rules_file_and_a_missing_example_image(store_dir, images):
+    from editscope.store.check import check_store
+
+    with open_store(store_dir) as store:
+        record = store.edit(EditRequest(PROMPT, "a", image=images[0], never=[images[1]]))
+    assert check_store(store_dir).problems == []
+    store_path = store_dir / "images" / record.never[0].image_sha256[:2] / record.never[0].image_sha256
+    store_path.unlink()
+    (store_dir / "scope_rules.yaml").write_text("default: everywhere\n")
+    problems = check_store(store_dir).problems
+    assert {p.file for p in problems} >= {"scope_rules.yaml"}
+    assert any(record.never[0].image_sha256 in p.what and "edit(s) 1" in p.affects for p in problems)

@@ -1,8 +1,9 @@
 """``editscope check``: verifying a store's files, and repairing what can be rebuilt.
 
 ``check_store`` reads, and writes nothing: the manifest (against the copy the journal keeps),
-the journal (every row's integrity check), every image an edit refers to (by its hash), every snapshot file (hash and format) and
-crash debris (``editscope.store.debris``). Each problem names its file and what it affects.
+the journal (every row's integrity check), every image an edit refers to (by its hash; scope
+examples' included), every snapshot file (hash and format), the scoping rules file and crash
+debris (``editscope.store.debris``). Each problem names its file and what it affects.
 
 With ``repair`` the store is opened for writing (its model loaded), which removes the debris
 and marks abandoned pending edits rejected; then each bad or missing snapshot is rebuilt from
@@ -28,6 +29,7 @@ from editscope.store.journal import APPLIED, SQLiteJournal
 from editscope.store.atomic import write_atomically
 from editscope.store.layout import (JOURNAL, MANIFEST, StoreError, WriterLock, check_manifest_copy, manifest_copy,
                                     read_manifest)
+from editscope.store.rules import RULES_FILE, load_rules
 from editscope.store.snapshots import SnapshotError, SnapshotFiles
 
 log = logging.getLogger(__name__)
@@ -93,6 +95,7 @@ def check_store(directory: str | Path, *, repair: bool = False, backend: Backend
                 "; check --repair writes it back from the journal's copy" if copy else
                 " (the journal keeps no copy of it: restore it from a backup)")))
         _check_files(directory, journal, report)
+        _check_rules(directory, report)
     finally:
         journal.close()
     if repair and manifest_error and copy:
@@ -101,6 +104,15 @@ def check_store(directory: str | Path, *, repair: bool = False, backend: Backend
     if repair and not any(p.file in (MANIFEST, JOURNAL) for p in report.unrepaired):
         _repair(directory, report, backend)
     return report
+
+
+def _check_rules(directory: Path, report: CheckReport) -> None:
+    """A scoping rules file that cannot be used is a problem (edits are refused while it is)."""
+    try:
+        load_rules(directory)
+    except StoreError as error:
+        report.problems.append(Problem(RULES_FILE, str(error), "every edit (they are refused until the file is "
+                                       "fixed: edit it, or see `editscope rules`); nothing else"))
 
 
 def _check_files(directory: Path, journal: SQLiteJournal, report: CheckReport) -> None:
