@@ -17,6 +17,13 @@ PLOTTED_METRICS: tuple[tuple[str, str], ...] = (
 )
 
 
+def _label(results: dict[str, Any], name: str) -> str:
+    """An editor's legend label (``scopememory +examples 1`` for a run with scope examples)."""
+    from editscope.evaluation.report import editor_label
+
+    return editor_label(name, results.get("config", {}))
+
+
 def _series(entry: dict[str, Any], block: str, metric: str) -> tuple[list[int], list[float]]:
     xs, ys = [], []
     for n, agg in sorted(entry[block].items(), key=lambda kv: int(kv[0])):
@@ -39,7 +46,7 @@ def plot_metrics(results: dict[str, Any], path: Path) -> Path:
         for i, (name, entry) in enumerate(results["editors"].items()):
             color = colors[i % len(colors)]
             xs, ys = _series(entry, "retention", key)
-            ax.plot(xs, ys, marker="o", color=color, label=name)
+            ax.plot(xs, ys, marker="o", color=color, label=_label(results, name))
             xs, ys = _series(entry, "online", key)
             ax.plot(xs, ys, linestyle="--", color=color, alpha=0.5)
         ax.set_title(label)
@@ -95,8 +102,9 @@ def plot_tradeoff(results: dict[str, Any], path: Path) -> Path:
             continue
         color = colors[i % len(colors)]
         ax.plot([p[0] for p in points], [p[1] for p in points], marker=".", color=color, alpha=0.6)
-        ax.scatter([points[-1][0]], [points[-1][1]], s=80, color=color, label=name, zorder=3)
-        ax.annotate(name, points[-1], textcoords="offset points", xytext=(5, 5), fontsize=9)
+        ax.scatter([points[-1][0]], [points[-1][1]], s=80, color=color, label=_label(results, name), zorder=3)
+        ax.annotate(_label(results, name), points[-1], textcoords="offset points", xytext=(5, 5),
+                    fontsize=9)
     ax.set_xlabel("out-of-scope locality (T-Loc, M-Loc, 1 - near-miss leakage)")
     ax.set_ylabel("in-scope transfer (T-Gen, M-Gen, text-only)")
     ax.set_xlim(-0.05, 1.05)
@@ -110,7 +118,8 @@ def plot_edit_time(results: dict[str, Any], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, entry in results["editors"].items():
         times = [r["edit_time_s"] * 1000 for r in entry["edits"]]
-        ax.plot(range(1, len(times) + 1), times, label=name, linewidth=1, marker="." if len(times) < 50 else None)
+        ax.plot(range(1, len(times) + 1), times, label=_label(results, name), linewidth=1,
+                marker="." if len(times) < 50 else None)
     ax.set_xlabel("edit index")
     ax.set_ylabel("edit wall time (ms)")
     ax.set_yscale("log")
@@ -130,7 +139,7 @@ def plot_forgetting(results: dict[str, Any], path: Path) -> Path:
     for name, table in forgetting_tables(results, last).items():
         labels = labels or [label for label, _, _ in table]
         xs = [i for i, (_, v, _) in enumerate(table) if v is not None]
-        ax.plot(xs, [table[i][1] for i in xs], marker="o", label=name)
+        ax.plot(xs, [table[i][1] for i in xs], marker="o", label=_label(results, name))
     ax.set_xticks(range(len(labels)), labels)
     ax.set_xlabel(f"edits since the fact's latest edit (after {last} edits)")
     ax.set_ylabel("retention Rel")
