@@ -144,3 +144,14 @@ def test_tag_rules_decide_the_scope_and_the_log_shows_it(world_files, store_dir)
     assert len(lines) == 1 and "instance (tag product)" in lines[0]
     audit = cli("audit", "--store", store_dir, "--dry-run")
     assert "scope instance (tag product)" in audit.stdout, audit.output
+
+
+def test_an_inseparable_negative_is_journaled_rejected_with_the_state_unchanged(world_files, store_dir):
+    root, (first, _, _) = world_files["root"], world_files["records"]
+    image = root / first["image"]
+    with EditStore.open(store_dir) as store:
+        before = {k: v.clone() for k, v in store.editor.state_dict().items()}
+        record = store.edit(EditRequest(first["src"], first["alt"], image=image, never=[image]))
+        assert record.status == "rejected" and "never" in record.error, record.error
+        assert same_state(store.editor.state_dict(), before)
+        assert store.applied_ids() == []

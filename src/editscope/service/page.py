@@ -65,7 +65,7 @@ def _query_form() -> str:
 
 
 def _edit_form() -> str:
-    scopes = "".join(f"<option>{s}</option>" for s in SCOPES)
+    scopes = "<option value=''>store rules</option>" + "".join(f"<option>{s}</option>" for s in SCOPES)
     return ("<h2>Edit</h2><form id='edit-form' onsubmit='sendEdit(event)'>"
             "<label>Image <input name='image' type='file' accept='image/*' required></label>"
             "<label>Prompt <input name='prompt' required size='40'></label>"
@@ -92,6 +92,8 @@ def _verdicts(context: Context) -> dict[int, str]:
     verdicts = {i: "holds" for i in payload.get("holding", [])}
     verdicts.update({i: "fails" for i in payload.get("failing", [])})
     verdicts.update({i: "superseded" for i in payload.get("superseded", [])})
+    for i in payload.get("scope_broken", []):
+        verdicts[i] = verdicts.get(i, "") + ", scope broken"
     return verdicts
 
 
@@ -99,6 +101,14 @@ def _gates(result: dict[str, Any] | None) -> str:
     if not result or not result.get("gates"):
         return ""
     return "<br>".join(f"{escape(group)}: g={gate.get('g', 0):.2f}" for group, gate in sorted(result["gates"].items()))
+
+
+def _rule(record: EditRecord) -> str:
+    """What decided the scope, and the scope examples, under the scope."""
+    rule = f"<br><span class=note>{escape(record.scope_rule)}</span>" if record.scope_rule else ""
+    examples = (f"<br><span class=note>also {len(record.also)}, never {len(record.never)}</span>"
+                if record.has_examples else "")
+    return rule + examples
 
 
 def _row(record: EditRecord, verdict: str | None, author: str | None) -> str:
@@ -110,7 +120,7 @@ def _row(record: EditRecord, verdict: str | None, author: str | None) -> str:
             f"<td class='prompt'>{escape(record.prompt)}</td><td class='target'>{escape(record.target)}</td>"
             f"<td class='status status-{record.status}'>{record.status}"
             f"{'<br><span class=note>' + escape(record.error) + '</span>' if record.error else ''}</td>"
-            f"<td>{_gates(record.result)}</td><td>{record.scope}</td><td>{verdict or ''}</td>"
+            f"<td>{_gates(record.result)}</td><td>{record.scope}{_rule(record)}</td><td>{verdict or ''}</td>"
             f"<td>{escape(author or '')}</td><td>{revert}</td></tr>")
 
 

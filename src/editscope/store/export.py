@@ -36,8 +36,11 @@ def export_manifest(
                 "prompt": r.prompt,
                 "target": r.target,
                 "scope": r.scope,
+                "scope_rule": r.scope_rule,
                 "image_sha256": r.image_sha256,
                 "tags": list(r.tags),
+                "also": [e.__dict__ for e in r.also],
+                "never": [e.__dict__ for e in r.never],
             }
             for r in applied
         ],
