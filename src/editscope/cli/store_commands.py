@@ -39,8 +39,8 @@ EDIT_HELP = " ".join(
         "--also IMG[:PROMPT] and --never IMG[:PROMPT] (repeatable; IMG alone takes the edit's prompt) give",
         "examples of the edit's scope: inputs that must follow it, and inputs that must keep their answer",
         '(scopememory only); stream lines take "also" and "never": lists of image paths or',
-        '{"image", "prompt"} objects. An edit that states no --scope gets the store\'s scoping rules\'',
-        "(editscope rules).",
+        '{"image", "prompt"} objects. An edit that states no --scope gets its scope from the store\'s',
+        "scoping rules (editscope rules).",
     ]
 )
 
