@@ -103,6 +103,11 @@ class EditRecord:
         before = (self.result or {}).get("never_before")
         return tuple(before) if isinstance(before, list) else None
 
+    def _befores(self) -> list[str | None]:
+        """``never_before`` lined up with ``never`` (``None`` where there is none)."""
+        before = list(self.never_before or ())
+        return [before[i] if i < len(before) else None for i in range(len(self.never))]
+
     @property
     def has_examples(self) -> bool:
         return bool(self.also or self.never)
@@ -125,8 +130,7 @@ class EditRecord:
             "config_hash": self.config_hash,
             "scope_rule": self.scope_rule,
             "also": [e.__dict__ for e in self.also],
-            "never": [{**e.__dict__, "answer_before": None if self.never_before is None or i >= len(self.never_before)
-                       else self.never_before[i]} for i, e in enumerate(self.never)],
+            "never": [{**e.__dict__, "answer_before": before} for e, before in zip(self.never, self._befores())],
         }
 
 
