@@ -31,7 +31,8 @@ class ScopeMemoryConfig:
     alpha: float = _f(32.0, "branch scaling numerator: s = alpha / (rank_local + rank_shared)")
     slot_rank: int = _f(4, "rank kept of a slot's write per site and branch (its SVD, truncated)")
     lr: float = _f(0.01, "Adam learning rate of a slot's write (a fresh optimiser per phase)")
-    steps: int = _f(20, "most steps of each write phase (shared, then local)")
+    steps: int = _f(20, "most steps of each write phase (shared, then local), per input it trains on "
+                        "(the edit and its also examples)")
     stop_loss: float = _f(0.1, "a phase stops once the target's mean NLL is below this ...")
     stop_margin: float = _f(2.0, "... or once every target token is top-1 by at least this many logits")
     tau: float = _f(0.2, "evidence gate: cosine threshold of the text and image keys")

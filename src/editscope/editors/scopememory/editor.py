@@ -27,6 +27,7 @@ from editscope.core.linalg import site_seed
 from editscope.core.site import EditSite
 from editscope.editors.base import Editor, EditRejected, trainable
 from editscope.editors.baselines.common import output_linear, target_loss
+from editscope.editors.scopememory import examples
 from editscope.editors.scopememory.config import ScopeMemoryConfig
 from editscope.editors.scopememory.router import (NO_SLOT, SlotKeys, Thresholds, common_suffix, raise_thresholds,
                                                   whitening)
@@ -41,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 class ScopeMemory(Editor):
     name = "scopememory"
+    uses_examples = True
 
     def __init__(self, vlm: Any, config: ScopeMemoryConfig | None = None,
                  reference: Sequence[Probe] | None = None) -> None:
@@ -132,26 +134,37 @@ class ScopeMemory(Editor):
         if not isinstance(request, EditRequest):
             raise TypeError(f"edit() takes an EditRequest, got {type(request).__name__}")
         start = time.perf_counter()
-        inputs = self.vlm.encode(request.image, request.prompt, request.target)
-        anchors = [self.vlm.encode(p.image, p.prompt, p.answer) for p in request.anchors]
+        vlm, cfg = self.vlm, self.config
+        inputs = vlm.encode(request.image, request.prompt, request.target)
+        anchors = [vlm.encode(p.image, p.prompt, p.answer) for p in request.anchors]
+        # the writes learn the target and then the end of the answer, so that generation stops
+        answer = vlm.encode(request.image, request.prompt, request.target, end=True)
+        also = [vlm.encode(e.image, e.prompt, request.target, end=True) for e in request.also]
         fact = fact_bytes(request, inputs).to(self.memory.device)
         with torch.no_grad():
-            loss_before = float(target_loss(self.vlm, inputs))
+            loss_before = float(target_loss(vlm, inputs))
         keys = self._keys(inputs)
+        width, device = keys[0].shape[1], self.memory.device
+        also_keys = examples.stack([self._keys(a) for a in also], width, device)
+        never_keys = examples.stack([self._keys(vlm.encode(e.image, e.prompt)) for e in request.never], width, device)
+        beyond = (also_keys[1] @ keys[1][0]) < self.memory.limits.instance  # also examples on other images
+        forced = examples.check_request(request, bool(keys[2][0]), cfg.rank_shared, beyond)
         gates, shared_on = self._gate(self._site_keys(inputs), request, inputs)
+        shared_on = shared_on or forced
+        floors = examples.Floors(cfg.text_threshold, cfg.subject_threshold, self.memory.limits)
+        slot = examples.calibrate(keys, shared_on, also_keys, beyond, self._negatives(anchors, fact), never_keys,
+                                  floors, request)
         self._reset_scratch()
         steps = 0
-        # the writes learn the target and then the end of the answer, so that generation stops
-        answer = self.vlm.encode(request.image, request.prompt, request.target, end=True)
         if shared_on:
-            steps += self._phase(answer, local=False, shared=True)
-        steps += self._phase(answer, local=True, shared=shared_on)
-        row = self._slot_row(keys, fact, shared_on)
-        negatives = self._negatives(anchors, fact)
-        before = self._commit(row, negatives, fact)
+            steps += self._phase([answer, *also], local=False, shared=True)
+        steps += self._phase([answer, *(a for a, b in zip(also, beyond.tolist()) if not b)], local=True,
+                             shared=shared_on)
+        row = self._slot_row(slot, fact)
+        before = self._commit(row, fact, examples.stack([keys, also_keys], width, device))
         try:
             with torch.no_grad():
-                loss_after = float(target_loss(self.vlm, inputs))
+                loss_after = float(target_loss(vlm, inputs))
             if loss_after != loss_after:
                 raise EditRejected("non-finite loss after the edit; the editor state is unchanged")
         except BaseException:
@@ -196,25 +209,30 @@ class ScopeMemory(Editor):
                 site.B_local.zero_()
                 site.B_shared.zero_()
 
-    def _phase(self, inputs: ModelInputs, local: bool, shared: bool) -> int:
-        """Write the scratch slot's local (``local``) or else its shared branch with Adam until the
-        edit is absorbed (``stop_loss`` or ``stop_margin``); the other branch, where enabled,
-        applies as written. Returns the steps taken."""
+    def _phase(self, batch: list[ModelInputs], local: bool, shared: bool) -> int:
+        """Write the scratch slot's local (``local``) or else its shared branch with Adam until
+        every input of ``batch`` has absorbed the edit (``stop_loss`` or ``stop_margin``), in at
+        most ``steps`` per input (one write that fits several inputs takes longer to find); the
+        other branch, where enabled, applies as written. Returns the steps taken."""
         cfg = self.config
         sites = list(self.memory.sites.values())
         params = [s.B_local for s in sites] if local else [s.B_shared for s in sites if s.rank_shared]
         optimiser = torch.optim.Adam(params, lr=cfg.lr)
         taken = 0
         with self.memory.writing(local, shared), trainable(params):
-            for step in range(cfg.steps):
-                loss, margin = self._loss_and_margin(inputs)
-                value = float(loss.detach())
-                if value != value or value in (float("inf"), float("-inf")):
-                    raise EditRejected(f"non-finite loss at step {step + 1}; the editor state is unchanged")
-                if value < cfg.stop_loss or margin >= cfg.stop_margin:
+            for step in range(cfg.steps * len(batch)):
+                losses, done = [], True
+                for inputs in batch:
+                    loss, margin = self._loss_and_margin(inputs)
+                    value = float(loss.detach())
+                    if value != value or value in (float("inf"), float("-inf")):
+                        raise EditRejected(f"non-finite loss at step {step + 1}; the editor state is unchanged")
+                    done = done and (value < cfg.stop_loss or margin >= cfg.stop_margin)
+                    losses.append(loss)
+                if done:
                     break
                 optimiser.zero_grad(set_to_none=True)
-                loss.backward()
+                (torch.stack(losses).sum() / len(losses)).backward()
                 if not all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params):
                     raise EditRejected(f"non-finite gradient at step {step + 1}; the editor state is unchanged")
                 optimiser.step()
@@ -231,20 +249,18 @@ class ScopeMemory(Editor):
         other = predicted.scatter(1, target[:, None], float("-inf")).max(dim=1).values
         return loss, float((chosen - other).min().detach())
 
-    def _slot_row(self, keys: tuple, fact: torch.Tensor, shared_on: bool) -> dict[str, torch.Tensor]:
-        """The new slot's table row: keys, flags, floor thresholds and the truncated writes."""
-        cfg = self.config
-        q, v, has = keys
+    def _slot_row(self, slot: SlotKeys, fact: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The new slot's table row: its calibrated keys and thresholds, and the truncated writes."""
         row: dict[str, torch.Tensor] = {
-            "text": q[0], "image": v[0], "has_image": has[0], "shared": torch.tensor(shared_on),
-            "active": torch.tensor(True), "tau_text": torch.tensor(cfg.text_threshold),
-            "tau_image": torch.tensor(cfg.subject_threshold), "fact": fact,
+            "text": slot.text[0], "image": slot.image[0], "has_image": slot.has_image[0], "shared": slot.shared[0],
+            "active": torch.tensor(True), "tau_text": slot.tau_text[0], "tau_image": slot.tau_image[0],
+            "cap_text": slot.cap_text[0], "cap_image": slot.cap_image[0], "fact": fact,
         }
         for i, site in enumerate(self.memory.sites.values()):
             for branch, change in (("local", site.B_local), ("shared", site.B_shared)):
                 if change.numel() == 0:
                     continue
-                left, right = truncated(change.detach(), cfg.slot_rank)
+                left, right = truncated(change.detach(), self.config.slot_rank)
                 row[f"{i}.{branch}_u"], row[f"{i}.{branch}_v"] = left, right
         if not all(bool(torch.isfinite(t).all()) for t in row.values() if t.is_floating_point()):
             raise EditRejected("the edit produced non-finite values; the editor state is unchanged")
@@ -259,15 +275,11 @@ class ScopeMemory(Editor):
         parts.append((slots["text"][others], slots["image"][others], slots["has_image"][others]))
         return tuple(torch.cat([p[i] for p in parts]) for i in range(3))
 
-    def _commit(self, row: dict[str, torch.Tensor], negatives: tuple, fact: torch.Tensor) -> dict[str, Any]:
-        """Calibrate the new slot and the slots it comes close to, then store it (over the
-        fact's earlier slot where there is one). Returns what :meth:`_undo` needs."""
+    def _commit(self, row: dict[str, torch.Tensor], fact: torch.Tensor, own: tuple) -> dict[str, Any]:
+        """Raise the thresholds of the other slots against the new slot's ``own`` keys (its edit
+        input and ``also`` examples), then store the new slot (over the fact's earlier slot where
+        there is one). Returns what :meth:`_undo` needs."""
         slots, limits = self.memory.slots, self.memory.limits
-        mine = SlotKeys(text=row["text"][None], image=row["image"][None], has_image=row["has_image"][None],
-                        shared=row["shared"][None].to(slots.device), active=torch.ones(1, dtype=torch.bool, device=slots.device),
-                        tau_text=row["tau_text"][None].to(slots.device), tau_image=row["tau_image"][None].to(slots.device))
-        tau_text, tau_image = raise_thresholds(mine, *negatives, limits)
-        row["tau_text"], row["tau_image"] = tau_text[0], tau_image[0]
         same = (slots["fact"] == fact).all(-1).nonzero().flatten()
         index = int(same[0]) if same.numel() else slots.n
         before = {"n": slots.n, "index": index,
@@ -279,8 +291,7 @@ class ScopeMemory(Editor):
             if index < slots.n:
                 others[index] = False
             view.active = others
-            new_text, new_image = raise_thresholds(view, row["text"][None], row["image"][None],
-                                                   row["has_image"][None].to(slots.device), limits)
+            new_text, new_image = raise_thresholds(view, *own, limits)
             slots.set_column("tau_text", torch.where(others, new_text, view.tau_text))
             slots.set_column("tau_image", torch.where(others, new_image, view.tau_image))
         slots.write(index, row)

@@ -91,6 +91,14 @@ class SlotKeys:
     active: torch.Tensor
     tau_text: torch.Tensor
     tau_image: torch.Tensor
+    cap_text: torch.Tensor | None = None  # (N,) calibration never raises a threshold above these
+    cap_image: torch.Tensor | None = None  # (None: the global cap); an ``also`` example sets them
+
+    def caps(self, limits: Thresholds) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each slot's highest allowed ``tau_text`` and ``tau_image`` (N,)."""
+        whole = torch.full_like(self.tau_text, limits.cap)
+        return (whole if self.cap_text is None else torch.minimum(self.cap_text, whole),
+                whole if self.cap_image is None else torch.minimum(self.cap_image, whole))
 
 
 @dataclass(frozen=True)
@@ -144,12 +152,15 @@ def raise_thresholds(slots: SlotKeys, neg_text: torch.Tensor, neg_image: torch.T
 
     A negative that passes is excluded by the threshold it needs the smaller raise of: the
     question threshold to its question similarity plus ``margin``, or, for a slot whose shared
-    write may fire, the image threshold to its image similarity plus ``margin``. Nothing is
-    raised above ``cap``: a negative as close as the edit itself stays (locality is preferred
-    up to the point where the edit would stop matching itself). Returns new ``tau_text`` and
+    write may fire and a negative that does not show the slot's own image, the image threshold
+    to its image similarity plus ``margin``. A raise that would pass a slot's cap (see
+    :meth:`SlotKeys.caps`) is not taken when the other one fits; where neither fits the
+    threshold stops at the cap and the negative stays (locality is preferred up to the point
+    where the edit, or an ``also`` example, would stop matching). Returns new ``tau_text`` and
     ``tau_image`` (N,)."""
     if neg_text.shape[0] == 0 or slots.text.shape[0] == 0:
         return slots.tau_text, slots.tau_image
+    cap_text, cap_image = slots.caps(limits)
     sq = neg_text @ slots.text.T  # (M, N)
     si = neg_image @ slots.image.T
     pair = neg_has_image[:, None] & slots.has_image[None]
@@ -157,11 +168,22 @@ def raise_thresholds(slots: SlotKeys, neg_text: torch.Tensor, neg_image: torch.T
     passing = local | shared
     need_text = sq + limits.margin
     need_image = torch.where(pair, si + limits.margin, torch.full_like(si, 2.0))
-    cost_text = need_text - slots.tau_text[None]
-    cost_image = torch.where(slots.shared[None] & pair, need_image - slots.tau_image[None], torch.full_like(si, 9.0))
-    by_text = passing & ((cost_text <= cost_image) | (need_image > limits.cap))
+    text_fits = need_text <= cap_text[None]
+    image_fits = slots.shared[None] & pair & ~local & (need_image <= cap_image[None])
+    unfit = torch.full_like(sq, 9.0)
+    cost_text = torch.where(text_fits, need_text - slots.tau_text[None], unfit)
+    cost_image = torch.where(image_fits, need_image - slots.tau_image[None], unfit)
+    by_text = passing & (cost_text <= cost_image)
     by_image = passing & ~by_text
     low = torch.full_like(sq, -2.0)
-    raise_text = torch.clamp(torch.where(by_text, need_text, low).max(dim=0).values, max=limits.cap)
-    raise_image = torch.clamp(torch.where(by_image, need_image, low).max(dim=0).values, max=limits.cap)
+    raise_text = torch.minimum(torch.where(by_text, need_text, low).max(dim=0).values, cap_text)
+    raise_image = torch.minimum(torch.where(by_image, need_image, low).max(dim=0).values, cap_image)
     return torch.maximum(slots.tau_text, raise_text), torch.maximum(slots.tau_image, raise_image)
+
+
+def passes(slots: SlotKeys, q: torch.Tensor, v: torch.Tensor, q_has_image: torch.Tensor,
+           limits: Thresholds) -> torch.Tensor:
+    """(B, N): whether input ``b`` passes slot ``n``'s local or shared rule."""
+    pair = q_has_image[:, None] & slots.has_image[None]
+    local, shared = _rules(q @ slots.text.T, v @ slots.image.T, pair, q_has_image, slots, limits)
+    return local | shared

@@ -141,6 +141,7 @@ class SlotMemory:
             "text": ((text_dim,), torch.float32), "image": ((text_dim,), torch.float32),
             "has_image": ((), torch.bool), "shared": ((), torch.bool), "active": ((), torch.bool),
             "tau_text": ((), torch.float32), "tau_image": ((), torch.float32),
+            "cap_text": ((), torch.float32), "cap_image": ((), torch.float32),
             "fact": ((FACT_BYTES,), torch.uint8),
         }
         for i, site in enumerate(sites.values()):
@@ -277,7 +278,8 @@ class SlotMemory:
     def view(self) -> SlotKeys:
         s = self.slots
         return SlotKeys(text=s["text"], image=s["image"], has_image=s["has_image"], shared=s["shared"],
-                        active=s["active"], tau_text=s["tau_text"], tau_image=s["tau_image"])
+                        active=s["active"], tau_text=s["tau_text"], tau_image=s["tau_image"],
+                        cap_text=s["cap_text"], cap_image=s["cap_image"])
 
     def remove(self) -> None:
         for handle in self._handles:

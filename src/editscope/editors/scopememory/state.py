@@ -1,7 +1,8 @@
 """ScopeMemory's state as flat tensors: the slot tables (``scopememory.slots.*``), each site's
 slot writes (``scopememory.site.<path>.*``), the router (``scopememory.router.*``) and the edit
 count. States saved before image whitening existed have no whitening tensors and load with
-centred keys."""
+centred keys; states saved before scope examples existed have no threshold caps and load with
+the global cap."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ PREFIX = "scopememory."
 EDIT_COUNT_KEY = "editor.edits_applied"
 ROUTER_NAMES = ("centre_text", "centre_image", "reference_text", "reference_image", "reference_has_image")
 WHITENING_NAMES = ("whiten_basis", "whiten_scale")  # absent from states saved before image whitening
+CAP_NAMES = ("cap_text", "cap_image")  # absent from states saved before scope examples
 
 
 def _site_names(editor: "ScopeMemory") -> dict[str, str]:
@@ -41,6 +43,9 @@ def load_memory_state(editor: "ScopeMemory", state: dict[str, torch.Tensor]) -> 
     slots = editor.memory.slots
     sites = _site_names(editor)
     names = {(sites[k] if k in sites else f"{PREFIX}slots.{k}"): k for k in slots.shapes}
+    caps = {f"{PREFIX}slots.{k}" for k in CAP_NAMES}
+    if not caps & set(state):
+        names = {key: name for key, name in names.items() if key not in caps}
     expected = set(names) | {f"{PREFIX}router.{k}" for k in ROUTER_NAMES} | {EDIT_COUNT_KEY}
     whitening_keys = {f"{PREFIX}router.{k}" for k in WHITENING_NAMES}
     if whitening_keys <= set(state):
@@ -63,6 +68,9 @@ def load_memory_state(editor: "ScopeMemory", state: dict[str, torch.Tensor]) -> 
         table[name] = state[key]
     device = editor.memory.device
     router = [state[f"{PREFIX}router.{k}"].to(device) for k in ROUTER_NAMES]
+    for name in CAP_NAMES:
+        if name not in table:
+            table[name] = torch.full((n,), editor.memory.limits.cap)
     slots.load(table, n)
     editor.memory.centre_text, editor.memory.centre_image = router[0].float(), router[1].float()
     if whitening_keys <= set(state):
