@@ -10,7 +10,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from editscope.cli.errors import CommandError
@@ -48,6 +48,8 @@ def _error_names_a_field_of(error: str, item: object) -> bool:
 
 @SETTINGS
 @given(item=st.one_of(LINE, JSON))
+@example(item={"prompt": "0", "target": "0"})  # no scope stated
+@example(item={"prompt": "0", "target": "0", "scope": "image"})
 def test_any_json_line_is_a_valid_edit_or_an_error_naming_its_field(item):
     text = json.dumps(item)
     (line,) = list(stream_lines([text.encode("utf-8", "surrogatepass")], Path("/base")))
@@ -58,7 +60,7 @@ def test_any_json_line_is_a_valid_edit_or_an_error_naming_its_field(item):
             list(stream_requests([text], Path("/base")))
         return
     assert isinstance(item, dict) and line.request.prompt == item["prompt"] and line.request.target == item["target"]
-    assert line.request.scope == (item.get("scope") or "auto")
+    assert line.request.scope == (item.get("scope") or None)  # no scope stated: the store's rules decide
     assert all(isinstance(t, str) and t.strip() for t in [*line.tags, *line.rephrases])
     for value in (line.request.prompt, line.request.target, *line.tags, *line.rephrases):
         value.encode("utf-8")  # only valid Unicode gets through
