@@ -42,7 +42,7 @@ def _error_names_a_field_of(error: str, item: object) -> bool:
         return error.split("'")[1] not in item
     if error.startswith("field '"):
         named = error.split("'")[1].split("[")[0]
-        return named in item or any(named == key for key in item)
+        return any(named in (key, repr(key)[1:-1]) for key in item)  # a key is named as repr() shows it
     return False
 
 
@@ -50,6 +50,7 @@ def _error_names_a_field_of(error: str, item: object) -> bool:
 @given(item=st.one_of(LINE, JSON))
 @example(item={"prompt": "0", "target": "0"})  # no scope stated
 @example(item={"prompt": "0", "target": "0", "scope": "image"})
+@example(item={"\ud800": None})  # a key that is not valid Unicode
 def test_any_json_line_is_a_valid_edit_or_an_error_naming_its_field(item):
     text = json.dumps(item)
     (line,) = list(stream_lines([text.encode("utf-8", "surrogatepass")], Path("/base")))
@@ -94,6 +95,7 @@ def _rows(directory: Path) -> list[tuple]:
 
 @SETTINGS
 @given(item=LINE)
+@example(item={"prompt": "0", "target": "0", "also": ["0"]})  # examples the fake editor refuses
 def test_a_stream_line_gives_an_edit_or_a_clear_error_and_never_a_changed_store(store, item):
     (line,) = list(stream_lines([json.dumps(item).encode("utf-8", "surrogatepass")], store.directory))
     if line.error is not None:
@@ -101,8 +103,10 @@ def test_a_stream_line_gives_an_edit_or_a_clear_error_and_never_a_changed_store(
     before = _rows(store.directory)
     try:
         record = store.edit(line.request, tags=line.tags, rephrases=line.rephrases)
-    except StoreError as error:  # an image that is not there: named, nothing written
-        assert "image" in str(error) and _rows(store.directory) == before
+    except StoreError as error:  # an image that is not there, or examples this editor refuses: named, nothing written
+        examples = bool(line.request.also or line.request.never)
+        assert "image" in str(error) or (examples and "scope examples" in str(error)), error
+        assert _rows(store.directory) == before
         return
     assert record.status in ("applied", "rejected") and record.prompt == line.request.prompt
 
