@@ -58,6 +58,18 @@ def test_roles_nest_and_the_status_is_401_or_403(store_dir):
         authenticate(ring, None, key, "reader", False)
 
 
+def test_revoking_the_last_key_closes_the_store_instead_of_opening_it(store_dir):
+    ring = KeyRing(store_dir)
+    _, key = ring.add("only", "admin")
+    KeyRing(store_dir).revoke("only")  # the CLI, while the server runs
+    for header in (None, f"Bearer {key}"):
+        with pytest.raises(AuthError) as caught:
+            authenticate(ring, header, None, "reader", False)
+        assert caught.value.status == 401
+    _, fresh = ring.add("next", "reader")
+    assert authenticate(ring, f"Bearer {fresh}", None, "reader", False).name == "next"
+
+
 def test_the_rate_limiter_counts_per_caller_within_its_window():
     limiter = RateLimiter(3, window_s=0.2)
     assert [limiter.check("a") for _ in range(3)] == [None] * 3

@@ -41,8 +41,9 @@ def bearer_token(header: str | None) -> str | None:
 
 def authenticate(keys: KeyRing, header: str | None, cookie: str | None, needed: str, allow_cookie: bool) -> Principal:
     """The principal of a request that needs role ``needed``: ``401`` without a valid key,
-    ``403`` with a key whose role is weaker."""
-    if not keys.any_active():
+    ``403`` with a key whose role is weaker. Only a store that never had a key is open: revoking
+    its last key closes a running server until a new key is added."""
+    if not keys.any_added():
         return Principal(ANONYMOUS, "admin")
     token = bearer_token(header)
     if token is None and allow_cookie and cookie:

@@ -108,6 +108,11 @@ class KeyRing:
             raise KeyRingError(f"no active key named {name!r}")
         return next(k for k in self.list() if k.name == name and k.revoked_at == now)
 
+    def any_added(self) -> bool:
+        """Whether a key was ever added (revoked ones count: a store that had keys stays closed)."""
+        with self._lock:
+            return self._conn.execute("SELECT 1 FROM api_keys LIMIT 1").fetchone() is not None
+
     def any_active(self) -> bool:
         with self._lock:
             return self._conn.execute("SELECT 1 FROM api_keys WHERE revoked_at IS NULL LIMIT 1").fetchone() is not None
