@@ -6,8 +6,10 @@ service's own pages (OpenAPI, metrics, the web page)."""
 from __future__ import annotations
 
 import base64
+import sqlite3
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
 from editscope.cli.main import app
@@ -158,8 +160,17 @@ def test_admin_operations_record_the_key_and_the_page_shows_the_log(served):
     assert thumb.status == 200 and thumb.body[:8] == b"\x89PNG\r\n\x1a\n"
     anonymous = call(url + "/").body.decode()
     assert "id='log'" not in anonymous and "an API key is needed" in anonymous  # no key, no log
-    metrics = call(url + "/metrics").body.decode()
-    assert "editscope_edits_applied_total" in metrics and "editscope_query_seconds_bucket" in metrics
+    with sqlite3.connect(served["store"] / "service.sqlite") as ledger:
+        writes = ledger.execute("SELECT key_name, action FROM writes WHERE action != 'edit'").fetchall()
+    assert {("root", a) for a in ("snapshot", "audit", "revert", "rollback")} <= set(writes)
+    metrics = {m.name: m for m in text_string_to_metric_families(call(url + "/metrics").body.decode())}
+    applied = call(url + "/v1/edits?status=applied&limit=1", key=admin).body["total"]
+    assert metrics["editscope_edits_applied"].samples[0].value >= 1
+    assert metrics["editscope_edits_queued"].samples[0].value == 0
+    timed = {s.name: s.value for s in metrics["editscope_edit_seconds"].samples}
+    assert timed["editscope_edit_seconds_count"] >= 1 and timed["editscope_edit_seconds_sum"] > 0
+    assert "editscope_query_seconds" in metrics and "editscope_edits_rejected" in metrics
+    assert applied >= 1
     paths = call(url + "/openapi.json").body["paths"]
     assert {"/v1/edits", "/v1/query", "/v1/rollback", "/v1/audit", "/v1/audit/latest"} <= set(paths)
 
@@ -189,3 +200,19 @@ def test_a_second_writer_is_refused_while_cli_log_and_query_read_the_served_stor
     queried = cli("query", "--store", store, "--image", image, "--prompt", edit.prompt)
     assert queried.exit_code == 0, queried.output
     assert queried.output.strip().splitlines()[-1] == served_answer.body["answer"] == edit.target
+
+
+def test_the_log_pages_through_every_edit_once_in_id_order(served):
+    url, key = served["url"], served["keys"]["reader"]
+    whole = call(url + "/v1/edits?limit=1000", key=key).body
+    assert whole["next_offset"] is None and whole["total"] == len(whole["edits"]) >= 2
+    seen, offset = [], 0
+    while offset is not None:
+        page = call(url + f"/v1/edits?limit=1&offset={offset}", key=key).body
+        assert page["total"] == whole["total"] and len(page["edits"]) == 1
+        seen += [r["id"] for r in page["edits"]]
+        offset = page["next_offset"]
+    assert seen == [r["id"] for r in whole["edits"]] == sorted(seen)
+    past = call(url + f"/v1/edits?offset={whole['total']}", key=key).body
+    assert past["edits"] == [] and past["next_offset"] is None
+    assert call(url + "/v1/edits?limit=0", key=key).status == 422
