@@ -5,15 +5,17 @@
 - ``method``: the paper's editor loop and local branch (docs/method.md);
 - ``shared``: the evidence-gated shared branch; ``None`` is M-ORE's single branch;
 - one section per option beyond the paper, each served by a plug-in of
-  ``editscope.editors.scopeedit`` (``stopping``, ``reedit``, ``rehearsal``, ``prior``,
-  ``history``, ``site_rank``); ``None`` means "as in the paper".
+  ``editscope.editors.scopeedit`` (``stopping``, ``reedit``, ``rehearsal``, ``prior``);
+  ``None`` means "as in the paper".
 
 Every field carries its help text (:func:`config_reference` prints the reference). Presets are
 YAML files in ``editscope/presets/`` (one per model family) with the same sections; unknown keys
 are rejected so that a typo never silently falls back to a default. The flat form of earlier
 versions (one mapping of 35 keys, as stores, saved editors and results files written before the
 sections hold it) is migrated when it is read (:meth:`ScopeEditConfig.from_dict`), and
-``config.<flat key>`` still reads a value.
+``config.<flat key>`` still reads a value. The options removed since (``history_fold`` and
+``history_*``, ``site_rank: fill``; see :data:`REMOVED`) still load at the value that meant "as
+in the paper" and are a clear error at any other.
 """
 
 from __future__ import annotations
@@ -28,12 +30,10 @@ from typing import Any, Mapping
 
 import yaml
 
-from editscope.editors.scopeedit.history import HistoryConfig
 from editscope.editors.scopeedit.options import check_choice, check_int, check_number, option, reference_table
 from editscope.editors.scopeedit.prior import PriorConfig
 from editscope.editors.scopeedit.reedit import ReeditConfig
 from editscope.editors.scopeedit.rehearsal import RehearsalConfig
-from editscope.editors.scopeedit.site_rank import SiteRankConfig
 from editscope.editors.scopeedit.stopping import StoppingConfig
 
 BASES = ("orthogonal", "nested")
@@ -96,7 +96,7 @@ class SharedConfig:
 
 SECTIONS: dict[str, type] = {
     "method": MethodConfig, "shared": SharedConfig, "stopping": StoppingConfig, "reedit": ReeditConfig,
-    "rehearsal": RehearsalConfig, "prior": PriorConfig, "history": HistoryConfig, "site_rank": SiteRankConfig,
+    "rehearsal": RehearsalConfig, "prior": PriorConfig,
 }
 
 # -- the flat form (before the sections) ------------------------------------------------------
@@ -107,24 +107,45 @@ FLAT: dict[str, tuple[str, str]] = {
     "stop_loss": ("stopping", "stop_loss"), "eta_growth": ("stopping", "eta_growth"),
     "reedit": ("reedit", "rule"), "reedit_memory": ("reedit", "memory"),
     "reference_weight": ("prior", "weight"), "reference_size": ("prior", "size"),
-    "history_fold": ("history", ""), "history_weight": ("history", "weight"),
-    "history_codes": ("history", "codes"), "history_sites": ("history", "sites"),
-    "site_rank": ("site_rank", ""),
     "rehearse": ("rehearsal", "count"), "rehearse_loss": ("rehearsal", "loss"),
     "rehearse_write": ("rehearsal", "write"), "rehearse_steps": ("rehearsal", "steps"),
 }
 # the flat value that means "section off"
 FLAT_OFF = {"shared": ("rank_shared", 0), "reedit": ("reedit", "protect"), "prior": ("reference_weight", 0.0),
-            "history": ("history_fold", "step"), "site_rank": ("site_rank", "fixed"), "rehearsal": ("rehearse", 0)}
-FLAT_ON = {"history": ("history_fold", "edit"), "site_rank": ("site_rank", "fill")}
+            "rehearsal": ("rehearse", 0)}
 # a valid value of the switch of a section, to check the other values of a section that is off
 SWITCH_ON = {"shared": {"rank_shared": 64}, "reedit": {"rule": "release"}, "prior": {"weight": 1.0},
              "rehearsal": {"count": 1}}
 
 
+# -- options removed since (issue 20): no preset used them and they measured no better on dev
+# key (flat, or a section of the sectioned form) -> (the option, the values that meant "as in
+# the paper"); the flat ones are still written by to_flat (at the first value), so that the flat
+# form and the fingerprint stay what they were
+REMOVED: dict[str, tuple[str, tuple[Any, ...]]] = {
+    "history_fold": ("history_fold", ("step",)), "history_weight": ("history_fold", (1.0,)),
+    "history_codes": ("history_fold", ("mean",)), "history_sites": ("history_fold", ("active",)),
+    "history": ("history_fold", (None,)),
+    "site_rank": ("site_rank", ("fixed", None)),  # a flat key, and a section of the sectioned form
+}
+REMOVED_FLAT = {key: off[0] for key, (_, off) in REMOVED.items() if off[0] is not None}
+
+
+def _without_removed(data: Mapping[str, Any]) -> dict[str, Any]:
+    """``data`` without the keys of removed options; each must hold a value that meant "as in
+    the paper" (anything else is a ValueError naming the removed option)."""
+    for key, value in data.items():
+        if key in REMOVED and not any(value == off and type(value) is not bool for off in REMOVED[key][1]):
+            option = REMOVED[key][0]
+            raise ValueError(f"ScopeEditConfig.{key} = {value!r}: {option} was removed in issue 20 (no preset "
+                             f"used it and it measured no better on dev); its measurement is in "
+                             f"docs/results/tuning.md, its code in git history")
+    return {k: v for k, v in data.items() if k not in REMOVED}
+
+
 def _flat_defaults() -> dict[str, Any]:
     defaults = {(s, f.name): f.default for s, cls in SECTIONS.items() for f in fields(cls)}
-    values = {key: defaults[(section, name)] if name else FLAT_OFF[section][1] for key, (section, name) in FLAT.items()}
+    values = {key: defaults[(section, name)] for key, (section, name) in FLAT.items()}
     values.update(reedit="protect", rehearse=0, reference_weight=0.0)
     return values
 
@@ -134,12 +155,12 @@ def _build(section: str, values: dict[str, Any]) -> Any:
     try:
         return SECTIONS[section](**values)
     except ValueError as err:
-        keys = [k for k, (s, n) in FLAT.items() if s == section and n and f"{section}.{n} " in str(err)]
+        keys = [k for k, (s, n) in FLAT.items() if s == section and f"{section}.{n} " in str(err)]
         raise ValueError(f"{err} (flat key {keys[0]})" if keys else str(err)) from err
 
 
 def _is_section(key: str, value: Any) -> bool:
-    # "reedit" and "site_rank" are flat keys too: a string there is the flat form
+    # "reedit" is a flat key too: a string there is the flat form
     return key in SECTIONS and not isinstance(value, str)
 
 
@@ -155,8 +176,6 @@ class ScopeEditConfig:
     reedit: ReeditConfig | None = field(default=None, metadata={"help": "re-edit rule (None: 'protect')"})
     rehearsal: RehearsalConfig | None = field(default=None, metadata={"help": "rehearsal of earlier facts"})
     prior: PriorConfig | None = field(default=None, metadata={"help": "reference prior"})
-    history: HistoryConfig | None = field(default=None, metadata={"help": "fold an edit once (None: every step)"})
-    site_rank: SiteRankConfig | None = field(default=None, metadata={"help": "filled site ranks (None: rank_local)"})
 
     def __post_init__(self) -> None:
         for name, cls in SECTIONS.items():
@@ -180,6 +199,9 @@ class ScopeEditConfig:
 
     def __getattr__(self, name: str) -> Any:
         """``config.<flat key>``: the value in the flat form of earlier versions (read only)."""
+        if name in REMOVED_FLAT:
+            raise AttributeError(f"ScopeEditConfig.{name}: {REMOVED[name][0]} was removed in issue 20 (its "
+                                 "measurement is in docs/results/tuning.md)")
         if name.startswith("_") or name not in FLAT:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
         return self.to_flat()[name]
@@ -192,18 +214,19 @@ class ScopeEditConfig:
 
     def to_flat(self) -> dict[str, Any]:
         """The configuration in the flat form of earlier versions (every key, defaults where a
-        section is off)."""
-        values = _flat_defaults()
+        section is off, the removed options at the value that meant "as in the paper")."""
+        values = {**_flat_defaults(), **REMOVED_FLAT}
         for key, (section, name) in FLAT.items():
             value = getattr(self, section)
             if value is not None:
-                values[key] = getattr(value, name) if name else FLAT_ON[section][1]
+                values[key] = getattr(value, name)
         values.update({key: off for section, (key, off) in FLAT_OFF.items() if getattr(self, section) is None})
         return values
 
     def replace(self, **changes: Any) -> "ScopeEditConfig":
         """A copy with sections (``stopping=StoppingConfig(...)`` or plain data) or flat keys
         (``stop_loss=0.1``) changed."""
+        changes = _without_removed(changes)
         sections = {k: v for k, v in changes.items() if _is_section(k, v)}
         flat = {k: v for k, v in changes.items() if k not in sections}
         unknown = sorted(set(flat) - set(FLAT))
@@ -222,17 +245,10 @@ class ScopeEditConfig:
     @classmethod
     def from_flat(cls, data: Mapping[str, Any]) -> "ScopeEditConfig":
         """The configuration of a flat mapping (missing keys: defaults)."""
-        values = {**_flat_defaults(), **data}
+        values = {**_flat_defaults(), **_without_removed(data)}
         parts: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
         for key, (section, name) in FLAT.items():
-            if name:
-                parts[section][name] = values[key]
-        for section, (key, off) in FLAT_OFF.items():
-            choices = (off, FLAT_ON[section][1]) if section in FLAT_ON else None
-            if choices and values[key] not in choices:
-                raise ValueError(f"ScopeEditConfig.{key} must be one of {choices}, got {values[key]!r}")
-        if values["history_fold"] == "step" and (values["history_codes"] != "mean" or values["history_sites"] != "active"):
-            raise ValueError("ScopeEditConfig.history_codes and history_sites need history_fold: edit")
+            parts[section][name] = values[key]
         off = {section for section, (key, value) in FLAT_OFF.items() if values[key] == value}
         if values["stop_loss"] == 0 and values["eta_growth"] == 1:
             off.add("stopping")
@@ -244,6 +260,7 @@ class ScopeEditConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> "ScopeEditConfig":
         """The configuration of plain data: sections (``{"method": {...}, "shared": None}``), the
         flat form of earlier versions, or both (flat keys change the sections)."""
+        data = _without_removed(data)
         sections = {k: v for k, v in data.items() if _is_section(k, v)}
         flat = {k: v for k, v in data.items() if k not in sections}
         unknown = sorted(set(flat) - set(FLAT))

@@ -15,11 +15,9 @@ import yaml
 
 from editscope.config import SECTIONS, MethodConfig, ScopeEditConfig, SharedConfig, config_reference, load_preset
 from editscope.editors.registry import make_config, reference_size
-from editscope.editors.scopeedit.history import HistoryConfig
 from editscope.editors.scopeedit.prior import PriorConfig
 from editscope.editors.scopeedit.reedit import ReeditConfig
 from editscope.editors.scopeedit.rehearsal import RehearsalConfig
-from editscope.editors.scopeedit.site_rank import SiteRankConfig
 from editscope.editors.scopeedit.stopping import StoppingConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,7 +56,6 @@ def every_section_on() -> ScopeEditConfig:
         method=MethodConfig(rank_local=8), shared=SharedConfig(rank_shared=4),
         stopping=StoppingConfig(stop_loss=0.2, eta_growth=1.5), reedit=ReeditConfig(rule="replace", memory=9),
         rehearsal=RehearsalConfig(count=2, loss=0.5, write="topup", steps=3), prior=PriorConfig(weight=7.0, size=3),
-        history=HistoryConfig(weight=4.0, codes="target", sites="all"), site_rank=SiteRankConfig(),
     )
 
 
@@ -80,7 +77,7 @@ def test_the_old_flat_builtin_preset_is_the_sectioned_one() -> None:
     assert shipped.reedit == ReeditConfig(rule="replace")
     assert shipped.rehearsal == RehearsalConfig(count=1, write="topup", steps=5)
     assert shipped.prior == PriorConfig(weight=100000.0, size=256)
-    assert shipped.history is None and shipped.site_rank is None
+    assert not hasattr(shipped, "history") and "site_rank" not in shipped.to_dict()  # removed options
     assert shipped.to_flat() == {**ScopeEditConfig().to_flat(), **yaml.safe_load(BUILTIN_FLAT)}
 
 
@@ -133,8 +130,6 @@ def test_flat_keys_change_sections_and_read_back() -> None:
     (lambda: RehearsalConfig(write="append"), "rehearsal.write"),
     (lambda: PriorConfig(weight=0.0), "prior.weight"),
     (lambda: PriorConfig(size=0), "prior.size"),
-    (lambda: HistoryConfig(codes="some"), "history.codes"),
-    (lambda: HistoryConfig(weight=0.0), "history.weight"),
     (lambda: SharedConfig(rank_shared=0), "shared.rank_shared"),
     (lambda: MethodConfig(basis="pca"), "method.basis"),
     (lambda: ScopeEditConfig(rehearsal=RehearsalConfig()), "rehearsal needs"),
@@ -179,6 +174,45 @@ def test_presets_use_the_sections_and_hold_no_tuning_history() -> None:
         text = entry.read_text()
         assert set(yaml.safe_load(text)) <= set(SECTIONS), entry.name
         assert "round" not in text.lower(), entry.name  # tuning history lives in docs/results/tuning.md
+
+
+REMOVED_AT_THE_PAPER = {"history_fold": "step", "history_weight": 1.0, "history_codes": "mean",
+                        "history_sites": "active", "site_rank": "fixed"}
+
+
+def test_removed_options_load_at_the_paper_value_and_are_written_back_in_the_flat_form() -> None:
+    builtin = load_preset("builtin")
+    assert ScopeEditConfig.from_dict({**builtin.to_flat(), **REMOVED_AT_THE_PAPER}) == builtin
+    assert ScopeEditConfig.from_flat({**builtin.to_flat(), **REMOVED_AT_THE_PAPER}) == builtin
+    assert builtin.replace(history_fold="step", site_rank="fixed") == builtin
+    # the sectioned form written before the removal had the two sections, off
+    assert ScopeEditConfig.from_dict({**builtin.to_dict(), "history": None, "site_rank": None}) == builtin
+    assert {k: builtin.to_flat()[k] for k in REMOVED_AT_THE_PAPER} == REMOVED_AT_THE_PAPER
+    assert "history" not in builtin.to_dict() and "site_rank" not in config_reference()
+
+
+@pytest.mark.parametrize("data, option", [
+    ({"history_fold": "edit"}, "history_fold"),
+    ({"history_weight": 20.0}, "history_fold"),
+    ({"history_codes": "target"}, "history_fold"),
+    ({"history_sites": "all"}, "history_fold"),
+    ({"history": {"weight": 4.0}}, "history_fold"),
+    ({"history": {}}, "history_fold"),
+    ({"site_rank": "fill"}, "site_rank"),
+    ({"site_rank": {}}, "site_rank"),
+])
+def test_removed_options_at_any_other_value_are_an_error_naming_them(data, option) -> None:
+    match = rf"{option} was removed in issue 20 .*docs/results/tuning\.md"
+    with pytest.raises(ValueError, match=match):
+        ScopeEditConfig.from_dict(data)
+    with pytest.raises(ValueError, match=match):
+        ScopeEditConfig.from_dict({**load_preset("builtin").to_dict(), **data})
+    flat = {k: v for k, v in data.items() if not isinstance(v, dict)}
+    if flat:
+        with pytest.raises(ValueError, match=match):
+            ScopeEditConfig.from_flat(flat)
+        with pytest.raises(ValueError, match=match):
+            ScopeEditConfig().replace(**flat)
 
 
 def test_the_configuration_reference_is_generated_from_every_field() -> None:

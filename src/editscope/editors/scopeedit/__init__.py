@@ -1,6 +1,6 @@
 """ScopeEdit and M-ORE: the paper's editor loop (``core``) and the options beyond the paper as
-plug-ins, one module each (``stopping``, ``reedit``, ``rehearsal``, ``prior``, ``history``,
-``site_rank``), each with its own frozen sub-config, its own state and the hooks of ``plugin``.
+plug-ins, one module each (``stopping``, ``reedit``, ``rehearsal``, ``prior``), each with its
+own frozen sub-config, its own state and the hooks of ``plugin``.
 
 The editors are imported lazily here, so that ``editscope.config`` can import the sub-configs
 of the plug-in modules without importing the editor loop (which imports the config)."""

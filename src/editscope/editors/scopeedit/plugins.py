@@ -4,21 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from editscope.editors.scopeedit.history import History
 from editscope.editors.scopeedit.plugin import Hooks, Plugin
 from editscope.editors.scopeedit.prior import Prior
 from editscope.editors.scopeedit.reedit import Reedit
 from editscope.editors.scopeedit.rehearsal import Rehearsal
-from editscope.editors.scopeedit.site_rank import SiteRank
 from editscope.editors.scopeedit.stopping import Stopping
 
 # section name -> plug-in, in the order their hooks run (the re-edit rule names the fact before
 # rehearsal queues it)
 PLUGINS: dict[str, type[Plugin]] = {
-    "site_rank": SiteRank,
     "prior": Prior,
     "stopping": Stopping,
-    "history": History,
     "reedit": Reedit,
     "rehearsal": Rehearsal,
 }
