@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from editscope.types import EditRequest, EditResult, ImageInput, Probe, Score
+from editscope.types import EditRequest, EditResult, ImageInput, ModelInputs, Probe, Score
 
 if TYPE_CHECKING:
     from editscope.models.vlm import VisionLanguageModel
@@ -98,6 +99,14 @@ class Editor(abc.ABC):
         self.merge().save_pretrained(directory)
         processor.save_pretrained(directory)
         return Path(directory)
+
+
+def target_loss(vlm: Any, inputs: ModelInputs) -> torch.Tensor:
+    """The target loss every editor writes against: the mean negative log-likelihood of the
+    target tokens (teacher-forced), a 0-d float32 tensor."""
+    logits = vlm.forward(inputs)[0]
+    positions = inputs.target_positions.to(logits.device)
+    return F.cross_entropy(logits.index_select(0, positions).float(), inputs.target_ids.to(logits.device))
 
 
 @contextmanager

@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from editscope.editors.base import Editor, EditRejected
+from editscope.editors.base import Editor, EditRejected, target_loss
 from editscope.evaluation import metrics as M
 from editscope.evaluation.data import EditCase
 from editscope.evaluation.stream import latest_per_fact
@@ -221,10 +221,7 @@ def measure_fwd_bwd(vlm: Any, stream: Sequence[EditCase], n: int = 5) -> float |
             _sync(device)
             start = time.perf_counter()
             with torch.enable_grad():
-                logits = vlm.forward(inputs)[0]
-                loss = torch.nn.functional.cross_entropy(
-                    logits[inputs.target_positions.long()].float(), inputs.target_ids.to(logits.device).long())
-                loss.backward()
+                target_loss(vlm, inputs).backward()
             _sync(device)
             times.append(time.perf_counter() - start)
             for w in weights:

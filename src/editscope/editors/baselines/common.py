@@ -1,5 +1,6 @@
-"""Pieces shared by the baseline editors: config validation, the target loss, swapping a
-wrapper module in for a linear layer, choosing a decoder layer, and all-or-nothing edits."""
+"""Pieces shared by the baseline editors: config validation, swapping a wrapper module in for
+a linear layer, choosing a decoder layer, and all-or-nothing edits (the target loss is
+``editscope.editors.base.target_loss``, importable from here too)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,9 @@ import time
 from typing import Any, Callable, Mapping, TypeVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from editscope.editors.base import EditRejected, trainable
+from editscope.editors.base import EditRejected, target_loss, trainable  # target_loss: importable from here too
 from editscope.types import EditResult, ModelInputs
 
 C = TypeVar("C")
@@ -34,13 +34,6 @@ def check_positive(obj: Any, *names: str, allow_zero: bool = False) -> None:
         if not ok:
             bound = ">= 0" if allow_zero else "> 0"
             raise ValueError(f"{type(obj).__name__}.{name} must be a number {bound}, got {value!r}")
-
-
-def target_loss(vlm: Any, inputs: ModelInputs) -> torch.Tensor:
-    """Mean negative log-likelihood of the target tokens (teacher-forced), a 0-d float32 tensor."""
-    logits = vlm.forward(inputs)[0]
-    positions = inputs.target_positions.to(logits.device)
-    return F.cross_entropy(logits.index_select(0, positions).float(), inputs.target_ids.to(logits.device))
 
 
 def decoder_layer_group(vlm: Any, layer: int) -> tuple[str, list[str]]:

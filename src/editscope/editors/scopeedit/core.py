@@ -14,7 +14,6 @@ import time
 from typing import Any, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from editscope.config import ScopeEditConfig
@@ -22,7 +21,7 @@ from editscope.core.capture import Capture, Positions, capture_codes
 from editscope.core.linalg import site_seed
 from editscope.core.site import EditSite
 from editscope.core.update import fold_code, local_update, shared_update
-from editscope.editors.base import Editor, EditRejected, trainable
+from editscope.editors.base import Editor, EditRejected, target_loss, trainable
 from editscope.editors.scopeedit import prior
 from editscope.editors.scopeedit.lifecycle import Lifecycle
 from editscope.editors.scopeedit.plugin import Hooks, Write
@@ -218,9 +217,7 @@ class RecursiveEditor(Lifecycle, Editor):
         return Positions(target=inputs.target_positions, image=inputs.image_positions)
 
     def _loss(self, inputs: ModelInputs) -> torch.Tensor:
-        logits = self.vlm.forward(inputs)[0]
-        predicted = logits.index_select(0, inputs.target_positions.to(logits.device)).float()
-        return F.cross_entropy(predicted, inputs.target_ids.to(logits.device))
+        return target_loss(self.vlm, inputs)
 
     def _trainable(self):
         """Gradients on every non-empty ``B`` for the duration of the block."""
