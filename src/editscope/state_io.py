@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
+
+from editscope.atomic import write_atomically
 
 STATE_FILE = "editor_state.safetensors"
 CONFIG_FILE = "editor_config.json"
@@ -22,10 +24,9 @@ def save_editor(editor: Any, directory: str | Path) -> Path:
     state = {k: v.detach().cpu().contiguous() for k, v in editor.state_dict().items()}
     info = dict(editor.config_dict())
     info["model_class"] = type(editor.vlm.model).__name__
-    tmp = directory / (STATE_FILE + ".tmp")
-    save_file(state, str(tmp), metadata={"editor": str(info.get("editor", ""))})
-    tmp.replace(directory / STATE_FILE)
-    (directory / CONFIG_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    # each file whole or not at all (a temporary file, an fsync and a rename)
+    write_atomically(directory / STATE_FILE, save(state, metadata={"editor": str(info.get("editor", ""))}))
+    write_atomically(directory / CONFIG_FILE, json.dumps(info, indent=2, sort_keys=True) + "\n")
     return directory
 
 

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from editscope.editors.base import Editor
-from editscope.store.atomic import write_atomically  # noqa: F401  (re-exported: store.layout imports it from here)
 from editscope.store.journal import EditRecord, utc_now
 
 

@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import IO, Any
 
-from editscope.store.export import write_atomically
+from editscope.store.atomic import write_atomically
 
 STORE_FORMAT = "editscope-store/1"
 MANIFEST = "store.json"
