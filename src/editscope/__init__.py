@@ -4,8 +4,8 @@ Typical use::
 
     import editscope
     vlm = editscope.load("builtin")                     # or a local llava-hf checkpoint path
-    config = editscope.load_preset("builtin")           # holds a reference prior (reference_weight)
-    reference = editscope.load_reference("world", "builtin", config.reference_size)
+    config = editscope.load_preset("builtin")           # holds a reference prior (prior.weight)
+    reference = editscope.load_reference("world", "builtin", config.prior.size)
     editor = editscope.ScopeEdit(vlm, config, reference=reference)
     editor.edit(editscope.EditRequest(image="cat.png", prompt="What is this?", target="a lynx"))
     editor.answer("cat.png", "What is this?")

@@ -121,7 +121,7 @@ def test_reference_at_construction_and_the_warning_without_one(vlm) -> None:
     later.fold_reference(REFERENCE, 10.0)
     assert all(torch.equal(p_built[p], s.P_local) for p, s in later.sites.items())
     later.remove()
-    with pytest.raises(ValueError, match="reference_weight is 0"):
+    with pytest.raises(ValueError, match=r"no prior section \(prior: null\)"):
         MORE(vlm, load_preset("tiny"), reference=REFERENCE)
     bare = MORE(vlm, cfg)
     with pytest.warns(UserWarning, match="no reference set was folded"):

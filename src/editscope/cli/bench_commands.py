@@ -62,7 +62,8 @@ def bench(
                                        "editors that use examples (scopememory) may run with N > 0"),
     device: Optional[str] = typer.Option(None, "--device", help="e.g. cpu or cuda (default: where the model loads)"),
     reference: Optional[str] = typer.Option(None, "--reference",
-                                            help="reference set of editors with reference_weight > 0: 'world' "
+                                            help="reference set of editors with a reference prior (ScopeEdit's prior section, ScopeMemory's "
+                                            "reference_size > 0): 'world' "
                                             "(a world model's training distribution, the default) or a JSON "
                                             "list of prompt/answer/image objects"),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (1 is fastest for "

@@ -31,7 +31,7 @@ def _world_dir(model: str | Path) -> Path:
     if not (directory / WORLD_FILE).is_file():
         raise ReferenceSetError(
             f"the model {str(model)!r} was not trained on a world (no {WORLD_FILE}): an editor that takes a "
-            "reference set (ScopeMemory's reference_size > 0, ScopeEdit's reference_weight > 0) needs a "
+            "reference set (ScopeMemory's reference_size > 0, ScopeEdit with a prior section, prior.weight) needs a "
             "reference file for it (a JSON list of prompt/answer/image objects: `editscope init --reference "
             "FILE`, `bench --reference FILE`), or a preset without one"
         )

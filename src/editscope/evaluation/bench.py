@@ -260,7 +260,7 @@ def run_bench(spec: BenchSpec, command: str, vlm: Any = None, progress: bool = T
     references = {size: load_reference(spec.reference, spec.model, size) for size in set(sizes.values()) if size}
     if spec.reference is not None and not references:
         echo(f"note: --reference {spec.reference} is unused: no editor in this run takes a reference set "
-             "(a reference prior, reference_weight > 0, or ScopeMemory's reference_size > 0)")
+             "(a reference prior, ScopeEdit's prior section, or ScopeMemory's reference_size > 0)")
 
     def build(v: Any, name: str) -> Any:
         return build_editor(editor_kind(name), v, configs[name], reference=references.get(sizes[name]),

@@ -46,8 +46,8 @@ class Prior(Plugin):
         editor = self.editor
         if not editor.prior_in_p and editor.edits_applied == 0:
             warnings.warn(
-                f"reference_weight is {self.config.weight} but no reference set was folded: "
-                "call fold_reference(probes, config.reference_weight) before the first edit "
+                f"prior.weight is {self.config.weight} but no reference set was folded: "
+                "call fold_reference(probes, config.prior.weight) before the first edit "
                 "(the bench and the store do it themselves)", stacklevel=4,
             )
 
@@ -55,7 +55,7 @@ class Prior(Plugin):
 def reference_weight(config: Any) -> float:
     """The weight to fold a reference set given at construction with (an error without a prior)."""
     if config.prior is None:
-        raise ValueError("a reference set was given but the configuration's reference_weight is 0 (no prior)")
+        raise ValueError("a reference set was given but the configuration has no prior section (prior: null)")
     return config.prior.weight
 
 
