@@ -13,7 +13,7 @@ Typical use::
 
 from editscope.config import ScopeEditConfig, load_preset, preset_names
 from editscope.editors.base import Editor, EditRejected
-from editscope.editors.recursive import MORE, ScopeEdit
+from editscope.editors.scopeedit import MORE, ScopeEdit
 from editscope.editors.reference import load_reference
 from editscope.models import (
     ArchitectureSpec,

@@ -30,6 +30,15 @@ def test_the_core_module_reads_no_option() -> None:
     assert len(source.splitlines()) < 400
 
 
+def test_the_package_imports_the_editors_not_their_compatibility_module() -> None:
+    # editscope.editors.recursive is kept for outside users only
+    src = Path(core.__file__).resolve().parents[3]
+    users = [str(p.relative_to(src)) for p in src.rglob("*.py")
+             if re.search(r"editscope\.editors\.recursive\b|from editscope\.editors import recursive\b", p.read_text())
+             and p.name != "recursive.py"]
+    assert users == []
+
+
 def test_installed_options_follow_the_configuration(vlm) -> None:
     editor = ScopeEdit(vlm, load_preset("tiny"))
     assert editor.options == {} and not any("/" in k for k in editor.state_dict())

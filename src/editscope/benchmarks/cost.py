@@ -16,7 +16,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from editscope.config import ScopeEditConfig, load_preset
-from editscope.editors.recursive import RecursiveEditor
+from editscope.editors.scopeedit import RecursiveEditor
 from editscope.editors.registry import EDITORS as REGISTRY
 from editscope.editors.registry import build_editor
 from editscope.types import EditRequest

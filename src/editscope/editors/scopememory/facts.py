@@ -6,7 +6,7 @@ import hashlib
 
 import torch
 
-from editscope.editors.recursive import fact_key
+from editscope.editors.scopeedit.writes import fact_key
 from editscope.types import EditRequest, ModelInputs
 
 
