@@ -151,3 +151,27 @@ def test_init_rejects_unknown_presets_and_editors(tmp_path):
         EditStore.init(tmp_path / "a", "builtin", "no-such-preset", editor="scopememory")
     with pytest.raises(StoreError, match="unknown store editor"):
         EditStore.init(tmp_path / "b", "builtin", editor="grace")
+
+
+def test_a_missing_initial_snapshot_is_rebuilt_on_the_base_model_loaded_again(facts, tmp_path):
+    """No usable snapshot: the open model carries ScopeMemory's slot sites, so the initial state
+    (reference set and router centres included) is rebuilt on the base model loaded again."""
+    from editscope.store.check import check_store
+
+    directory = tmp_path / "store"
+    with EditStore.init(directory, "builtin", editor="scopememory", snapshot_every=10) as store:
+        base = logits_on(store, facts)
+        for request in facts[:2]:
+            assert store.edit(request).status == "applied"
+        edited = logits_on(store, facts)
+        (initial,) = store.snapshots()
+    assert not torch.equal(edited, base)
+    (directory / "snapshots" / initial.file).unlink()
+    with EditStore.open(directory) as store:
+        assert torch.equal(logits_on(store, facts), edited)
+        assert store.rollback(to="initial").from_snapshot == "initial (rebuilt)"
+        assert torch.equal(logits_on(store, facts), base)
+    report = check_store(directory, repair=True)
+    assert [p.repaired for p in report.problems] == [
+        "rebuilt from initial (rebuilt) plus replay (bit-exact: SHA-256 as recorded)"], report.to_dict()
+    assert check_store(directory).problems == []

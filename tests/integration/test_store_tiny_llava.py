@@ -171,3 +171,27 @@ def test_a_reference_prior_needs_a_world_model(world, tmp_path):
     with pytest.raises(StoreError, match="not trained on a world"):
         EditStore.init(tmp_path / "store", world["base"], str(preset), editor="scopeedit")
     assert not (tmp_path / "store").exists()
+
+
+def test_a_missing_initial_snapshot_is_rebuilt_on_a_real_editor(world, tmp_path):
+    """No usable snapshot at all: the initial state is rebuilt on the base model loaded again
+    (the open model carries the editor's modules, which a second editor cannot wrap)."""
+    from editscope.store.check import check_store
+
+    directory = tmp_path / "store"
+    with new_store(world, directory, snapshot_every=10) as store:
+        base = probe_logits(store.editor, world["images"])
+        for i in range(2):
+            assert store.edit(request(world, i)).status == "applied"
+        edited = probe_logits(store.editor, world["images"])
+        initial = store.journal.get_snapshot("initial")
+    assert not torch.equal(edited, base)
+    (directory / "snapshots" / initial.file).unlink()
+    with EditStore.open(directory) as store:
+        assert torch.equal(probe_logits(store.editor, world["images"]), edited)
+        change = store.rollback(to="initial")
+        assert change.from_snapshot == "initial (rebuilt)"
+        assert torch.equal(probe_logits(store.editor, world["images"]), base)
+    report = check_store(directory, repair=True)
+    assert [p.repaired for p in report.problems] == ["rebuilt from initial (rebuilt) plus replay (bit-exact: SHA-256 as recorded)"], report.to_dict()
+    assert check_store(directory).problems == []

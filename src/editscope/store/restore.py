@@ -37,8 +37,15 @@ class StateRestore:
     def _load_editor(self, backend: Backend, model_source: str | Path | None, device: str | None) -> None:
         recorded = self.manifest["base_model"]
         source = normalise_source(model_source) if model_source is not None else recorded["source"]
+        self._backend, self._source, self._device = backend, source, device or self.manifest.get("device")
+        self._vlm = self._load_base_model()
+        self._editor = self._fresh_editor(prepared=False)
+
+    def _load_base_model(self) -> Any:
+        """The store's base model from its source, checked against the recorded fingerprint."""
+        recorded, source = self.manifest["base_model"], self._source
         try:
-            vlm = backend.load_model(source, device or self.manifest.get("device"))
+            vlm = self._backend.load_model(source, self._device)
         except (OSError, ValueError) as error:
             raise StoreError(f"cannot load the base model of store {self.directory} from {source!r}: {error}") from error
         fingerprint = weights_fingerprint(vlm.model)
@@ -48,9 +55,7 @@ class StateRestore:
                 f"fingerprint {fingerprint}, the store was created on {recorded['source']!r} with "
                 f"{recorded['fingerprint']}"
             )
-        self._backend, self._source = backend, source
-        self._vlm = vlm
-        self._editor = self._fresh_editor(prepared=False)
+        return vlm
 
     def _fresh_editor(self, *, prepared: bool) -> Editor:
         """A new editor on the loaded model; ``prepared``: given its reference set as ``init``
@@ -107,6 +112,9 @@ class StateRestore:
                             "; a slot revert's snapshot was among them, so the state is the replay without "
                             "the recalibration that revert did")
             return snapshot
+        # the loaded model carries the current editor's modules (and an editor such as FT
+        # writes into the weights): the initial state is rebuilt on the base model, loaded again
+        self._vlm = self._load_base_model()
         self._editor = self._fresh_editor(prepared=True)
         log.warning("store %s: no snapshot file is usable (%s); state rebuilt from the initial state plus replay "
                     "(run `editscope check --repair`)", self.directory, ", ".join(map(repr, bad)))

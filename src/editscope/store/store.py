@@ -78,6 +78,7 @@ class EditStore(StateRestore, StateChanges):
         self.read_only = False
         self._backend: Backend | None = None
         self._source: str | None = None
+        self._device: str | None = None
 
     # -- creating and opening ----------------------------------------------------------------
     @classmethod
@@ -135,7 +136,7 @@ class EditStore(StateRestore, StateChanges):
             store._lock.acquire()
             store.journal.add_event("manifest", {"sha256": hashlib.sha256(text.encode()).hexdigest(), "text": text})
             store._vlm, store._editor = vlm, built
-            store._backend, store._source = backend, source
+            store._backend, store._source, store._device = backend, source, device
             store._write_snapshot("initial", "initial", ())
         except BaseException:
             if created:
