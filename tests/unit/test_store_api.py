@@ -356,3 +356,15 @@ def test_a_rollback_that_cannot_be_journaled_changes_nothing(store_dir, images, 
             store.revert(2)
         assert fingerprint_of(store_dir) == before
         assert torch.equal(probe_logits(store, images), logits)
+
+
+@pytest.mark.parametrize("text", ["\udcff", "", "  "])
+def test_a_query_prompt_or_tag_filter_that_is_not_text_is_an_error_naming_it(store_dir, images, text):
+    """An undecodable byte on the command line arrives as a lone surrogate (U+DCFF): a clear
+    error naming the prompt or the tag, not the tokenizer's TypeError."""
+    with open_store(store_dir) as store:
+        store.edit(request(images, 0))
+        with pytest.raises(StoreError, match="the query's prompt"):
+            store.query(images[0], text)
+        with pytest.raises(StoreError, match="the tag to filter by"):
+            store.log(tag=text)

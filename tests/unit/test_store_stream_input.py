@@ -24,13 +24,17 @@ class FakeStore:
     def __init__(self) -> None:
         self.edits: list[tuple] = []
         # every edit holds: its one target token is the top-1 prediction
-        self.editor = SimpleNamespace(score=lambda image, prompt, target: Score((1,), (-0.01,), (1,)))
+        self.editor = SimpleNamespace(score=lambda image, prompt, target: Score((1,), (-0.01,), (1,)),
+                                      answer=lambda image, prompt, max_new_tokens: self.answered)
         self.images = None
+        self.answered = ""
 
     def edit(self, request, tags=(), rephrases=(), require_absorbed=False):
         if request.target == "STORE ERROR":
             raise StoreError(f"image file not found: {request.prompt}")
         self.edits.append((request, tuple(tags), tuple(rephrases)))
+        # a query of the edit's input answers the target, and more after one whose prompt says so
+        self.answered = request.target + ("35 Kreshami" if request.prompt == "runs on ?" else "")
         return SimpleNamespace(
             status="applied", id=len(self.edits), prompt=request.prompt, target=request.target, error=None,
             image_sha256=None, result={"loss_before": 3.0, "loss_after": 0.01, "steps": 5},
@@ -182,3 +186,27 @@ def test_a_stream_exit_code_says_whether_every_line_was_applied(tmp_path):
     path.write_text(json.dumps(GOOD) + "\n" + json.dumps({"prompt": "x", "target": "STORE ERROR"}) + "\n")
     with pytest.raises(CommandError, match="^stream line 2: image file not found: x$"):
         _run_stream(FakeStore(), str(path))  # without --keep-going the first bad line stops the stream
+
+
+def test_an_edit_whose_answer_runs_on_past_the_target_is_not_acknowledged_as_plainly_holding(tmp_path, capsys):
+    path = tmp_path / "edits.jsonl"
+    path.write_text(json.dumps(GOOD) + "\n" + json.dumps({"prompt": "runs on ?", "target": "1835"}) + "\n")
+    assert _run_stream(FakeStore(), str(path)) == 0
+    acks = [line for line in capsys.readouterr().out.splitlines() if line.startswith("applied")]
+    assert acks[0].endswith("holds (target loss 3.00 -> 0.01 after 5 steps)")
+    assert acks[1] == ("applied edit 2 (line 2): 'runs on ?' -> '1835': holds (target loss 3.00 -> 0.01 after 5 "
+                       "steps), but the answer runs on past the target: '183535 Kreshami' (every target token is "
+                       "top-1; the editor did not learn where the answer ends)")
+
+
+def test_query_with_an_undecodable_prompt_is_an_error_naming_the_option(tmp_path):
+    """``--prompt $'\\xff'`` arrives as a lone surrogate: refused before any store or model is
+    opened, naming the option (it was the tokenizer's TypeError)."""
+    from typer.testing import CliRunner
+
+    from editscope.cli.main import app
+
+    result = CliRunner().invoke(app, ["query", "--store", str(tmp_path / "none"), "--prompt", "\udcff"])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == ("error: --prompt '\\udcff' is not valid Unicode (surrogates not allowed: "
+                                     "U+DCFF); the model cannot read it")

@@ -6,6 +6,7 @@ Every command takes ``--store DIR``. Errors are printed as one line on stderr, w
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 import json
 import sys
 from pathlib import Path
@@ -19,7 +20,8 @@ from editscope.cli.store_output import check as _check, print_audit as _print_au
 from editscope.cli.store_output import print_rules
 from editscope.cli.stream_input import example_option, stream_lines
 from editscope.store import rules as scope_rules
-from editscope.store.audit import check_own
+from editscope.store.audit import ANSWER_TOKENS, check_own
+from editscope.store.replay import check_text
 from editscope.types import SCOPES, EditRequest
 
 STORE = typer.Option(..., "--store", help="The store directory.")
@@ -59,18 +61,30 @@ def _errors() -> Iterator[None]:
         raise typer.Exit(1) from None
 
 
-def _own_check(store: EditStore, record: EditRecord) -> Optional[ProbeCheck]:
+@dataclass(frozen=True)
+class OwnCheck:
+    """The audit's own-probe check right after an edit, and the greedy answer on that probe."""
+
+    probe: ProbeCheck
+    answer: str
+
+
+def _own_check(store: EditStore, record: EditRecord) -> Optional[OwnCheck]:
     """For an applied edit, the audit's own-probe check on the state just after it (one scoring
-    pass): it holds when every target token is the model's top-1 prediction."""
+    pass: it holds when every target token is the model's top-1 prediction) and the answer that
+    a query of the edit's own input now gets."""
     if record.status != "applied":
         return None
-    return check_own(store.editor, record, lambda sha: store.images.get(sha) if sha is not None else None)
+    image = store.images.get(record.image_sha256) if record.image_sha256 is not None else None
+    probe = check_own(store.editor, record, lambda sha: store.images.get(sha) if sha is not None else None)
+    return OwnCheck(probe, store.editor.answer(image, record.prompt, max_new_tokens=ANSWER_TOKENS))
 
 
-def _ack(record: EditRecord, where: str = "", check: Optional[ProbeCheck] = None) -> str:
-    """The acknowledgement of one edit. With ``check`` (the audit's own-probe check, run right
-    after the edit) an applied edit is reported as holding or as not having taken, with the
-    target loss the editor journaled (``result``: loss before/after and steps)."""
+def _ack(record: EditRecord, where: str = "", check: Optional[OwnCheck] = None) -> str:
+    """The acknowledgement of one edit. With ``check`` (run right after the edit) an applied
+    edit is reported as holding or as not having taken, with the target loss the editor
+    journaled (``result``: loss before/after and steps), and, where a query of the edit's input
+    would answer more than the target, that answer."""
     if record.status != "applied":
         return f"rejected edit {record.id}{where}: {record.error}"
     line = f"applied edit {record.id}{where}: {record.prompt!r} -> {record.target!r}"
@@ -79,14 +93,17 @@ def _ack(record: EditRecord, where: str = "", check: Optional[ProbeCheck] = None
     result = getattr(record, "result", None) or {}
     steps = result.get("steps")
     in_steps = f" after {steps} step{'s' if steps != 1 else ''}" if steps is not None else ""
-    if check.holds:
-        if "loss_before" in result and "loss_after" in result:
-            return f"{line}: holds (target loss {result['loss_before']:.2f} -> {result['loss_after']:.2f}{in_steps})"
-        return f"{line}: holds"
+    if check.probe.holds:
+        loss = (f" (target loss {result['loss_before']:.2f} -> {result['loss_after']:.2f}{in_steps})"
+                if "loss_before" in result and "loss_after" in result else "")
+        if check.answer.strip() == record.target.strip():
+            return f"{line}: holds{loss}"
+        return (f"{line}: holds{loss}, but the answer runs on past the target: {check.answer!r} (every target "
+                "token is top-1; the editor did not learn where the answer ends)")
     loss = f"target loss {result['loss_after']:.2f}{in_steps}; " if "loss_after" in result else ""
     return (
         f"{line}: did not take ({loss}the model's answer is not the target: "
-        f"{check.token_accuracy:.0%} of its tokens are top-1) - see `editscope audit`"
+        f"{check.probe.token_accuracy:.0%} of its tokens are top-1, it answers {check.answer!r}) - see `editscope audit`"
     )
 
 
@@ -138,7 +155,7 @@ def _run_stream(
             applied += record.status == "applied"
             rejected += record.status != "applied"
             check = _own_check(store, record)
-            untaken += check is not None and not check.holds
+            untaken += check is not None and not check.probe.holds
             print(_ack(record, f" (line {line.number})", check), flush=True)
             bar.update(1)
     untaken_note = f" ({untaken} of them did not take; see `editscope audit`)" if untaken else ""
@@ -233,6 +250,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Answer a prompt with the current state of the store (the last committed one: works on
         a read-only store and while another process writes to it)."""
+        with _errors():
+            check_text("--prompt", prompt, "the model cannot read it")  # before the model loads
         with _errors(), EditStore.open(store, read_only=True) as s:
             typer.echo(s.query(image, prompt, max_new_tokens=max_new_tokens))
 

@@ -28,14 +28,15 @@ def config_hash(editor: Editor) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _check_text(name: str, text: object) -> None:
+def check_text(what: str, text: object, consequence: str = "it cannot be journaled") -> None:
+    """``text`` is a non-empty string of valid Unicode, else a ``StoreError`` naming ``what``."""
     if not isinstance(text, str) or not text.strip():
-        raise StoreError(f"the edit's {name} must be a non-empty string, got {text!r}")
+        raise StoreError(f"{what} must be a non-empty string, got {text!r}")
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as error:
-        raise StoreError(f"the edit's {name} {text!r} is not valid Unicode ({error.reason}: "
-                         f"U+{ord(text[error.start]):04X}); it cannot be journaled") from None
+        raise StoreError(f"{what} {text!r} is not valid Unicode ({error.reason}: "
+                         f"U+{ord(text[error.start]):04X}); {consequence}") from None
 
 
 def draft_for(request: EditRequest, tags: tuple[str, ...], rephrases: tuple[str, ...], images: ImageStore,
@@ -55,7 +56,7 @@ def draft_for(request: EditRequest, tags: tuple[str, ...], rephrases: tuple[str,
              *(("anchor answer", a.answer) for a in request.anchors),
              *((f"{name} prompt", e.prompt) for name, e in examples)]
     for name, text in texts:
-        _check_text(name, text)
+        check_text(f"the edit's {name}", text)
     scope, rule = (rules or ScopeRules()).resolve(request.scope, tags)
     try:
         for image in (request.image, *(a.image for a in request.anchors)):

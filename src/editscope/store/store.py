@@ -47,7 +47,7 @@ from editscope.store.layout import (
     write_manifest,
 )
 from editscope.store.journal import EditRecord, SnapshotRecord, SQLiteJournal
-from editscope.store.replay import request_for, result_to_dict
+from editscope.store.replay import check_text, request_for, result_to_dict
 from editscope.store.scoping import never_answers, scoped_draft
 from editscope.store.restore import StateRestore
 from editscope.store.debris import find_debris, remove_debris
@@ -286,6 +286,7 @@ class EditStore(StateRestore, StateChanges):
 
     def query(self, image: ImageInput | None, prompt: str, max_new_tokens: int = 16) -> str:
         """The current state's greedy answer to ``prompt`` on ``image``."""
+        check_text("the query's prompt", prompt, "the model cannot read it")
         if image is not None:
             image = _readable_image(image)
         return self.editor.answer(image, prompt, max_new_tokens=max_new_tokens)
@@ -300,6 +301,8 @@ class EditStore(StateRestore, StateChanges):
     def log(self, tag: str | None = None, status: str | None = None) -> list[EditRecord]:
         if status is not None and status not in jr.STATUSES:
             raise StoreError(f"unknown status {status!r}; expected one of {jr.STATUSES}")
+        if tag is not None:
+            check_text("the tag to filter by", tag, "no edit can carry it")
         return self.journal.edits(tag=tag, status=status)
 
     def snapshots(self) -> list[SnapshotRecord]:
