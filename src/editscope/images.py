@@ -123,7 +123,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
     elif mode == "P":
         return image.convert("RGB")
     if mode in _ALPHA_MODES:
-        rgba = image.convert("RGBA")
+        # premultiplied grayscale converts only to LA (which undoes the premultiplication)
+        rgba = (image.convert("LA") if mode == "La" else image).convert("RGBA")
         background = Image.new("RGBA", rgba.size, BACKGROUND + (255,))
         return Image.alpha_composite(background, rgba).convert("RGB")
     if mode in {"L", "1"} and "transparency" in image.info:

@@ -79,6 +79,15 @@ def test_grayscale_with_alpha_is_composited_over_white(tmp_path: Path) -> None:
     np.testing.assert_array_equal(decoded[0, 2], [100, 100, 100])
 
 
+def test_premultiplied_grayscale_with_alpha_is_composited_over_white() -> None:
+    """PIL's "La" (alpha premultiplied) converts to nothing but "LA"; it was a ValueError."""
+    la = Image.fromarray(np.stack([np.array([[0, 0, 100]], np.uint8), np.array([[255, 0, 255]], np.uint8)], -1),
+                         mode="LA")
+    decoded = np.asarray(load_image(la.convert("La")))
+    np.testing.assert_array_equal(decoded[0, :, 0], [0, 255, 100])
+    assert decoded.shape == (1, 3, 3)
+
+
 def test_rgba_half_transparent_is_blended_over_white() -> None:
     rgba = Image.fromarray(np.array([[[200, 0, 0, 255], [0, 0, 0, 128]]], dtype=np.uint8))
     decoded = _rgb(rgba)
