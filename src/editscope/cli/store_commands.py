@@ -32,7 +32,8 @@ EDIT_HELP = " ".join(
         "to the stream file's folder, or to the current folder for stdin), \"scope\", \"tags\" and",
         '"rephrases" (lists of strings). Each edit is acknowledged on stdout ("applied edit N")',
         "only once it is journaled as applied, followed by whether it holds (the audit's check:",
-        "every target token is the model's top-1 answer) or did not take. With --stream, --scope,",
+        "every target token is the model's top-1 answer; where a query of the edit's input answers more than",
+        "the target, that answer is shown) or did not take. With --stream, --scope,",
         "--tag and --rephrase are defaults for every line: a line's own \"scope\" or \"rephrases\" win, its \"tags\" are",
         "added to the --tag ones. Fields are checked by type; a bad line stops the stream with an",
         "error naming its line and field (the edits before it stay applied), or with --keep-going is",
@@ -204,7 +205,9 @@ def register(app: typer.Typer) -> None:
             [], "--also", help="IMG[:PROMPT]: an input that must follow the edit (repeatable; IMG alone: the edit's prompt)."),
         never: List[str] = typer.Option(
             [], "--never", help="IMG[:PROMPT]: an input that must keep its current answer (repeatable)."),
-        stream: Optional[str] = typer.Option(None, "--stream", help="JSONL file of edits, or '-' for stdin."),
+        stream: Optional[str] = typer.Option(None, "--stream", help="JSONL file of edits, or '-' for stdin. --scope, --tag and --rephrase "
+            "are then per-line defaults; --image, --prompt, --target, --also and --never are refused (each line "
+            "gives its own)."),
         keep_going: bool = typer.Option(
             False, "--keep-going", help="With --stream: report a bad line with its number and go on (exit code 1 "
             "when some lines failed)."),
