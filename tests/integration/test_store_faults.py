@@ -194,7 +194,8 @@ KILLED = """
 import sys, time
 sys.path.insert(0, {unit!r})
 from store_fakes import FakeBackend
-from editscope.store import EditStore, atomic, export, journal
+from editscope import atomic  # the write_atomically the store uses
+from editscope.store import EditStore, export, journal
 store = EditStore.open({directory!r}, backend=FakeBackend())
 def hang(*args, **kwargs):
     print("ready", flush=True)
