@@ -133,3 +133,13 @@ def test_a_missing_or_unreadable_journal_is_reported_and_not_recreated(store_dir
     assert problem.file == "journal.sqlite" and problem.repaired is None
     assert ("is missing" if damage == "delete" else "cannot be read") in problem.what
     assert path.exists() == (damage == "garbage")
+
+
+def test_edit_rows_deleted_from_the_journals_end_are_reported_by_the_snapshots_that_hold_them(store_dir):
+    with sqlite3.connect(store_dir / "journal.sqlite") as conn:
+        conn.execute("DELETE FROM edits WHERE id = 5")
+    report = check_store(store_dir, repair=True)
+    problems = [p for p in report.problems if p.file == "journal.sqlite"]
+    assert [p.what for p in problems] == [
+        "snapshot 'five' holds edit(s) 5, which the journal has no row for (rows deleted from its end)"]
+    assert problems[0].repaired is None and len(journal_rows(store_dir)) == 4

@@ -143,6 +143,14 @@ def _check_files(directory: Path, journal: SQLiteJournal, report: CheckReport) -
                             "replay them, as do rollback and revert past them")
             report.problems.append(Problem(str(images.path_for(sha).relative_to(directory)), str(error),
                                            affects + " (put the original image file back)"))
+    known = {record.id for record in edits}
+    for snapshot in snapshots:
+        missing = [i for i in snapshot.lineage if i not in known]
+        if missing:  # the chain cannot see rows cut off its end; the snapshots remember them
+            report.problems.append(Problem(JOURNAL, f"snapshot {snapshot.name!r} holds edit(s) "
+                                           f"{', '.join(map(str, missing))}, which the journal has no row for "
+                                           "(rows deleted from its end)", "the history of those edits: they are not "
+                                           "logged, audited or replayed (restore the journal from a backup)"))
     files = SnapshotFiles(directory / "snapshots")
     for snapshot in snapshots:
         try:
