@@ -253,7 +253,7 @@ for when, (patch, call) in {
         s = new_store(3)
         out = ROOT / f"exported{COUNT[0]}"
         code = (f"import sys, time\nsys.path[:0] = {sys.path[:3]!r}\nfrom store_fakes import FakeBackend\n"
-                "from editscope.store import EditStore, atomic, export, journal\n"
+                "from editscope import atomic\nfrom editscope.store import EditStore, export, journal\n"
                 f"store = EditStore.open({str(s)!r}, backend=FakeBackend())\nOUT = {str(out)!r}\n"
                 "def hang(*a, **k):\n    print('ready', flush=True)\n    time.sleep(600)\n"
                 f"{patch}\n{call}\n")

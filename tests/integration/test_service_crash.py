@@ -10,6 +10,7 @@ import threading
 
 import pytest
 
+from editscope.store import EditStore, StoreError
 from service_support import Server, call, copy_store, template_store, wait_settled, world_edits
 
 N_EDITS = 5
@@ -60,6 +61,14 @@ def test_sigkill_mid_stream_then_restart_applies_every_acknowledged_edit_once(te
     rows = journal(store)
     pending_at_kill = [r[0] for r in rows if r[3] == "pending"]
     assert len(acknowledged) >= 4 and pending_at_kill, (acknowledged, rows)
+    # a CLI writer opened now would abandon them: it is refused, naming them, and changes nothing
+    # (a pending row whose ledger row the kill cut off was never acknowledged: the service
+    # abandons it too, so there may be none to refuse for)
+    served = sorted(set(pending_at_kill) & set(acknowledged.values()))
+    if served:
+        with pytest.raises(StoreError, match="acknowledged by `editscope serve` and not yet applied") as refused:
+            EditStore.open(store)
+        assert str(served) in str(refused.value) and journal(store) == rows
 
     with Server(store) as restarted:
         # the client retries everything it sent, with the same idempotency keys

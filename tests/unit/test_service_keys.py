@@ -85,3 +85,14 @@ def test_an_idempotency_key_maps_to_one_edit_and_a_changed_body_conflicts(store_
     with pytest.raises(IdempotencyConflict):
         ledger.by_idempotency_key("ci-bot", "k", "bbb")
     assert ledger.acknowledged_edits() == {7} and ledger.authors([7, 8]) == {7: "ci-bot"}
+
+
+def test_the_store_sees_which_pending_edits_the_service_acknowledged(store_dir, tmp_path):
+    from editscope.store.layout import acknowledged_by_service
+
+    assert acknowledged_by_service(store_dir, [5, 7]) == []  # no service file: none
+    ledger = Ledger(store_dir)
+    ledger.record("ci-bot", "edit", edit_id=7, idempotency_key=None, body_sha256="aaa")
+    ledger.record("root", "snapshot", detail={"name": "x"})
+    assert acknowledged_by_service(store_dir, [5, 7]) == [7]
+    assert acknowledged_by_service(store_dir, []) == []

@@ -12,11 +12,13 @@ Layout of a store directory::
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
+import sqlite3
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Sequence
 
 from editscope.store.atomic import write_atomically
 
@@ -102,3 +104,20 @@ def normalise_source(source: str | Path) -> str:
     if not path.exists():
         raise StoreError(f"model checkpoint not found: {path}")
     return str(path.resolve())
+
+
+def acknowledged_by_service(directory: Path, edit_ids: Sequence[int]) -> list[int]:
+    """Those of pending ``edit_ids`` that ``editscope serve`` acknowledged (its ledger in
+    ``service.sqlite`` has them): only the service applies them; a CLI writer must not
+    abandon them."""
+    path = directory / "service.sqlite"
+    if not edit_ids or not path.exists():
+        return []
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+            marks = ",".join("?" * len(edit_ids))
+            rows = conn.execute(f"SELECT edit_id FROM writes WHERE action = 'edit' AND edit_id IN ({marks})",
+                                list(edit_ids)).fetchall()
+    except sqlite3.Error as error:
+        raise StoreError(f"service file {path} cannot be read ({error}): it may hold acknowledged edits") from error
+    return sorted(row[0] for row in rows)

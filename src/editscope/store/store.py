@@ -35,17 +35,8 @@ from editscope.store.changes import SlotEditor, StateChange, StateChanges  # noq
 from editscope.store.backend import Backend, DefaultBackend, weights_fingerprint
 from editscope.store.export import export_adapter, export_manifest, export_merged
 from editscope.store.images import ImageStore, ImageStoreError
-from editscope.store.layout import (
-    BUILTIN,
-    JOURNAL,
-    STORE_FORMAT,
-    StoreError,
-    WriterLock,
-    check_manifest_copy,
-    normalise_source,
-    read_manifest,
-    write_manifest,
-)
+from editscope.store.layout import (BUILTIN, JOURNAL, STORE_FORMAT, StoreError, WriterLock, acknowledged_by_service,
+                                    check_manifest_copy, normalise_source, read_manifest, write_manifest)
 from editscope.store.journal import EditRecord, SnapshotRecord, SQLiteJournal
 from editscope.store.replay import check_text, request_for, result_to_dict
 from editscope.store.scoping import never_answers, scoped_draft
@@ -385,6 +376,10 @@ class EditStore(StateRestore, StateChanges):
 
     def _recover_pending(self) -> None:
         pending = [r.id for r in self.journal.edits(status=jr.PENDING)]
+        if served := acknowledged_by_service(self.directory, pending):
+            raise StoreError(f"store {self.directory} has edit(s) {served} acknowledged by `editscope serve` and not yet "
+                             f"applied: run `editscope serve --store {self.directory}` to apply them (a writer here "
+                             "would abandon them)")
         if not pending:
             return
         with self.journal.transaction():
