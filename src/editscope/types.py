@@ -1,14 +1,15 @@
 """Plain data types shared by the model adapters, the editors, the evaluation harness and the store.
 
-Everything here is a frozen dataclass with no behaviour beyond validation, so that each layer of
-the package can exchange them without importing the others.
+Everything here is a frozen dataclass with no behaviour beyond validation (and ``EditResult``'s
+one JSON serialisation), so that each layer of the package can exchange them without importing
+the others.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal, Union
+from typing import Any, Literal, Mapping, Union
 
 import torch
 from PIL import Image
@@ -185,6 +186,37 @@ class EditResult:
     wall_time_s: float = 0.0
     steps: int = 0
     rehearsed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The one JSON-ready form of this result, written by the store's journal, the service
+        and (the fields it records) the bench: every field, the id as ``editor_edit_id``, each
+        gate as ``{"cos", "support", "g"}``. ``from_dict`` reads it back."""
+        return {
+            "editor_edit_id": self.edit_id,
+            "loss_before": float(self.loss_before),
+            "loss_after": float(self.loss_after),
+            "active_groups": list(self.active_groups),
+            "gates": {group: asdict(gate) for group, gate in self.gates.items()},
+            "wall_time_s": float(self.wall_time_s),
+            "steps": int(self.steps),
+            "rehearsed": int(self.rehearsed),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "EditResult":
+        """The result ``to_dict`` wrote. Other keys (a journal row's answers) are ignored; a
+        row written before ``steps``/``rehearsed``/``wall_time_s`` were kept reads them as 0."""
+        return cls(
+            edit_id=int(data["editor_edit_id"]),
+            loss_before=float(data["loss_before"]),
+            loss_after=float(data["loss_after"]),
+            active_groups=tuple(data.get("active_groups", ())),
+            gates={group: GateValues(cos=float(gate["cos"]), support=float(gate["support"]), g=float(gate["g"]))
+                   for group, gate in (data.get("gates") or {}).items()},
+            wall_time_s=float(data.get("wall_time_s", 0.0)),
+            steps=int(data.get("steps", 0)),
+            rehearsed=int(data.get("rehearsed", 0)),
+        )
 
 
 @dataclass(frozen=True)

@@ -264,13 +264,15 @@ def run_editor(name: str, editor: Editor, stream: Sequence[EditCase],
             log.warning("%s rejected edit %d: %s", name, case.case_id, exc)
         _sync(device)
         wall = time.perf_counter() - start
+        # The row records these fields of EditResult's one serialisation (its own wall time).
+        done = result.to_dict() if result is not None else None
         row = {
             "edit_index": i,
             "edit_time_s": wall,
-            "steps": result.steps if result else 0,
-            "rehearsed": result.rehearsed if result else 0,
-            "loss_before": result.loss_before if result else None,
-            "loss_after": result.loss_after if result else None,
+            "steps": done["steps"] if done else 0,
+            "rehearsed": done["rehearsed"] if done else 0,
+            "loss_before": done["loss_before"] if done else None,
+            "loss_after": done["loss_after"] if done else None,
             "rejected": rejected,
             "state_bytes": editor.state_bytes(),
             "rss_bytes": resident_memory_bytes(),
@@ -278,10 +280,10 @@ def run_editor(name: str, editor: Editor, stream: Sequence[EditCase],
         }
         if device.type == "cuda":
             row["peak_gpu_bytes"] = int(torch.cuda.max_memory_allocated(device))
-        if result is not None and result.active_groups:
-            row["active_groups"] = list(result.active_groups)
-        if result is not None and result.gates:  # ScopeEdit's evidence gate, per shared group
-            row["gates"] = {g: {"cos": v.cos, "support": v.support, "g": v.g} for g, v in result.gates.items()}
+        if done and done["active_groups"]:
+            row["active_groups"] = done["active_groups"]
+        if done and done["gates"]:  # ScopeEdit's evidence gate, per shared group
+            row["gates"] = done["gates"]
         row.update(scorer.score(case))
         run.edits.append(row)
         if i + 1 in checkpoints:

@@ -18,7 +18,7 @@ from editscope.editors.base import EditRejected
 from editscope.store import journal as jr
 from editscope.store.journal import EditRecord
 from editscope.store.layout import StoreError
-from editscope.store.replay import request_for, result_to_dict
+from editscope.store.replay import request_for
 from editscope.store.scoping import never_answers, scoped_draft
 from editscope.store.store import EditStore
 from editscope.types import EditRequest
@@ -75,7 +75,7 @@ class ServiceStore(EditStore):
                 return self.get(edit_id)
             raise
         try:
-            self.journal.set_status([edit_id], jr.APPLIED, result={**result_to_dict(result), **answers})
+            self.journal.set_status([edit_id], jr.APPLIED, result={**result.to_dict(), **answers})
         except BaseException:
             self._restore(self.journal.applied_ids())
             raise

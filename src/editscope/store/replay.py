@@ -1,4 +1,5 @@
-"""Turning journal rows back into editor requests, and editor results into journal data.
+"""Turning journal rows back into editor requests (editor results become journal data through
+``EditResult.to_dict``).
 
 Replay is deterministic because a request is rebuilt only from what the journal and the image
 store hold: the stored image file (never the caller's original path), prompt, target, scope,
@@ -10,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict
-from typing import Any
 
 from editscope.editors.base import Editor
 from editscope.store.images import ImageStore, ImageStoreError
@@ -19,7 +18,7 @@ from editscope.store.journal import AnchorRecord, EditDraft, EditRecord
 from editscope.store.layout import StoreError
 from editscope.store.records import ExampleRecord
 from editscope.store.rules import ScopeRules
-from editscope.types import EditRequest, EditResult, Probe, ScopeExample
+from editscope.types import EditRequest, Probe, ScopeExample
 
 
 def config_hash(editor: Editor) -> str:
@@ -99,17 +98,3 @@ def request_for(record: EditRecord, images: ImageStore) -> EditRequest:
         also=also, never=never,
     )
 
-
-def result_to_dict(result: EditResult) -> dict[str, Any]:
-    """An ``EditResult`` as JSON-ready data (loss, active groups, gate values, wall time,
-    steps, and the earlier facts rehearsed after it): every field of ``EditResult``."""
-    return {
-        "editor_edit_id": result.edit_id,
-        "loss_before": float(result.loss_before),
-        "loss_after": float(result.loss_after),
-        "active_groups": list(result.active_groups),
-        "gates": {group: asdict(gate) for group, gate in result.gates.items()},
-        "wall_time_s": float(result.wall_time_s),
-        "steps": int(result.steps),
-        "rehearsed": int(result.rehearsed),
-    }

@@ -38,7 +38,7 @@ from editscope.store.images import ImageStore, ImageStoreError
 from editscope.store.layout import (BUILTIN, JOURNAL, STORE_FORMAT, StoreError, WriterLock, acknowledged_by_service,
                                     check_manifest_copy, normalise_source, read_manifest, write_manifest)
 from editscope.store.journal import EditRecord, SnapshotRecord, SQLiteJournal
-from editscope.store.replay import check_text, request_for, result_to_dict
+from editscope.store.replay import check_text, request_for
 from editscope.store.scoping import never_answers, scoped_draft
 from editscope.store.restore import StateRestore
 from editscope.store.debris import find_debris, remove_debris
@@ -261,12 +261,12 @@ class EditStore(StateRestore, StateChanges):
             check = check_own(editor, record, self._image_path)
             if not check.holds:
                 editor.load_state_dict(before)
-                self.journal.set_status([edit_id], jr.REJECTED, result={**result_to_dict(result), **answers}, error=(
+                self.journal.set_status([edit_id], jr.REJECTED, result={**result.to_dict(), **answers}, error=(
                     f"did not take (--require-absorbed): target loss {result.loss_after:.2f} after {result.steps} "
                     f"step(s), {check.token_accuracy:.0%} of the target's tokens are the model's top-1; state unchanged"))
                 return self.journal.get_edit(edit_id)
         try:
-            self.journal.set_status([edit_id], jr.APPLIED, result={**result_to_dict(result), **answers})
+            self.journal.set_status([edit_id], jr.APPLIED, result={**result.to_dict(), **answers})
         except BaseException:
             # Not journaled as applied, so it must not stay in the state either.
             self._restore(self.journal.applied_ids())
