@@ -157,3 +157,35 @@ def test_reset_forgets_the_edits_and_keeps_the_prior(vlm) -> None:
     plain.edit(EditRequest(prompt=PROMPT, target="green fish", image=image(0)))
     plain.reset()
     assert all(torch.equal(s.P_local, torch.eye(s.rank_local, device=s.P_local.device)) for s in plain.sites.values())
+
+
+@pytest.mark.parametrize("name", ["scopeedit", "more"])
+def test_a_new_store_folds_the_prior_as_build_editor_does(tmp_path, name) -> None:
+    """The store hands a new store's editor its reference set through the registry
+    (``registry.give_reference``): its initial state is the one ``build_editor(reference=)``
+    gives, bit for bit."""
+    import json
+
+    import yaml
+    from store_support import make_images, save_tiny_checkpoint, write_preset
+
+    from editscope.editors.reference import load_reference
+    from editscope.editors.registry import build_editor
+    from editscope.models import load
+    from editscope.store import EditStore
+
+    base, images = save_tiny_checkpoint(tmp_path / "base"), make_images(tmp_path / "images")
+    cfg = load_preset(str(write_preset(tmp_path))).replace(reference_weight=3.0, reference_size=2)
+    preset = tmp_path / "prior.yaml"
+    preset.write_text(yaml.safe_dump(cfg.to_dict()))
+    reference = tmp_path / "reference.json"
+    reference.write_text(json.dumps([{"prompt": PROMPT, "answer": "red", "image": str(images[0].relative_to(tmp_path))},
+                                     {"prompt": "where do cats live ?", "answer": "in houses"},
+                                     {"prompt": "not used", "answer": "beyond size"}]))
+    with EditStore.init(tmp_path / "store", base, str(preset), editor=name, reference=reference) as store:
+        stored = store.editor.state_dict()
+    built = build_editor(name, load(str(base)), cfg, reference=load_reference(reference, base, 2))
+    state = built.state_dict()
+    assert built.prior_in_p and sorted(state) == sorted(stored)
+    assert all(torch.equal(state[k], stored[k]) for k in state)
+    assert any(not torch.equal(s.P_local, torch.eye(s.rank_local)) for s in built.sites.values())

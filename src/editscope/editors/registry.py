@@ -1,8 +1,9 @@
 """The one registry of editors, by name.
 
 ``EDITORS`` maps a name to ``(editor class, config class)``; every editor is built with
-:func:`build_editor`, the one place that also hands an editor its reference set (ScopeEdit and
-M-ORE fold it into their preconditioners, ScopeMemory centres its router on it). The bench, the
+:func:`build_editor`, and :func:`give_reference` (which it calls) is the one place that hands an
+editor its reference set (ScopeEdit and M-ORE fold it into their preconditioners, ScopeMemory
+centres its router on it). The bench, the
 store and the cost benchmark all build editors here. ``scopememory``, ``scopeedit`` and
 ``more`` are the project's own editors (``editscope.editors.scopememory``,
 ``editscope.editors.scopeedit``); the others are baselines, one module each
@@ -59,23 +60,32 @@ def reference_size(config: Any) -> int:
     return 0
 
 
+def give_reference(editor: Editor, reference: Sequence[Probe], progress: bool = False) -> None:
+    """Hand ``editor`` its reference set, the one place that does it: ScopeMemory centres its
+    router on it (``set_reference``), ScopeEdit and M-ORE fold it into their preconditioners at
+    ``prior.weight`` (``fold_reference``). An editor whose configuration takes no reference set
+    (:func:`reference_size` 0) is a ``ValueError``. :func:`build_editor` calls it, and so does the
+    store for a new store's editor (``store.backend.DefaultBackend.prepare_editor``)."""
+    if not reference_size(editor.config):  # type: ignore[attr-defined]
+        raise ValueError(f"a reference set was given but the {editor.name!r} configuration takes none")
+    if isinstance(editor, ScopeMemory):
+        editor.set_reference(reference)
+    else:
+        editor.fold_reference(reference, editor.config.prior.weight, progress=progress)  # type: ignore[attr-defined]
+
+
 def build_editor(name: str, vlm: Any, config: Any = None, reference: Sequence[Probe] | None = None,
                  progress: bool = False) -> Editor:
     """A fresh editor ``name`` on ``vlm`` (the default config when ``config`` is None), given
-    its reference set where its config takes one (:func:`reference_size`)."""
+    its reference set where its config takes one (:func:`give_reference`); on any error the
+    editor is removed from ``vlm`` again."""
     entry = _entry(name)
     if config is not None and not isinstance(config, entry.config):
         raise TypeError(f"editor {name!r} takes a {entry.config.__name__}, got {type(config).__name__}")
     editor = entry.editor(vlm, config)
     if reference is not None:
-        if not reference_size(editor.config):  # type: ignore[attr-defined]
-            editor.remove()
-            raise ValueError(f"a reference set was given but the {name!r} configuration takes none")
         try:
-            if isinstance(editor, ScopeMemory):
-                editor.set_reference(reference)
-            else:
-                editor.fold_reference(reference, editor.config.prior.weight, progress=progress)  # type: ignore[attr-defined]
+            give_reference(editor, reference, progress=progress)
         except BaseException:
             editor.remove()
             raise
@@ -88,4 +98,4 @@ def _entry(name: str) -> EditorEntry:
     return EDITORS[name]
 
 
-__all__ = ["EDITORS", "EditorEntry", "build_editor", "make_config", "reference_size"]
+__all__ = ["EDITORS", "EditorEntry", "build_editor", "give_reference", "make_config", "reference_size"]

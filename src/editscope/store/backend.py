@@ -10,12 +10,11 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import torch
 
 from editscope.editors.base import Editor
-from editscope.types import Probe
 
 log = logging.getLogger(__name__)
 
@@ -88,18 +87,6 @@ def editor_config(editor_name: str, preset: str | None) -> Any:
                      "(or a YAML file)")
 
 
-def give_reference(editor: Editor, probes: Sequence[Probe]) -> None:
-    """Hand an existing editor its reference set, as ``registry.build_editor(..., reference=)``
-    does at construction: ScopeMemory centres its router on it (``set_reference``), ScopeEdit
-    and M-ORE fold it into their preconditioners."""
-    from editscope.editors.scopememory import ScopeMemory
-
-    if isinstance(editor, ScopeMemory):
-        editor.set_reference(probes)
-    else:
-        editor.fold_reference(probes, editor.config.reference_weight)  # type: ignore[attr-defined]
-
-
 class DefaultBackend:
     """Models through ``editscope.models.load``; editors (``EDITOR_NAMES``) through
     ``editscope.editors.registry``, configured by ``editor_config``."""
@@ -124,7 +111,7 @@ class DefaultBackend:
     def prepare_editor(self, editor: Editor, source: str, config: dict[str, Any],
                        reference: str | None = None) -> None:
         from editscope.editors.reference import load_reference
-        from editscope.editors.registry import make_config, reference_size
+        from editscope.editors.registry import give_reference, make_config, reference_size
 
         size = reference_size(make_config(editor.name, config))
         if size:
