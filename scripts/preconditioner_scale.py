@@ -14,8 +14,8 @@ import torch
 from tune_builtin import parse  # scripts/ is on the path when this script runs
 
 from editscope.config import load_preset
-from editscope.editors.recursive import ScopeEdit
 from editscope.editors.reference import load_reference
+from editscope.editors.registry import build_editor
 from editscope.models import load
 
 
@@ -24,7 +24,7 @@ def main(overrides: str = "") -> None:
     config = load_preset("builtin").replace(**parse(overrides))
     vlm = load("builtin")
     reference = load_reference("world", "builtin", config.reference_size) if config.reference_weight > 0 else None
-    editor = ScopeEdit(vlm, config, reference=reference)
+    editor = build_editor("scopeedit", vlm, config, reference=reference)
     for path, site in editor.sites.items():
         local, shared = float(site.P_local.diagonal().mean()), float(site.P_shared.diagonal().mean())
         print(f"{path}: P_l {local:.2e}, P_g {shared:.2e}, ratio {local / shared:.0f}")

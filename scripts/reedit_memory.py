@@ -13,8 +13,9 @@ from pathlib import Path
 import torch
 
 from editscope.config import load_preset
-from editscope.editors.recursive import WRITES, ScopeEdit
+from editscope.editors.recursive import WRITES
 from editscope.editors.reference import load_reference
+from editscope.editors.registry import build_editor
 from editscope.evaluation.data import load_records
 from editscope.evaluation.protocol import ProtocolConfig, anchored_request
 from editscope.models import load
@@ -32,7 +33,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         records = write_edits(load_world(builtin_path()), "dev", Path(tmp))
         cases = load_records("world", Path(records), Path(records).parent)[: args.edits]
-        editor = ScopeEdit(vlm, config, reference=load_reference("world", "builtin", config.reference_size))
+        editor = build_editor("scopeedit", vlm, config, reference=load_reference("world", "builtin", config.reference_size))
         protocol = ProtocolConfig(exact_match=False, progress=False)
         for case in cases:
             editor.edit(anchored_request(case, protocol))

@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 
 from editscope.config import load_preset
-from editscope.editors.recursive import MORE, ScopeEdit
 from editscope.editors.reference import load_reference
+from editscope.editors.registry import build_editor
 from editscope.editors.scopememory import ScopeMemory, load_memory_preset
 from editscope.evaluation.data import load_records
 from editscope.evaluation.protocol import CaseScorer, ProtocolConfig, anchored_request, compute_references
@@ -35,7 +35,6 @@ from editscope.models import load
 from editscope.world import builtin_path, load_world, write_edits
 
 KEYS = ("rel", "t_gen", "m_gen", "text_transfer", "t_loc", "m_loc", "other_fact_loc", "near_miss_leak")
-EDITORS = {"scopeedit": ScopeEdit, "more": MORE}
 
 
 def margin(vlm, request) -> float:
@@ -72,7 +71,7 @@ def main() -> None:
             else:
                 config = dataclasses.replace(load_preset("builtin"), **overrides)
                 reference = load_reference("world", "builtin", config.reference_size) if config.reference_weight > 0 else None
-                editor = EDITORS[name](vlm, config, reference=reference)  # reset() after each edit keeps the prior
+                editor = build_editor(name, vlm, config, reference=reference)  # reset() after each edit keeps the prior
             scorer = CaseScorer(editor, refs, protocol)
             rows, gates, shares, margins = [], [], [], []
             for case in cases:

@@ -30,14 +30,14 @@ def builtin_scopeedit(overrides: str = ""):
     """The builtin preset with ``overrides`` (``key=value,...``), the built-in model and a
     ScopeEdit on it with the reference prior folded, on one torch thread (for the study scripts)."""
     from editscope.config import load_preset
-    from editscope.editors.recursive import ScopeEdit
     from editscope.editors.reference import load_reference
+    from editscope.editors.registry import build_editor
 
     torch.set_num_threads(1)
     config = load_preset("builtin").replace(**parse(overrides))
     vlm = load("builtin")
     reference = load_reference("world", "builtin", config.reference_size) if config.reference_weight > 0 else None
-    return config, vlm, ScopeEdit(vlm, config, reference=reference)
+    return config, vlm, build_editor("scopeedit", vlm, config, reference=reference)
 
 
 def main() -> None:

@@ -3,10 +3,11 @@
 Typical use::
 
     import editscope
+    from editscope.editors.registry import build_editor
     vlm = editscope.load("builtin")                     # or a local llava-hf checkpoint path
     config = editscope.load_preset("builtin")           # holds a reference prior (prior.weight)
     reference = editscope.load_reference("world", "builtin", config.prior.size)
-    editor = editscope.ScopeEdit(vlm, config, reference=reference)
+    editor = build_editor("scopeedit", vlm, config, reference=reference)  # folds the prior
     editor.edit(editscope.EditRequest(image="cat.png", prompt="What is this?", target="a lynx"))
     editor.answer("cat.png", "What is this?")
 """

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 from tiny_models import TEST_DEVICE
 
-from editscope import EditRequest, ScopeEdit, load, load_preset, load_reference
+from editscope import EditRequest, load, load_preset, load_reference
+from editscope.editors.registry import build_editor
 from editscope.world import FACTS, fact_question, fact_templates, fixed_render, load_world, split_subjects
 
 
@@ -22,7 +23,7 @@ def test_single_edits_change_the_answer_and_not_an_unrelated_one(world_and_vlm) 
     world, vlm = world_and_vlm
     splits = split_subjects(world)
     config = load_preset("builtin")
-    editor = ScopeEdit(vlm, config, reference=load_reference("world", "builtin", config.reference_size))
+    editor = build_editor("scopeedit", vlm, config, reference=load_reference("world", "builtin", config.reference_size))
     initial = editor.state_dict()
     other = world.subject(splits["locality"][0])
     landed = 0

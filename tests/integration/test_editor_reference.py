@@ -9,6 +9,7 @@ from tiny_models import noise_image as image
 
 from editscope.config import load_preset
 from editscope.editors.recursive import MORE, ScopeEdit
+from editscope.editors.registry import build_editor
 from editscope.models import VisionLanguageModel
 from editscope.types import EditRequest, Probe
 
@@ -112,9 +113,9 @@ def test_empty_reference_or_bad_probe_is_refused_and_changes_nothing(vlm) -> Non
     assert all(torch.equal(s.P_local, torch.eye(s.rank_local, device=s.P_local.device)) for s in editor.sites.values())
 
 
-def test_reference_at_construction_and_the_warning_without_one(vlm) -> None:
+def test_reference_through_build_editor_and_the_warning_without_one(vlm) -> None:
     cfg = load_preset("tiny").replace(reference_weight=10.0)
-    built = MORE(vlm, cfg, reference=REFERENCE)
+    built = build_editor("more", vlm, cfg, reference=REFERENCE)
     p_built = {p: s.P_local.clone() for p, s in built.sites.items()}
     built.remove()
     later = MORE(vlm, cfg)
@@ -122,7 +123,7 @@ def test_reference_at_construction_and_the_warning_without_one(vlm) -> None:
     assert all(torch.equal(p_built[p], s.P_local) for p, s in later.sites.items())
     later.remove()
     with pytest.raises(ValueError, match=r"no prior section \(prior: null\)"):
-        MORE(vlm, load_preset("tiny"), reference=REFERENCE)
+        build_editor("more", vlm, load_preset("tiny"), reference=REFERENCE)
     bare = MORE(vlm, cfg)
     with pytest.warns(UserWarning, match="no reference set was folded"):
         bare.edit(EditRequest(prompt=PROMPT, target="green fish", image=image(0)))
@@ -131,13 +132,15 @@ def test_reference_at_construction_and_the_warning_without_one(vlm) -> None:
 def test_a_bad_reference_at_construction_leaves_the_model_unwrapped(vlm) -> None:
     cfg = load_preset("tiny").replace(reference_weight=10.0)
     with pytest.raises(ValueError, match="target is empty"):
-        MORE(vlm, cfg, reference=[Probe(PROMPT, " ", image(1))])
-    MORE(vlm, cfg)  # the sites of the failed editor were taken out again
+        build_editor("more", vlm, cfg, reference=[Probe(PROMPT, " ", image(1))])
+    with pytest.raises(ValueError, match="no prior section"):
+        build_editor("scopeedit", vlm, load_preset("tiny"), reference=REFERENCE)
+    MORE(vlm, cfg)  # the sites of the failed editors were taken out again
 
 
 def test_reset_forgets_the_edits_and_keeps_the_prior(vlm) -> None:
     cfg = load_preset("tiny").replace(reference_weight=10.0)
-    editor = ScopeEdit(vlm, cfg, reference=REFERENCE)
+    editor = build_editor("scopeedit", vlm, cfg, reference=REFERENCE)
     prior = {p: (s.P_local.clone(), s.P_shared.clone()) for p, s in editor.sites.items()}
     initial = editor.state_dict()
     editor.edit(EditRequest(prompt=PROMPT, target="green fish", image=image(0)))
@@ -170,7 +173,6 @@ def test_a_new_store_folds_the_prior_as_build_editor_does(tmp_path, name) -> Non
     from store_support import make_images, save_tiny_checkpoint, write_preset
 
     from editscope.editors.reference import load_reference
-    from editscope.editors.registry import build_editor
     from editscope.models import load
     from editscope.store import EditStore
 

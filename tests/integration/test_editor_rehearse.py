@@ -14,7 +14,8 @@ from tiny_models import TEST_DEVICE
 from tiny_models import noise_image as noise
 
 from editscope import EditRequest, ScopeEdit, load, load_preset, load_reference
-from editscope.editors.recursive import MORE, WRITES, expand_write
+from editscope.editors.recursive import WRITES, expand_write
+from editscope.editors.registry import build_editor
 from editscope.world import FACTS, fact_question, fact_templates, fixed_render, load_world, split_subjects
 
 
@@ -50,7 +51,7 @@ def wear_away(editor) -> None:
 @pytest.mark.parametrize("rehearse", [0, 1])
 def test_a_worn_away_fact_is_written_again_by_the_next_edit(setup, rehearse) -> None:
     vlm, config, reference, (first, second, _) = setup
-    editor = ScopeEdit(vlm, config.replace(rehearse=rehearse), reference=reference)
+    editor = build_editor("scopeedit", vlm, config.replace(rehearse=rehearse), reference=reference)
     try:
         editor.edit(first)
         assert held(vlm, first)
@@ -66,7 +67,7 @@ def test_a_worn_away_fact_is_written_again_by_the_next_edit(setup, rehearse) -> 
 
 def test_a_check_looser_than_the_loss_leaves_the_fact_alone(setup) -> None:
     vlm, config, reference, (first, second, _) = setup
-    editor = ScopeEdit(vlm, config, reference=reference)
+    editor = build_editor("scopeedit", vlm, config, reference=reference)
     try:
         editor.edit(first)
         wear_away(editor)
@@ -84,7 +85,7 @@ def test_a_check_looser_than_the_loss_leaves_the_fact_alone(setup) -> None:
 
 def test_held_facts_are_checked_round_robin_and_not_written(setup) -> None:
     vlm, config, reference, requests = setup
-    editor = MORE(vlm, config, reference=reference)
+    editor = build_editor("more", vlm, config, reference=reference)
     try:
         results = [editor.edit(r) for r in requests]
         assert all(held(vlm, r) for r in requests)
@@ -103,7 +104,7 @@ def test_held_facts_are_checked_round_robin_and_not_written(setup) -> None:
 
 def test_the_queue_round_trips_and_reset_empties_it(setup, tmp_path) -> None:
     vlm, config, reference, (first, second, third) = setup
-    editor = ScopeEdit(vlm, config, reference=reference)
+    editor = build_editor("scopeedit", vlm, config, reference=reference)
     for request in (first, second):
         editor.edit(request)
     editor.save(tmp_path / "state")
@@ -149,7 +150,7 @@ def test_a_topup_writes_on_top_and_remembers_both_writes(setup) -> None:
     vlm, config, reference, (first, second, _) = setup
     steps = 2
     config = config.replace(reedit="replace", rehearse_write="topup", rehearse_steps=steps)
-    editor = ScopeEdit(vlm, config, reference=reference)
+    editor = build_editor("scopeedit", vlm, config, reference=reference)
     try:
         editor.edit(first)
         key_first = next(iter(editor.options["reedit"].facts))

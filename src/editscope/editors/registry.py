@@ -65,13 +65,17 @@ def give_reference(editor: Editor, reference: Sequence[Probe], progress: bool = 
     router on it (``set_reference``), ScopeEdit and M-ORE fold it into their preconditioners at
     ``prior.weight`` (``fold_reference``). An editor whose configuration takes no reference set
     (:func:`reference_size` 0) is a ``ValueError``. :func:`build_editor` calls it, and so does the
-    store for a new store's editor (``store.backend.DefaultBackend.prepare_editor``)."""
-    if not reference_size(editor.config):  # type: ignore[attr-defined]
-        raise ValueError(f"a reference set was given but the {editor.name!r} configuration takes none")
+    store for a new store's editor (``store.backend.DefaultBackend.prepare_editor``). ScopeEdit and
+    M-ORE take no reference set at construction; ScopeMemory's constructor still does
+    (``ScopeMemory(vlm, config, reference=)``, which calls ``set_reference`` itself)."""
+    config = editor.config  # type: ignore[attr-defined]
+    if not reference_size(config):
+        takes = "has no prior section (prior: null)" if isinstance(config, ScopeEditConfig) else "takes none"
+        raise ValueError(f"a reference set was given but the {editor.name!r} configuration {takes}")
     if isinstance(editor, ScopeMemory):
         editor.set_reference(reference)
     else:
-        editor.fold_reference(reference, editor.config.prior.weight, progress=progress)  # type: ignore[attr-defined]
+        editor.fold_reference(reference, config.prior.weight, progress=progress)  # type: ignore[attr-defined]
 
 
 def build_editor(name: str, vlm: Any, config: Any = None, reference: Sequence[Probe] | None = None,

@@ -22,7 +22,6 @@ from editscope.core.linalg import site_seed
 from editscope.core.site import EditSite
 from editscope.core.update import fold_code, local_update, shared_update
 from editscope.editors.base import Editor, EditRejected, target_loss, trainable
-from editscope.editors.scopeedit import prior
 from editscope.editors.scopeedit.lifecycle import Lifecycle
 from editscope.editors.scopeedit.plugin import Hooks, Write
 from editscope.editors.scopeedit.plugins import install
@@ -39,14 +38,12 @@ class RecursiveEditor(Lifecycle, Editor):
 
     name = "recursive"
 
-    def __init__(self, vlm: Any, config: ScopeEditConfig | None = None,
-                 reference: Sequence[Probe | ModelInputs] | None = None) -> None:
-        """``reference``: the reference set of a configuration with a ``prior``, folded at once
-        (:meth:`fold_reference`; ``editscope.load_reference`` builds one)."""
+    def __init__(self, vlm: Any, config: ScopeEditConfig | None = None) -> None:
+        """A configuration with a ``prior`` takes its reference set from
+        ``editscope.editors.registry.build_editor(..., reference=)`` (or :meth:`fold_reference`)."""
         super().__init__(vlm)
         self.hooks = Hooks(())
         self.config = config if config is not None else ScopeEditConfig()
-        weight = prior.reference_weight(self.config) if reference is not None else None
         self.model: nn.Module = vlm.model
         self.model.requires_grad_(False)
         self.model.eval()
@@ -68,14 +65,8 @@ class RecursiveEditor(Lifecycle, Editor):
             self.model.set_submodule(path, site)
         self._projector_sites = frozenset(self.groups.get(PROJECTOR, ()))
         self._anchor_set: list[ModelInputs] = []  # the deployment reference set of anchors
-        self.prior_in_p = False  # a reference prior is in P (folded here or loaded with a state)
+        self.prior_in_p = False  # a reference prior is in P (folded or loaded with a state)
         self._initial_p: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # where reset() returns
-        if weight is not None:
-            try:
-                self.fold_reference(reference, weight)
-            except BaseException:
-                self.remove()  # a failed construction leaves the model as it found it
-                raise
 
     @property
     def config(self) -> ScopeEditConfig:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 from torch import nn
@@ -50,13 +50,6 @@ class Prior(Plugin):
                 "call fold_reference(probes, config.prior.weight) before the first edit "
                 "(the bench and the store do it themselves)", stacklevel=4,
             )
-
-
-def reference_weight(config: Any) -> float:
-    """The weight to fold a reference set given at construction with (an error without a prior)."""
-    if config.prior is None:
-        raise ValueError("a reference set was given but the configuration has no prior section (prior: null)")
-    return config.prior.weight
 
 
 def fold_reference(editor: "RecursiveEditor", examples: Sequence[Probe | ModelInputs], weight: float,
