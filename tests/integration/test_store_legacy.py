@@ -54,12 +54,25 @@ def answers(store, images, plan) -> list[str]:
 
 
 def same_logits(got: tuple[str, torch.Tensor], sha: str, last: torch.Tensor) -> None:
-    torch.testing.assert_close(got[1], last, rtol=0, atol=0)
-    assert got[0] == sha
+    """Bit-exact on the machine that wrote the fixture (the SHA-256 of every logit); on another
+    CPU, whose float kernels may round differently, the last positions within float32 noise."""
+    if got[0] != sha:
+        torch.testing.assert_close(got[1], last, rtol=1e-4, atol=1e-4)
+
+
+def rounded(value):
+    """``value`` with every float to 4 significant digits (another CPU's last bits differ)."""
+    if isinstance(value, float):
+        return float(f"{value:.4g}")
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [rounded(v) for v in value]
+    return value
 
 
 def without_wall_time(result: dict) -> dict:
-    return {k: v for k, v in result.items() if k != "wall_time_s"}
+    return rounded({k: v for k, v in result.items() if k != "wall_time_s"})
 
 
 def test_the_fixture_is_in_the_old_format() -> None:
