@@ -1,18 +1,18 @@
 """Pieces shared by the baseline editors: config validation, swapping a wrapper module in for
-a linear layer, choosing a decoder layer, and all-or-nothing edits (the target loss is
-``editscope.editors.base.target_loss``, importable from here too)."""
+a linear layer, choosing a decoder layer, and the optimiser loop (the target loss is
+``editscope.editors.base.target_loss``, importable from here too; an edit is all-or-nothing
+through ``editscope.editors.transaction.transactional_edit``)."""
 
 from __future__ import annotations
 
 import dataclasses
-import time
 from typing import Any, Callable, Mapping, TypeVar
 
 import torch
 from torch import nn
 
 from editscope.editors.base import EditRejected, target_loss, trainable  # target_loss: importable from here too
-from editscope.types import EditResult, ModelInputs
+from editscope.types import ModelInputs
 
 C = TypeVar("C")
 
@@ -104,29 +104,3 @@ def optimise(vlm: Any, inputs: ModelInputs, params: list[nn.Parameter], lr: floa
                     after_step()
             taken += 1
     return loss_before, taken
-
-
-def transactional_edit(
-    edit_id: int,
-    state: Callable[[], dict[str, torch.Tensor]],
-    restore: Callable[[dict[str, torch.Tensor]], None],
-    run: Callable[[], tuple[float, int]],
-    loss_after: Callable[[], float],
-    groups: tuple[str, ...] = (),
-) -> EditResult:
-    """Run an edit; on any failure or non-finite result put the saved state back and raise
-    ``EditRejected`` (or the original error)."""
-    start = time.perf_counter()
-    saved = {k: v.detach().clone() for k, v in state().items()}
-    try:
-        loss_before, steps = run()
-        after = loss_after()
-        if not all(bool(torch.isfinite(t).all()) for t in state().values() if t.is_floating_point()):
-            raise EditRejected("the edit produced non-finite values; the editor state is unchanged")
-        if after != after:
-            raise EditRejected("non-finite loss after the edit; the editor state is unchanged")
-    except BaseException:
-        restore(saved)
-        raise
-    return EditResult(edit_id=edit_id, loss_before=loss_before, loss_after=after, active_groups=groups,
-                      wall_time_s=time.perf_counter() - start, steps=steps)

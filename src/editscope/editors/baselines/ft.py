@@ -16,9 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from editscope.editors.base import Editor
-from editscope.editors.baselines.common import (
-    check_positive, optimise, target_loss, transactional_edit, wrap_layer_output,
-)
+from editscope.editors.baselines.common import check_positive, optimise, wrap_layer_output
+from editscope.editors.transaction import transactional_edit
 from editscope.types import EditRequest, EditResult
 
 
@@ -68,21 +67,9 @@ class FineTune(Editor):
             self.site.delta.clamp_(-c, c)
 
     def edit(self, request: EditRequest) -> EditResult:
-        self.refuse_examples(request)
-        inputs = self.vlm.encode(request.image, request.prompt, request.target)
         cfg = self.config
-
-        def run() -> tuple[float, int]:
-            return optimise(self.vlm, inputs, [self.site.delta], cfg.lr, cfg.steps, cfg.stop_loss, self._clamp)
-
-        def after() -> float:
-            with torch.no_grad():
-                return float(target_loss(self.vlm, inputs))
-
-        result = transactional_edit(self.edits_applied + 1, self.state_dict, self.load_state_dict, run, after,
-                                    groups=(self.group,))
-        self.edits_applied += 1
-        return result
+        return transactional_edit(self, request, lambda inputs: optimise(
+            self.vlm, inputs, [self.site.delta], cfg.lr, cfg.steps, cfg.stop_loss, self._clamp), groups=(self.group,))
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {f"{self.path}.delta": self.site.delta.detach().clone()}

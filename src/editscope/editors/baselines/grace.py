@@ -31,9 +31,8 @@ import torch
 from torch import nn
 
 from editscope.editors.base import Editor
-from editscope.editors.baselines.common import (
-    check_positive, optimise, target_loss, transactional_edit, wrap_layer_output,
-)
+from editscope.editors.baselines.common import check_positive, optimise, wrap_layer_output
+from editscope.editors.transaction import transactional_edit
 from editscope.types import EditRequest, EditResult
 
 CODEBOOK_NAMES = ("keys", "values", "radii", "labels")
@@ -187,11 +186,9 @@ class Grace(Editor):
         cb.labels = torch.cat([cb.labels, torch.tensor([label], device=cb.labels.device)])
 
     def edit(self, request: EditRequest) -> EditResult:
-        self.refuse_examples(request)
-        inputs = self.vlm.encode(request.image, request.prompt, request.target)
         cfg = self.config
 
-        def run() -> tuple[float, int]:
+        def run(inputs: Any) -> tuple[float, int]:
             keys, outputs = self._keys_and_outputs(inputs)
             label, n_old, served = label_id(request.target), self.size, {}
             with torch.no_grad():
@@ -206,14 +203,7 @@ class Grace(Editor):
                 self.codebook.values.index_copy_(0, rows, values.detach())
             return loss_before, steps
 
-        def after() -> float:
-            with torch.no_grad():
-                return float(target_loss(self.vlm, inputs))
-
-        result = transactional_edit(self.edits_applied + 1, self.state_dict, self.load_state_dict, run, after,
-                                    groups=(self.group,))
-        self.edits_applied += 1
-        return result
+        return transactional_edit(self, request, run, groups=(self.group,))
 
     @property
     def size(self) -> int:

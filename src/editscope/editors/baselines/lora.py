@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from editscope.editors.base import Editor
-from editscope.editors.baselines.common import check_positive, optimise, swap_in, target_loss, transactional_edit
+from editscope.editors.baselines.common import check_positive, optimise, swap_in
+from editscope.editors.transaction import transactional_edit
 from editscope.types import EditRequest, EditResult
 
 
@@ -83,21 +84,9 @@ class LoRA(Editor):
         return [p for s in self.sites.values() for p in (s.lora_A, s.lora_B)]
 
     def edit(self, request: EditRequest) -> EditResult:
-        self.refuse_examples(request)
-        inputs = self.vlm.encode(request.image, request.prompt, request.target)
         cfg = self.config
-
-        def run() -> tuple[float, int]:
-            return optimise(self.vlm, inputs, self._params(), cfg.lr, cfg.steps, cfg.stop_loss)
-
-        def after() -> float:
-            with torch.no_grad():
-                return float(target_loss(self.vlm, inputs))
-
-        result = transactional_edit(self.edits_applied + 1, self.state_dict, self.load_state_dict, run, after,
-                                    groups=tuple(self.groups))
-        self.edits_applied += 1
-        return result
+        return transactional_edit(self, request, lambda inputs: optimise(
+            self.vlm, inputs, self._params(), cfg.lr, cfg.steps, cfg.stop_loss), groups=tuple(self.groups))
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {f"{path}.{name}": getattr(site, name).detach().clone()

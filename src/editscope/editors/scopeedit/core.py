@@ -130,19 +130,14 @@ class RecursiveEditor(Lifecycle, Editor):
         """One write's steps and anchors as one transaction: everything or, on any error,
         nothing. Returns the loss before and after, the groups written, the gates and the
         number of steps."""
-        tx = Transaction()
-        try:
+        with Transaction() as tx:  # an error leaving the block rolls every touched site back
             self.hooks.begin_write(job, tx)
             loss_before, touched, gates, steps = self._steps(job, tx)
             self.hooks.after_steps(job, tx)
             self._fold_anchors(job.anchors, touched, tx)
             with torch.no_grad():
                 loss_after = self._loss(job.inputs)
-            if not bool(torch.isfinite(loss_after)) or not tx.all_finite():
-                raise EditRejected("the edit produced non-finite values; the editor state is unchanged")
-        except BaseException:
-            tx.rollback()
-            raise
+            tx.require_finite(loss_after)
         self.hooks.commit(job)
         return loss_before, touched, gates, steps, float(loss_after)
 

@@ -34,6 +34,7 @@ from editscope.editors.scopememory.router import (NO_SLOT, SlotKeys, Thresholds,
 from editscope.editors.scopememory.slots import SlotMemory
 from editscope.editors.scopememory.state import load_memory_state, memory_state
 from editscope.editors.scopememory.facts import fact_bytes, truncated
+from editscope.editors.transaction import Transaction, check_loss_after
 from editscope.types import EditRequest, EditResult, GateValues, ModelInputs, Probe
 
 logger = logging.getLogger(__name__)
@@ -161,15 +162,11 @@ class ScopeMemory(Editor):
         steps += self._phase([answer, *(a for a, b in zip(also, beyond.tolist()) if not b)], local=True,
                              shared=shared_on)
         row = self._slot_row(slot, fact)
-        before = self._commit(row, fact, examples.stack([keys, also_keys], width, device))
-        try:
+        with Transaction() as tx:  # an error leaving the block puts the slot table back
+            self._commit(row, fact, examples.stack([keys, also_keys], width, device), tx)
             with torch.no_grad():
                 loss_after = float(target_loss(vlm, inputs))
-            if loss_after != loss_after:
-                raise EditRejected("non-finite loss after the edit; the editor state is unchanged")
-        except BaseException:
-            self._undo(before)
-            raise
+            check_loss_after(loss_after)
         self.edits_applied += 1
         return EditResult(edit_id=self.edits_applied, loss_before=loss_before, loss_after=loss_after,
                           active_groups=tuple(self.groups), gates=gates,
@@ -275,16 +272,27 @@ class ScopeMemory(Editor):
         parts.append((slots["text"][others], slots["image"][others], slots["has_image"][others]))
         return tuple(torch.cat([p[i] for p in parts]) for i in range(3))
 
-    def _commit(self, row: dict[str, torch.Tensor], fact: torch.Tensor, own: tuple) -> dict[str, Any]:
+    def _commit(self, row: dict[str, torch.Tensor], fact: torch.Tensor, own: tuple, tx: Transaction) -> None:
         """Raise the thresholds of the other slots against the new slot's ``own`` keys (its edit
         input and ``also`` examples), then store the new slot (over the fact's earlier slot where
-        there is one). Returns what :meth:`_undo` needs."""
+        there is one); ``tx`` first saves what this changes: the threshold columns, the row
+        count and the row written over."""
         slots, limits = self.memory.slots, self.memory.limits
         same = (slots["fact"] == fact).all(-1).nonzero().flatten()
-        index = int(same[0]) if same.numel() else slots.n
-        before = {"n": slots.n, "index": index,
-                  "row": {k: slots[k][index].clone() for k in slots.data} if index < slots.n else None,
-                  "tau_text": slots["tau_text"].clone(), "tau_image": slots["tau_image"].clone()}
+        n = slots.n
+        index = int(same[0]) if same.numel() else n
+        saved = {"tau_text": slots["tau_text"], "tau_image": slots["tau_image"]}
+        if index < n:
+            saved.update({f"row.{k}": slots[k][index] for k in slots.data})
+
+        def restore(saved: dict[str, torch.Tensor]) -> None:
+            if index < n:
+                slots.write(index, {k: saved[f"row.{k}"] for k in slots.data})
+            slots.n = n
+            slots.set_column("tau_text", saved["tau_text"])
+            slots.set_column("tau_image", saved["tau_image"])
+
+        tx.save(saved, restore)
         if slots.n:
             view = self.memory.view()
             others = view.active.clone()
@@ -295,15 +303,6 @@ class ScopeMemory(Editor):
             slots.set_column("tau_text", torch.where(others, new_text, view.tau_text))
             slots.set_column("tau_image", torch.where(others, new_image, view.tau_image))
         slots.write(index, row)
-        return before
-
-    def _undo(self, before: dict[str, Any]) -> None:
-        slots = self.memory.slots
-        if before["row"] is not None:
-            slots.write(before["index"], before["row"])
-        slots.n = before["n"]
-        slots.set_column("tau_text", before["tau_text"])
-        slots.set_column("tau_image", before["tau_image"])
 
     # -- slots --------------------------------------------------------------------------------
     @property
