@@ -4,8 +4,9 @@ journaled as pending when it arrives (and acknowledged) and applied later by the
 ``ServiceStore`` is an ``EditStore`` (same journal, images, snapshots, replay) with:
 
 - ``submit``: validate the request, store its images, journal it as pending; nothing applied;
-- ``apply_pending``: apply the oldest pending edit and journal the outcome, exactly as
-  ``EditStore.edit`` does after its journaling (rejection, failure and auto-snapshot included);
+- ``apply_pending``: apply the oldest pending edit and journal the outcome with the routine
+  ``EditStore.edit`` ends with (``_apply_journaled``: rejection, failure and auto-snapshot
+  included);
 - opening leaves pending rows pending (``EditStore.open`` marks them abandoned): the service
   applies those it acknowledged and abandons the others (``abandon``).
 """
@@ -14,12 +15,10 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-from editscope.editors.base import EditRejected
 from editscope.store import journal as jr
 from editscope.store.journal import EditRecord
 from editscope.store.layout import StoreError
-from editscope.store.replay import request_for
-from editscope.store.scoping import never_answers, scoped_draft
+from editscope.store.scoping import scoped_draft
 from editscope.store.store import EditStore
 from editscope.types import EditRequest
 
@@ -60,25 +59,4 @@ class ServiceStore(EditStore):
         oldest = self.pending_ids()[0]
         if oldest != edit_id:
             raise StoreError(f"edit {edit_id} cannot be applied before pending edit {oldest} (journal order)")
-        try:
-            answers = never_answers(self.editor, record, self.images)  # on the state right before it
-            result = self.editor.edit(request_for(record, self.images))
-        except EditRejected as error:
-            self.journal.set_status([edit_id], jr.REJECTED, error=str(error) or type(error).__name__)
-            return self.get(edit_id)
-        except BaseException as error:
-            # As EditStore.edit: the state may be partly changed, so it is rebuilt from the
-            # journal; a ValueError is a request the model cannot take (a rejection).
-            self.journal.set_status([edit_id], jr.REJECTED, error=f"{type(error).__name__}: {error}")
-            self._restore(self.journal.applied_ids())
-            if isinstance(error, ValueError):
-                return self.get(edit_id)
-            raise
-        try:
-            self.journal.set_status([edit_id], jr.APPLIED, result={**result.to_dict(), **answers})
-        except BaseException:
-            self._restore(self.journal.applied_ids())
-            raise
-        self._since_snapshot += 1
-        self._maybe_auto_snapshot()
-        return self.get(edit_id)
+        return self._apply_journaled(record)

@@ -242,9 +242,16 @@ class EditStore(StateRestore, StateChanges):
         draft = scoped_draft(editor, request, tuple(tags), tuple(rephrases), self.images, self.directory)
         before = self._state_copy() if require_absorbed else None
         edit_id = self.journal.add_edit(draft)
-        record = self.journal.get_edit(edit_id)
+        return self._apply_journaled(self.journal.get_edit(edit_id), before)
+
+    def _apply_journaled(self, record: EditRecord, before: dict | None = None) -> EditRecord:
+        """Apply ``record``, an edit journaled as pending, and journal the outcome (the second
+        half of :meth:`edit`, which ``ServiceStore.apply_pending`` shares). ``before``: the state
+        to put back when the edit does not take (``require_absorbed``; None: not checked).
+        Returns the row as journaled."""
+        editor, edit_id = self.editor, record.id
         try:
-            answers = never_answers(editor, record, self.images)
+            answers = never_answers(editor, record, self.images)  # on the state right before it
             result = editor.edit(request_for(record, self.images))
         except EditRejected as error:
             self.journal.set_status([edit_id], jr.REJECTED, error=str(error) or type(error).__name__)
