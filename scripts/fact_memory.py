@@ -17,7 +17,6 @@ from pathlib import Path
 
 from tune_builtin import builtin_scopeedit  # scripts/ is on the path when this script runs
 
-from editscope.editors.recursive import WRITES
 from editscope.evaluation.data import load_records
 from editscope.evaluation.stream import build_stream
 from editscope.world import builtin_path, load_world, write_edits
@@ -49,10 +48,10 @@ def main() -> None:
             edit_held.append(steps[0][1] < config.stop_loss)
             rewrite_steps.extend(steps[1:])
     facts = list(editor.options["reedit"].facts.values())
-    rows = [sum(c.shape[0] if c.dim() > 1 else 1 for _, b, c in f if b not in WRITES) for f in facts]
-    writes = [sum(c.numel() for _, b, c in f if b in WRITES) for f in facts]
+    rows = [sum(c.code.shape[0] if c.code.dim() > 1 else 1 for c in f.codes) for f in facts]
+    writes = [sum(w.value.numel() for w in f.writes) for f in facts]
     total = editor.state_bytes()
-    fact_bytes = sum(c.numel() * c.element_size() for f in facts for _, _, c in f)
+    fact_bytes = sum(t.numel() * t.element_size() for f in facts for t in f.tensors())
     queue_bytes = sum(t.numel() * t.element_size() for inputs, _ in editor.options["rehearsal"].queue.values()
                       for t in inputs.tensors.values())
     print(f"{len(cases)} world:dev edits, overrides {args.overrides or '(preset)'}")

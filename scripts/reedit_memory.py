@@ -13,7 +13,6 @@ from pathlib import Path
 import torch
 
 from editscope.config import load_preset
-from editscope.editors.recursive import WRITES
 from editscope.editors.reference import load_reference
 from editscope.editors.registry import build_editor
 from editscope.evaluation.data import load_records
@@ -39,10 +38,9 @@ def main() -> None:
             editor.edit(anchored_request(case, protocol))
     kept = dense = factored = writes = 0
     for folded in editor.options["reedit"].facts.values():
-        for path, branch, stored in folded:
-            if branch not in WRITES:
-                continue
-            target = getattr(editor.sites[path], branch)
+        for write in folded.writes:
+            stored = write.value
+            target = getattr(editor.sites[write.path], write.name)
             writes += 1
             factored += tuple(stored.shape) != tuple(target.shape)
             kept += stored.numel() * stored.element_size()

@@ -49,7 +49,7 @@ def test_old_state_loads_with_its_memory_and_continues_as_the_old_code_did(vlm, 
     editor = ScopeEdit(vlm, config)
     editor.load(FIXTURE / "state")  # the flat config in editor_config.json matches the sections
     facts, queue = editor.options["reedit"].facts, editor.options["rehearsal"].queue
-    assert [[k, [[p, b, list(v.shape)] for p, b, v in f]] for k, f in facts.items()] == expected["facts"]
+    assert [[k, [[p, b, list(v.shape)] for p, b, v in f.entries()]] for k, f in facts.items()] == expected["facts"]
     assert [[k, scope] for k, (_, scope) in queue.items()] == expected["queue"]
     assert editor.state_bytes() == expected["state_bytes"]
     assert editor.edits_applied == expected["edits_applied"]

@@ -12,6 +12,7 @@ from editscope.config import load_preset
 from editscope.core.linalg import sherman_morrison
 from editscope.editors.recursive import MORE, ScopeEdit, compact_write, expand_write
 from editscope.editors.scopeedit.plugin import read_index
+from editscope.editors.scopeedit.reedit import Branch
 from editscope.types import EditRequest
 
 PROMPT = "what color is the object in the image ?"
@@ -38,9 +39,9 @@ def test_release_leaves_only_the_latest_edit_of_a_fact_in_p(vlm) -> None:
     assert len(memory(editor)) == 1
     (folded,) = memory(editor).values()
     expected = {p: torch.eye(s.rank_local, dtype=torch.float64, device=s.P_local.device) for p, s in editor.sites.items()}
-    for path, branch, code in folded:
-        if branch == "local":
-            expected[path] = sherman_morrison(expected[path], code.double(), 5.0)
+    for code in folded.codes:
+        if code.branch is Branch.LOCAL:
+            expected[code.path] = sherman_morrison(expected[code.path], code.code.double(), 5.0)
     for path, site in editor.sites.items():
         assert torch.allclose(site.P_local.double(), expected[path], atol=1e-4), path
 
@@ -118,7 +119,7 @@ def test_replace_takes_the_earlier_write_out_of_b(vlm, cls) -> None:
     editor.edit(EditRequest(prompt=PROMPT, target="red car", image=image(0)))
     replaced = {p: (s.B_local.clone(), s.B_shared.clone()) for p, s in editor.sites.items()}
     (folded,) = memory(editor).values()
-    writes = {(path, branch): change for path, branch, change in folded if branch.startswith("B_")}
+    writes = {(write.path, write.name): write.value for write in folded.writes}
     assert writes
     for path, site in editor.sites.items():  # the memory holds exactly what is in B: one write
         for branch in ("B_local", "B_shared"):
@@ -139,7 +140,7 @@ def test_release_keeps_the_earlier_write_in_b(vlm) -> None:
     first = {p: s.B_local.clone() for p, s in editor.sites.items()}
     editor.edit(EditRequest(prompt=PROMPT, target="red car", image=image(0)))
     (folded,) = memory(editor).values()
-    assert {branch for _, branch, _ in folded} <= {"local", "shared"}
+    assert not folded.writes and {code.branch for code in folded.codes} <= {Branch.LOCAL, Branch.SHARED}
     fresh_b = {p: s.B_local.clone() for p, s in editor.sites.items()}
     editor.remove()
     only_second = ScopeEdit(vlm, config("release", lambda_local=5.0))

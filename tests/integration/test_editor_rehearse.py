@@ -154,18 +154,18 @@ def test_a_topup_writes_on_top_and_remembers_both_writes(setup) -> None:
     try:
         editor.edit(first)
         key_first = next(iter(editor.options["reedit"].facts))
-        before = {(p, b): v.clone() for p, b, v in editor.options["reedit"].facts[key_first] if b in WRITES}
-        codes_before = sum(b not in WRITES for _, b, _ in editor.options["reedit"].facts[key_first])
+        before = {(w.path, w.name): w.value.clone() for w in editor.options["reedit"].facts[key_first].writes}
+        codes_before = len(editor.options["reedit"].facts[key_first].codes)
         wear_away(editor)
         assert editor.edit(second).rehearsed == 1
         key_second = next(k for k in editor.options["reedit"].facts if k != key_first)
         remembered = {}
         for key in (key_first, key_second):
-            for path, branch, value in editor.options["reedit"].facts[key]:
-                if branch in WRITES:
-                    shape = getattr(editor.sites[path], branch).shape
-                    full = expand_write(value, shape)
-                    remembered[(path, branch)] = remembered.get((path, branch), 0) + full
+            for write in editor.options["reedit"].facts[key].writes:
+                path, branch = write.path, write.name
+                shape = getattr(editor.sites[path], branch).shape
+                full = expand_write(write.value, shape)
+                remembered[(path, branch)] = remembered.get((path, branch), 0) + full
         for (path, branch), value in before.items():  # B now holds the second's write and the top-up
             remembered[(path, branch)] = remembered[(path, branch)] - expand_write(
                 value, getattr(editor.sites[path], branch).shape
@@ -175,7 +175,7 @@ def test_a_topup_writes_on_top_and_remembers_both_writes(setup) -> None:
                 held_now = getattr(site, branch).detach()
                 expected = remembered.get((path, branch), torch.zeros_like(held_now))
                 assert torch.allclose(held_now, expected, atol=1e-5), (path, branch)
-        codes_after = sum(b not in WRITES for _, b, _ in editor.options["reedit"].facts[key_first])
+        codes_after = len(editor.options["reedit"].facts[key_first].codes)
         per_group = max(len(paths) for paths in editor.groups.values())
         # each step folds one code per written site: the local branch of top_k groups, the shared
         # branch of at most shared_layers of them
@@ -183,7 +183,8 @@ def test_a_topup_writes_on_top_and_remembers_both_writes(setup) -> None:
         # a state with a topped-up fact round-trips (one write per site and fact)
         saved = {k[len("reedit/"):]: v for k, v in editor.state_dict().items() if k.startswith("reedit/")}
         restored = editor.options["reedit"].read_state(saved)
-        assert [(p, b) for p, b, _ in restored[key_first]] == [(p, b) for p, b, _ in editor.options["reedit"].facts[key_first]]
+        assert [(p, b) for p, b, _ in restored[key_first].entries()] == \
+            [(p, b) for p, b, _ in editor.options["reedit"].facts[key_first].entries()]
     finally:
         editor.remove()
 

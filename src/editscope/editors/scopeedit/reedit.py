@@ -11,13 +11,17 @@ many times leaves one write in the model, not one per edit. A fact is the same i
 State: ``reedit/index`` (JSON: the facts in memory order, each with its key and the site and
 branch of each of its tensors) and ``reedit/<i>.<j>``, the ``j``-th tensor of the ``i``-th fact:
 a write (``B_local`` | ``B_shared``, the matrix or its factors) or the codes one branch of one
-site folded (``local`` | ``shared``, one row each).
+site folded (``local`` | ``shared``, one row each). In memory a fact is a :class:`Folded`, its
+codes (:class:`Code`) and its writes (:class:`Change`) in separate lists, each with its
+:class:`Branch`; those names are the state's only.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Iterator
 
 import torch
 
@@ -28,9 +32,69 @@ from editscope.editors.scopeedit.writes import WRITES, check_write, compact_writ
 from editscope.editors.transaction import Transaction
 
 RULES = ("release", "replace")
-# (site path, "local" | "shared", code) for every code one edit folded into a preconditioner,
-# and, under "replace", (site path, "B_local" | "B_shared", change) for what it wrote
-Folded = list[tuple[str, str, torch.Tensor]]
+
+
+class Branch(Enum):
+    """A site's branch: the local one (``B_local``, ``P_local``) or the shared one."""
+
+    LOCAL = "local"
+    SHARED = "shared"
+
+
+@dataclass(frozen=True, eq=False)
+class Code:
+    """A code (one row) one edit folded into the preconditioner of ``branch`` at site ``path``."""
+
+    path: str
+    branch: Branch
+    code: torch.Tensor
+
+    @property
+    def name(self) -> str:
+        """Its name in the state's index: the branch ("local" | "shared")."""
+        return self.branch.value
+
+
+@dataclass(frozen=True, eq=False)
+class Change:
+    """What a fact's edits wrote into the ``B`` of ``branch`` at site ``path`` (rule "replace"),
+    in its compact form (:func:`~editscope.editors.scopeedit.writes.compact_write`)."""
+
+    path: str
+    branch: Branch
+    value: torch.Tensor
+
+    @property
+    def name(self) -> str:
+        """Its name in the state's index and the matrix it was written to: "B_local" | "B_shared"."""
+        return f"B_{self.branch.value}"
+
+
+def _site_order(entry: Code | Change) -> tuple[str, str]:
+    return entry.path, entry.branch.value
+
+
+@dataclass(eq=False)
+class Folded:
+    """What the re-edit memory keeps of one fact: the codes its edits folded into the
+    preconditioners and, under "replace", what they wrote into ``B``."""
+
+    codes: list[Code] = field(default_factory=list)
+    writes: list[Change] = field(default_factory=list)
+
+    def sorted(self) -> "Folded":
+        """Each list by site and branch (stable: a site's codes stay in the order folded)."""
+        return Folded(sorted(self.codes, key=_site_order), sorted(self.writes, key=_site_order))
+
+    def entries(self) -> list[tuple[str, str, torch.Tensor]]:
+        """``(site path, name, tensor)`` of every write and code, by site and name: the order
+        the state lists them in."""
+        named = [(w.path, w.name, w.value) for w in self.writes] + [(c.path, c.name, c.code) for c in self.codes]
+        return sorted(named, key=lambda entry: (entry[0], entry[1]))
+
+    def tensors(self) -> Iterator[torch.Tensor]:
+        yield from (w.value for w in self.writes)
+        yield from (c.code for c in self.codes)
 
 
 @dataclass(frozen=True)
@@ -59,20 +123,20 @@ class Reedit(Plugin):
         job.key = fact_key(job.inputs)
 
     def begin_write(self, job: Write, tx: Transaction) -> None:
-        job.notes[self.name] = {"folded": [], "earlier": self.facts.get(job.key, [])}
+        job.notes[self.name] = {"folded": Folded(), "earlier": self.facts.get(job.key, Folded())}
         if job.key in self.facts and not job.topup:
             self._release(self.facts[job.key], tx)
         if self.config.rule == "replace":
             tx.mark_writes()
 
     def on_fold(self, job: Write, path: str, branch: str, code: torch.Tensor) -> None:
-        site = self.editor.sites[path]
-        dtype = (site.P_local if branch == "local" else site.P_shared).dtype
-        job.notes[self.name]["folded"].append((path, branch, code.detach().to(dtype).clone()))
+        which = Branch(branch)
+        dtype = getattr(self.editor.sites[path], f"P_{which.value}").dtype
+        job.notes[self.name]["folded"].codes.append(Code(path, which, code.detach().to(dtype).clone()))
 
     def after_steps(self, job: Write, tx: Transaction) -> None:
         if self.config.rule == "replace":
-            job.notes[self.name]["folded"].extend(self._writes(tx))
+            job.notes[self.name]["folded"].writes.extend(self._writes(tx))
 
     def commit(self, job: Write) -> None:
         note = job.notes[self.name]
@@ -81,48 +145,47 @@ class Reedit(Plugin):
     def reset(self) -> None:
         self.facts.clear()
 
-    def _writes(self, tx: Transaction) -> Folded:
+    def _writes(self, tx: Transaction) -> list[Change]:
         """What the steps of this write put into each site's ``B`` matrices (non-zero ones)."""
         path_of = {id(site): path for path, site in self.editor.sites.items()}
-        entries: Folded = []
+        entries: list[Change] = []
         for site, local, shared in tx.writes():
-            for branch, change in (("B_local", local), ("B_shared", shared)):
+            for branch, change in ((Branch.LOCAL, local), (Branch.SHARED, shared)):
                 if change.numel() and bool(change.any()):
-                    entries.append((path_of[id(site)], branch, compact_write(change).clone()))
+                    entries.append(Change(path_of[id(site)], branch, compact_write(change).clone()))
         return entries
 
     def _release(self, folded: Folded, tx: Transaction) -> None:
         """Take a fact's earlier codes back out of the preconditioners (and, under "replace",
         its earlier writes out of ``B``) before it is edited again."""
         with torch.no_grad():
-            for path, branch, code in folded:
-                site = self.editor.sites[path]
+            for write in folded.writes:
+                site = self.editor.sites[write.path]
                 tx.touch(site)
-                if branch in WRITES:
-                    target = getattr(site, branch)
-                    target.sub_(expand_write(code, target.shape).to(target.dtype))
-                else:
-                    p = site.P_local if branch == "local" else site.P_shared
-                    p.copy_(sherman_morrison_downdate(p, code, self.editor.lam(branch)))
+                target = getattr(site, write.name)
+                target.sub_(expand_write(write.value, target.shape).to(target.dtype))
+            for code in folded.codes:  # in the order folded (each P's downdates in sequence)
+                site = self.editor.sites[code.path]
+                tx.touch(site)
+                p = getattr(site, f"P_{code.branch.value}")
+                p.copy_(sherman_morrison_downdate(p, code.code, self.editor.lam(code.branch.value)))
 
     def _merged(self, earlier: Folded, later: Folded) -> Folded:
         """A fact's remembered writes and codes with a top-up's added: the writes of one site and
         branch summed into one (kept compact, as the state keeps one per site), the codes side
         by side."""
-        writes: dict[tuple[str, str], torch.Tensor] = {}
-        codes: Folded = []
-        for path, branch, value in (*earlier, *later):
-            if branch not in WRITES:
-                codes.append((path, branch, value))
-                continue
-            full = expand_write(value, getattr(self.editor.sites[path], branch).shape)
-            writes[(path, branch)] = full + writes[(path, branch)] if (path, branch) in writes else full
-        return [*((p, b, compact_write(w).clone()) for (p, b), w in writes.items()), *codes]
+        writes: dict[tuple[str, Branch], torch.Tensor] = {}
+        for write in (*earlier.writes, *later.writes):
+            key = (write.path, write.branch)
+            full = expand_write(write.value, getattr(self.editor.sites[write.path], write.name).shape)
+            writes[key] = full + writes[key] if key in writes else full
+        return Folded([*earlier.codes, *later.codes],
+                      [Change(path, branch, compact_write(w).clone()) for (path, branch), w in writes.items()])
 
     def _remember(self, key: str, folded: Folded) -> None:
         # grouped by site (stable), the order the state keeps them in
         self.facts.pop(key, None)
-        self.facts[key] = sorted(folded, key=lambda entry: (entry[0], entry[1]))
+        self.facts[key] = folded.sorted()
         while len(self.facts) > self.config.memory:
             self.facts.popitem(last=False)
 
@@ -132,18 +195,18 @@ class Reedit(Plugin):
         index = []
         for i, (key, folded) in enumerate(self.facts.items()):
             by_site: dict[tuple[str, str], list[torch.Tensor]] = {}
-            for path, branch, code in folded:
-                by_site.setdefault((path, branch), []).append(code)
-            for j, ((path, branch), codes) in enumerate(by_site.items()):
+            for path, name, tensor in folded.entries():
+                by_site.setdefault((path, name), []).append(tensor)
+            for j, ((path, name), tensors) in enumerate(by_site.items()):
                 # a write is one matrix per site and fact; codes are stacked, one row each
-                value = codes[0] if branch in WRITES else torch.stack(codes)
+                value = tensors[0] if name in WRITES else torch.stack(tensors)
                 state[f"{i}.{j}"] = value.detach().clone()
             index.append({"key": key, "entries": [list(e) for e in by_site]})
         state[INDEX] = index_tensor({"facts": index})
         return state
 
     def state_bytes(self) -> int:
-        return sum(c.numel() * c.element_size() for folded in self.facts.values() for _, _, c in folded)
+        return sum(t.numel() * t.element_size() for folded in self.facts.values() for t in folded.tensors())
 
     def read_state(self, state: dict[str, torch.Tensor]) -> OrderedDict[str, Folded]:
         if not state:
@@ -151,14 +214,16 @@ class Reedit(Plugin):
         facts: OrderedDict[str, Folded] = OrderedDict()
         listed = {INDEX}
         for i, fact in enumerate(read_index(state, self.name)["facts"]):
-            folded: Folded = []
-            for j, (path, branch) in enumerate(fact["entries"]):
-                name = f"{i}.{j}"
-                listed.add(name)
-                if name not in state:
-                    raise ValueError(f"editor state reedit/{name}: listed in the index but missing")
-                folded.extend(self._entry(f"reedit/{name} ({path} {branch})", path, branch, state[name]))
-            facts[fact["key"]] = sorted(folded, key=lambda entry: (entry[0], entry[1]))
+            folded = Folded()
+            for j, (path, name) in enumerate(fact["entries"]):
+                entry = f"{i}.{j}"
+                listed.add(entry)
+                if entry not in state:
+                    raise ValueError(f"editor state reedit/{entry}: listed in the index but missing")
+                read = self._entry(f"reedit/{entry} ({path} {name})", path, name, state[entry])
+                folded.codes.extend(read.codes)
+                folded.writes.extend(read.writes)
+            facts[fact["key"]] = folded.sorted()
         extra = sorted(set(state) - listed)
         if extra:
             raise ValueError(f"editor state: re-edit memory entries not in its index: {extra[:5]}")
@@ -167,16 +232,20 @@ class Reedit(Plugin):
     def set_state(self, facts: OrderedDict[str, Folded]) -> None:
         self.facts = facts
 
-    def _entry(self, where: str, path: str, branch: str, tensor: torch.Tensor) -> Folded:
-        if branch not in ("local", "shared", *WRITES) or path not in self.editor.sites or tensor.dim() != 2:
+    def _entry(self, where: str, path: str, name: str, tensor: torch.Tensor) -> Folded:
+        """One entry of the state's index: a write (``name`` "B_local" | "B_shared") or the
+        codes of one branch ("local" | "shared", one row each)."""
+        if name not in ("local", "shared", *WRITES) or path not in self.editor.sites or tensor.dim() != 2:
             raise ValueError(f"editor state {where}: not a re-edit memory entry of this editor")
         site = self.editor.sites[path]
-        if branch in WRITES:
-            target = getattr(site, branch)
+        if name in WRITES:
+            target = getattr(site, name)
             check_write(where, tensor, target)
-            return [(path, branch, tensor.to(device=target.device, dtype=target.dtype).clone())]
-        rank = site.rank_local if branch == "local" else site.rank_shared
+            value = tensor.to(device=target.device, dtype=target.dtype).clone()
+            return Folded(writes=[Change(path, Branch(name[len("B_"):]), value)])
+        branch = Branch(name)
+        rank = site.rank_local if branch is Branch.LOCAL else site.rank_shared
         if tensor.shape[1] != rank or not torch.isfinite(tensor).all():
             raise ValueError(f"editor state {where}: codes of shape {tuple(tensor.shape)}, expected (n, {rank})")
         codes = tensor.to(device=site.P_local.device, dtype=site.P_local.dtype)
-        return [(path, branch, c.clone()) for c in codes]
+        return Folded(codes=[Code(path, branch, c.clone()) for c in codes])
