@@ -114,7 +114,9 @@ def acknowledged_by_service(directory: Path, edit_ids: Sequence[int]) -> list[in
     if not edit_ids or not path.exists():
         return []
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+        # read-write (the file exists): a server killed mid-write leaves a hot journal that only
+        # a writable connection rolls back; the caller holds the store's writer lock
+        with contextlib.closing(sqlite3.connect(path, timeout=10.0)) as conn:
             marks = ",".join("?" * len(edit_ids))
             rows = conn.execute(f"SELECT edit_id FROM writes WHERE action = 'edit' AND edit_id IN ({marks})",
                                 list(edit_ids)).fetchall()
