@@ -3,6 +3,7 @@ it; a good request passes through unchanged."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 
@@ -87,3 +88,27 @@ def test_a_query_needs_a_prompt_and_takes_an_optional_image():
     assert query_from_json({"prompt": "hi", "image": GOOD["image"]}, LIMIT).image.size == (8, 8)
     assert field_of(lambda: query_from_json({"image": GOOD["image"]}, LIMIT)) == (422, "prompt")
     assert field_of(lambda: query_from_json({"prompt": "hi", "target": "x"}, LIMIT)) == (422, "target")
+
+
+def _request(chunks: list[bytes], pause_s: float):
+    """A Starlette request whose body arrives in ``chunks``, ``pause_s`` apart."""
+    from starlette.requests import Request
+
+    async def receive():
+        await asyncio.sleep(pause_s)
+        if chunks:
+            return {"type": "http.request", "body": chunks.pop(0), "more_body": bool(chunks)}
+        return {"type": "http.disconnect"}
+
+    return Request({"type": "http", "method": "POST", "path": "/v1/edits", "headers": []}, receive)
+
+
+def test_a_body_slower_than_the_request_timeout_is_408_and_a_prompt_one_is_read():
+    from editscope.service.httpkit import ApiError, read_body
+    from editscope.service.settings import ServiceSettings
+
+    settings = ServiceSettings(request_timeout_s=0.2)
+    assert asyncio.run(read_body(_request([b'{"a":', b" 1}"], 0.01), settings)) == b'{"a": 1}'
+    with pytest.raises(ApiError) as caught:
+        asyncio.run(read_body(_request([b"{", b"}", b"x"], 0.15), settings))
+    assert caught.value.status == 408 and "within the request timeout of 0.2 s" in caught.value.message

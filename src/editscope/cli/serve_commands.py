@@ -86,7 +86,7 @@ def register(app: typer.Typer) -> None:
         max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", help="Largest request body, in MiB (413 above it)."),
         max_prompt_chars: int = typer.Option(2000, "--max-prompt-chars", help="Longest prompt, target, tag or rephrase (422 above it)."),
         rate_limit: int = typer.Option(600, "--rate-limit", help="Requests per minute per API key (429 above it; 0: no limit)."),
-        request_timeout: float = typer.Option(60.0, "--request-timeout", help="Seconds a query or writer operation may wait (504 after)."),
+        request_timeout: float = typer.Option(60.0, "--request-timeout", help="Seconds a query or writer operation may wait (504 after), and a client may take to send its request body (408 after)."),
         device: Optional[str] = typer.Option(None, "--device", help="Device for the model (default: the store's)."),
         log_level: str = typer.Option("warning", "--log-level", help="uvicorn's log level (info logs every request)."),
     ) -> None:

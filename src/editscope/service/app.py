@@ -211,7 +211,7 @@ async def _json_body(request: Request, settings: ServiceSettings) -> dict[str, A
     from editscope.service.httpkit import read_body
     from editscope.service.inputs import json_object
 
-    return json_object(await read_body(request, settings.max_upload_bytes))
+    return json_object(await read_body(request, settings))
 
 
 def _json_field(data: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:

@@ -3,6 +3,7 @@ role check with the rate limit, and plain-data views of journal records."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -115,17 +116,24 @@ def _client(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, or ``413`` as soon as it is known to be over ``limit`` bytes."""
+async def read_body(request: Request, settings: ServiceSettings) -> bytes:
+    """The request body, or ``413`` as soon as it is known to be over the upload limit, or
+    ``408`` when the client takes longer than the request timeout to send it."""
+    limit = settings.max_upload_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, f"the request body is {int(declared)} bytes; the limit is {limit}")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, f"the request body is over the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(settings.request_timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise ApiError(413, f"the request body is over the limit of {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise ApiError(408, f"the request body did not arrive within the request timeout of "
+                            f"{settings.request_timeout_s:g} s") from None
     body = b"".join(chunks)
     request._body = body  # noqa: SLF001 (Starlette's cache of the body: form() parses it from here)
     return body
@@ -149,14 +157,14 @@ def _is_form(request: Request) -> bool:
 
 
 async def edit_input(request: Request, settings: ServiceSettings) -> EditInput:
-    body = await read_body(request, settings.max_upload_bytes)
+    body = await read_body(request, settings)
     if _is_form(request):
         return edit_from_form(await form_fields(request, settings.max_upload_bytes), settings.max_prompt_chars)
     return edit_from_json(json_object(body), settings.max_prompt_chars)
 
 
 async def query_input(request: Request, settings: ServiceSettings) -> QueryInput:
-    body = await read_body(request, settings.max_upload_bytes)
+    body = await read_body(request, settings)
     if _is_form(request):
         return query_from_form(await form_fields(request, settings.max_upload_bytes), settings.max_prompt_chars)
     return query_from_json(json_object(body), settings.max_prompt_chars)
