@@ -88,7 +88,7 @@ def test_an_idempotency_key_maps_to_one_edit_and_a_changed_body_conflicts(store_
 
 
 def test_the_store_sees_which_pending_edits_the_service_acknowledged(store_dir, tmp_path):
-    from editscope.store.layout import acknowledged_by_service
+    from editscope.store.recovery import acknowledged_by_service
 
     assert acknowledged_by_service(store_dir, [5, 7]) == []  # no service file: none
     ledger = Ledger(store_dir)

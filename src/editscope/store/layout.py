@@ -12,13 +12,11 @@ Layout of a store directory::
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import hashlib
 import json
-import sqlite3
 from pathlib import Path
-from typing import IO, Any, Sequence
+from typing import IO, Any
 
 from editscope.store.atomic import write_atomically
 
@@ -105,21 +103,3 @@ def normalise_source(source: str | Path) -> str:
         raise StoreError(f"model checkpoint not found: {path}")
     return str(path.resolve())
 
-
-def acknowledged_by_service(directory: Path, edit_ids: Sequence[int]) -> list[int]:
-    """Those of pending ``edit_ids`` that ``editscope serve`` acknowledged (its ledger in
-    ``service.sqlite`` has them): only the service applies them; a CLI writer must not
-    abandon them."""
-    path = directory / "service.sqlite"
-    if not edit_ids or not path.exists():
-        return []
-    try:
-        # read-write (the file exists): a server killed mid-write leaves a hot journal that only
-        # a writable connection rolls back; the caller holds the store's writer lock
-        with contextlib.closing(sqlite3.connect(path, timeout=10.0)) as conn:
-            marks = ",".join("?" * len(edit_ids))
-            rows = conn.execute(f"SELECT edit_id FROM writes WHERE action = 'edit' AND edit_id IN ({marks})",
-                                list(edit_ids)).fetchall()
-    except sqlite3.Error as error:
-        raise StoreError(f"service file {path} cannot be read ({error}): it may hold acknowledged edits") from error
-    return sorted(row[0] for row in rows)

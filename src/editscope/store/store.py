@@ -35,9 +35,10 @@ from editscope.store.changes import SlotEditor, StateChange, StateChanges  # noq
 from editscope.store.backend import Backend, DefaultBackend, weights_fingerprint
 from editscope.store.export import export_adapter, export_manifest, export_merged
 from editscope.store.images import ImageStore, ImageStoreError
-from editscope.store.layout import (BUILTIN, JOURNAL, STORE_FORMAT, StoreError, WriterLock, acknowledged_by_service,
+from editscope.store.layout import (BUILTIN, JOURNAL, STORE_FORMAT, StoreError, WriterLock,
                                     check_manifest_copy, normalise_source, read_manifest, write_manifest)
 from editscope.store.journal import EditRecord, SnapshotRecord, SQLiteJournal
+from editscope.store.recovery import recover_pending
 from editscope.store.replay import check_text, request_for
 from editscope.store.scoping import never_answers, scoped_draft
 from editscope.store.restore import StateRestore
@@ -382,19 +383,7 @@ class EditStore(StateRestore, StateChanges):
             log.warning("store %s: automatic snapshot %s failed: %s", self.directory, name, error)
 
     def _recover_pending(self) -> None:
-        pending = [r.id for r in self.journal.edits(status=jr.PENDING)]
-        if served := acknowledged_by_service(self.directory, pending):
-            raise StoreError(f"store {self.directory} has edit(s) {served} acknowledged by `editscope serve` and not yet "
-                             f"applied: run `editscope serve --store {self.directory}` to apply them (a writer here "
-                             "would abandon them)")
-        if not pending:
-            return
-        with self.journal.transaction():
-            self.journal.set_status(
-                pending, jr.REJECTED, error="abandoned: the process stopped before the edit was applied"
-            )
-            self.journal.add_event("recover", {"abandoned": pending})
-        log.warning("store %s: marked %d abandoned pending edit(s) rejected: %s", self.directory, len(pending), pending)
+        recover_pending(self.directory, self.journal)
 
 
 def _readable_image(image: ImageInput) -> ImageInput:
