@@ -76,9 +76,12 @@ def _own_check(store: EditStore, record: EditRecord) -> Optional[OwnCheck]:
     a query of the edit's own input now gets."""
     if record.status != "applied":
         return None
-    image = store.images.get(record.image_sha256) if record.image_sha256 is not None else None
-    probe = check_own(store.editor, record, lambda sha: store.images.get(sha) if sha is not None else None)
-    return OwnCheck(probe, store.editor.answer(image, record.prompt, max_new_tokens=ANSWER_TOKENS))
+    def image_path(sha: Optional[str]) -> Optional[Path]:
+        return store.images.get(sha) if sha is not None else None
+
+    probe = check_own(store.editor, record, image_path)
+    answer = store.editor.answer(image_path(record.image_sha256), record.prompt, max_new_tokens=ANSWER_TOKENS)
+    return OwnCheck(probe, answer)
 
 
 def _ack(record: EditRecord, where: str = "", check: Optional[OwnCheck] = None) -> str:
