@@ -110,7 +110,7 @@ def test_an_inseparable_never_example_is_refused_and_nothing_is_written(builtin,
     other = render(world, record, 3)
     cases = [
         (dict(never=[render(world, record, 0)]), "never example 1 .* shows the edit's own image"),
-        (dict(also=[other], never=[(other, None)]), "never example 1 .* closer to the edit than also example 1"),
+        (dict(also=[other], never=[(other, None)]), "never example 1 .* cannot be kept apart from also example 1"),
     ]
     for examples, message in cases:
         with pytest.raises(ScopeConflict, match=message):
@@ -129,24 +129,33 @@ def test_contradictory_examples_are_clear_errors(builtin, world, records) -> Non
     assert editor.size == 0
 
 
-def test_caps_round_trip_and_older_states_load(builtin, world, records) -> None:
+def test_examples_round_trip_and_older_states_load(builtin, world, records) -> None:
     record = records[1]
     editor = editor_on(builtin)
-    positive = render(world, record, 4)
-    editor.edit(request(world, record, also=[positive]))
-    cap = float(editor.memory.slots["cap_image"][0])
-    assert cap < editor.memory.limits.cap  # the example set the cap
+    positive, negative = render(world, record, 4), render(world, record, 2, lookalike=True)
+    editor.edit(request(world, record, also=[positive], never=[negative]))
+    assert editor.memory.examples["also"].n == 1 and editor.memory.examples["never"].n == 1
     route = editor.route_of(positive, record["src"])
-    assert route[0] == 0
+    assert route[0] == 0 and editor.route_of(negative, record["src"])[0] == NO_SLOT
     state = editor.state_dict()
     editor.remove()
     fresh = editor_on(builtin)
     fresh.load_state_dict(state)
-    assert float(fresh.memory.slots["cap_image"][0]) == cap
+    assert same_state(fresh.state_dict(), state)
     assert fresh.route_of(positive, record["src"]) == route
-    older = {k: v for k, v in state.items() if ".cap_" not in k}
+    # a re-edit of the fact without examples drops them with the slot it replaces
+    fresh.edit(request(world, record))
+    assert fresh.size == 1 and fresh.memory.examples["also"].n == 0 and fresh.memory.examples["never"].n == 0
+    # a state saved before examples were kept as keys: an image cap per slot, no example tables
+    older = {k: v for k, v in state.items() if ".examples." not in k}
+    older["scopememory.slots.cap_image"] = torch.full_like(state["scopememory.slots.tau_image"], 0.9)
     fresh.load_state_dict(older)
-    assert float(fresh.memory.slots["cap_image"][0]) == pytest.approx(fresh.memory.limits.cap)
+    assert fresh.size == 1 and fresh.memory.examples["also"].n == 0
+    assert torch.equal(fresh.memory.slots["tau_image"], state["scopememory.slots.tau_image"])
+    # and one saved before scope examples existed at all
+    oldest = {k: v for k, v in older.items() if ".cap_" not in k}
+    fresh.load_state_dict(oldest)
+    assert float(fresh.memory.slots["cap_text"][0]) == pytest.approx(fresh.memory.limits.cap)
 
 
 @pytest.mark.parametrize("name", ["scopeedit", "grace"])

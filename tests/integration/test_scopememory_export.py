@@ -23,7 +23,7 @@ from tiny_models import TEST_DEVICE, build_tiny
 from tiny_models import noise_image as image
 
 from editscope.editors.scopememory import ScopeMemory, load_memory_preset
-from editscope.editors.scopememory.router import NO_SLOT, SlotKeys, Thresholds, match
+from editscope.editors.scopememory.router import NO_SLOT, Examples, SlotKeys, Thresholds, match
 from editscope.models import VisionLanguageModel
 from editscope.types import EditRequest
 
@@ -165,10 +165,25 @@ def test_template_match_equals_router_match() -> None:
     q_has = torch.rand(b, generator=g) < 0.6
     v = torch.nn.functional.normalize(img[pick] + 0.3 * torch.randn(b, d, generator=g), dim=-1) * q_has[:, None]
     limits = Thresholds(instance=0.9, text_only=0.5, margin=0.02, cap=0.98)
+    # scope examples: also examples near some queries' images, never examples near others'
+    also_owner, never_owner = torch.randint(0, n, (80,), generator=g), torch.randint(0, n, (60,), generator=g)
+    examples = Examples(also=unit(80, d), also_owner=also_owner, never=unit(60, d), never_owner=never_owner)
+    examples.also[:20] = v[:20]
+    examples.also_owner[:20] = pick[:20]
+    examples.never[20:40] = v[20:40]
+    examples.never_owner[20:40] = pick[20:40]
+    without = match(q, v, q_has, slots, limits)
+    slots.examples = examples
     expected = match(q, v, q_has, slots, limits)
-    keep = slots.active.nonzero().flatten()  # the export keeps active slots only
+    assert not torch.equal(without.slot, expected.slot)  # the examples move some routes
+    keep = slots.active.nonzero().flatten()  # the export keeps active slots only, renumbered
+    renumber = torch.full((n,), -1, dtype=torch.long)
+    renumber[keep] = torch.arange(keep.numel())
     compact = {k: getattr(slots, k)[keep] for k in ("text", "image", "has_image", "shared", "tau_text", "tau_image")}
-    slot, local, shared = template.match(q, v, q_has, compact, limits.instance, limits.text_only)
+    for kind in ("also", "never"):
+        owner = renumber[getattr(examples, f"{kind}_owner")]
+        compact[kind], compact[f"{kind}_owner"] = getattr(examples, kind)[owner >= 0], owner[owner >= 0]
+    slot, local, shared = template.match(q, v, q_has, compact, limits.instance, limits.text_only, limits.margin)
     original = torch.where(slot >= 0, keep[slot.clamp(min=0)], slot)
     assert torch.equal(original, expected.slot)
     assert torch.equal(local, expected.local) and torch.equal(shared, expected.shared)

@@ -92,25 +92,60 @@ def test_raise_thresholds_excludes_negatives_by_the_cheaper_key() -> None:
     assert far[0].tolist() == pytest.approx([0.8]) and far[1].tolist() == pytest.approx([0.85])
 
 
-def test_raise_thresholds_respects_each_slots_caps() -> None:
+def test_raise_thresholds_respects_each_slots_question_cap() -> None:
     from dataclasses import replace
 
-    table = slots(text=[[1, 0, 0]], image=[[1, 0, 0]], has_image=[True], shared=[True])
+    table = slots(text=[[1, 0, 0]], image=[[1, 0, 0]], has_image=[True], shared=[True], tau_image=0.5)
     has = torch.ones(1, dtype=torch.bool)
-    # a look-alike at image cos 0.894 whose question is at cos 0.928: the image raise is cheaper...
-    look_alike = (unit([1, 0.4, 0]), unit([1, 0.5, 0]))
+    # a look-alike whose question is at cos 0.894 and image at cos 0.928: the question raise is cheaper...
+    look_alike = (unit([1, 0.5, 0]), unit([1, 0.4, 0]))
     tau_text, tau_image = raise_thresholds(table, *look_alike, has, LIMITS)
-    assert float(tau_text[0]) == pytest.approx(0.8) and abs(float(tau_image[0]) - 0.9144) < 1e-3
-    # ... but an also example at image cos 0.9 caps the image threshold there: the question is raised
-    capped = replace(table, cap_image=torch.tensor([0.9]))
+    assert abs(float(tau_text[0]) - 0.9144) < 1e-3 and float(tau_image[0]) == pytest.approx(0.5)
+    # ... but an also example's question at cos 0.9 caps the question threshold: the image is raised
+    capped = replace(table, cap_text=torch.tensor([0.9]))
     tau_text, tau_image = raise_thresholds(capped, *look_alike, has, LIMITS)
-    assert float(tau_image[0]) == pytest.approx(0.85) and abs(float(tau_text[0]) - (0.9285 + 0.02)) < 1e-3
-    # where neither raise fits under the caps, both stop at them and the negative still passes
-    both = replace(table, cap_image=torch.tensor([0.9]), cap_text=torch.tensor([0.92]))
-    tau_text, tau_image = raise_thresholds(both, *look_alike, has, LIMITS)
-    assert float(tau_text[0]) == pytest.approx(0.92) and float(tau_image[0]) == pytest.approx(0.85)
-    after = replace(both, tau_text=tau_text, tau_image=tau_image)
-    assert match(*look_alike, has, after, LIMITS).slot.tolist() == [0]
+    assert float(tau_text[0]) == pytest.approx(0.8) and abs(float(tau_image[0]) - (0.9285 + 0.02)) < 1e-3
+    # where neither raise fits under the caps, the question stops at its cap and the negative still passes
+    close = (unit([1, 0.5, 0]), unit([1, 0.2, 0]))  # image cos 0.981: its raise would pass the global cap
+    low = replace(table, cap_text=torch.tensor([0.88]))
+    tau_text, tau_image = raise_thresholds(low, *close, has, LIMITS)
+    assert float(tau_text[0]) == pytest.approx(0.88) and float(tau_image[0]) == pytest.approx(0.5)
+    after = replace(low, tau_text=tau_text, tau_image=tau_image)
+    assert match(*close, has, after, LIMITS).slot.tolist() == [0]
+
+
+def with_examples(table: SlotKeys, also=(), also_owner=(), never=(), never_owner=()) -> SlotKeys:
+    from dataclasses import replace
+
+    from editscope.editors.scopememory.router import Examples
+
+    def keys(rows):
+        return unit(*rows) if rows else torch.zeros(0, 3)
+
+    return replace(table, examples=Examples(keys(also), torch.tensor(also_owner, dtype=torch.long),
+                                            keys(never), torch.tensor(never_owner, dtype=torch.long)))
+
+
+def test_the_shared_rule_measures_an_image_by_its_nearest_positive_and_negative() -> None:
+    base = slots(text=[[1, 0, 0], [1, 0, 0]], image=[[1, 0, 0], [0, 0, 1]], has_image=[True, True],
+                 shared=[True, False])
+    # slot 0: an also example at [0, 1, 0] and a never example at [1, 0.3, 0] (image cos 0.958 to the edit)
+    table = with_examples(base, also=[[0, 1, 0]], also_owner=[0], never=[[1, 0.3, 0]], never_owner=[0])
+    q = unit([1, 0, 0], [1, 0, 0], [1, 0, 0], [1, 0, 0])
+    v = unit([0.1, 1, 0], [1, 0.35, 0], [1, 0.05, 0], [0.2, 0.2, 1])
+    has = torch.ones(4, dtype=torch.bool)
+    route = match(q, v, has, table, LIMITS)
+    # 0: far from the edit's image (cos 0.10) but near the also example -> shared; 1: image cos 0.944
+    # to the edit but nearer the never example -> nothing; 2: nearer the edit than the never -> shared;
+    # 3: near slot 1's image, which may not spread -> nothing
+    assert route.slot.tolist() == [0, NO_SLOT, 0, NO_SLOT]
+    assert route.shared.tolist() == [True, False, True, False]
+    # without the examples, input 0 is out and input 1 is in
+    assert match(q, v, has, base, LIMITS).slot.tolist() == [NO_SLOT, 0, 0, NO_SLOT]
+    # a negative near the also example (cos 0.894; cos 0.447 to the edit's image) is excluded by the
+    # image threshold over the nearest positive
+    tau_text, tau_image = raise_thresholds(table, unit([1, 0.5, 0]), unit([0.5, 1, 0]), has[:1], LIMITS)
+    assert float(tau_text[0]) == pytest.approx(0.8) and abs(float(tau_image[0]) - 0.9144) < 1e-3
 
 
 def test_raise_thresholds_excludes_the_own_image_by_the_question_only() -> None:

@@ -29,7 +29,7 @@ from editscope.editors.base import Editor, EditRejected, trainable
 from editscope.editors.baselines.common import output_linear, target_loss
 from editscope.editors.scopememory import examples
 from editscope.editors.scopememory.config import ScopeMemoryConfig
-from editscope.editors.scopememory.router import (NO_SLOT, SlotKeys, Thresholds, common_suffix, raise_thresholds,
+from editscope.editors.scopememory.router import (NO_SLOT, Examples, SlotKeys, Thresholds, common_suffix, raise_thresholds,
                                                   whitening)
 from editscope.editors.scopememory.slots import SlotMemory
 from editscope.editors.scopememory.state import load_memory_state, memory_state
@@ -162,8 +162,8 @@ class ScopeMemory(Editor):
         steps += self._phase([answer, *(a for a, b in zip(also, beyond.tolist()) if not b)], local=True,
                              shared=shared_on)
         row = self._slot_row(slot, fact)
-        with Transaction() as tx:  # an error leaving the block puts the slot table back
-            self._commit(row, fact, examples.stack([keys, also_keys], width, device), tx)
+        with Transaction() as tx:  # an error leaving the block puts the slot tables back
+            self._commit(row, fact, slot.examples, examples.stack([keys, also_keys], width, device), tx)
             with torch.no_grad():
                 loss_after = float(target_loss(vlm, inputs))
             check_loss_after(loss_after)
@@ -251,7 +251,7 @@ class ScopeMemory(Editor):
         row: dict[str, torch.Tensor] = {
             "text": slot.text[0], "image": slot.image[0], "has_image": slot.has_image[0], "shared": slot.shared[0],
             "active": torch.tensor(True), "tau_text": slot.tau_text[0], "tau_image": slot.tau_image[0],
-            "cap_text": slot.cap_text[0], "cap_image": slot.cap_image[0], "fact": fact,
+            "cap_text": slot.cap_text[0], "fact": fact,
         }
         for i, site in enumerate(self.memory.sites.values()):
             for branch, change in (("local", site.B_local), ("shared", site.B_shared)):
@@ -272,11 +272,12 @@ class ScopeMemory(Editor):
         parts.append((slots["text"][others], slots["image"][others], slots["has_image"][others]))
         return tuple(torch.cat([p[i] for p in parts]) for i in range(3))
 
-    def _commit(self, row: dict[str, torch.Tensor], fact: torch.Tensor, own: tuple, tx: Transaction) -> None:
+    def _commit(self, row: dict[str, torch.Tensor], fact: torch.Tensor, scope: Examples | None, own: tuple,
+                tx: Transaction) -> None:
         """Raise the thresholds of the other slots against the new slot's ``own`` keys (its edit
         input and ``also`` examples), then store the new slot (over the fact's earlier slot where
-        there is one); ``tx`` first saves what this changes: the threshold columns, the row
-        count and the row written over."""
+        there is one) with its ``scope`` examples; ``tx`` first saves what this changes: the
+        threshold columns, the row count, the row written over and the example tables."""
         slots, limits = self.memory.slots, self.memory.limits
         same = (slots["fact"] == fact).all(-1).nonzero().flatten()
         n = slots.n
@@ -285,7 +286,13 @@ class ScopeMemory(Editor):
         if index < n:
             saved.update({f"row.{k}": slots[k][index] for k in slots.data})
 
+        saved.update({f"{kind}.{k}": v for kind, table in self.memory.examples.items()
+                      for k, v in table.state().items()})
+        counts = {kind: table.n for kind, table in self.memory.examples.items()}
+
         def restore(saved: dict[str, torch.Tensor]) -> None:
+            for kind, table in self.memory.examples.items():
+                table.load({k: saved[f"{kind}.{k}"] for k in table.shapes}, counts[kind])
             if index < n:
                 slots.write(index, {k: saved[f"row.{k}"] for k in slots.data})
             slots.n = n
@@ -303,6 +310,7 @@ class ScopeMemory(Editor):
             slots.set_column("tau_text", torch.where(others, new_text, view.tau_text))
             slots.set_column("tau_image", torch.where(others, new_image, view.tau_image))
         slots.write(index, row)
+        self.memory.set_examples(index, scope)
 
     # -- slots --------------------------------------------------------------------------------
     @property

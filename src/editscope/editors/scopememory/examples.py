@@ -2,11 +2,19 @@
 ``also`` examples (inputs that must follow the edit) and its ``never`` examples (inputs that
 must keep their answers).
 
-- An ``also`` example caps the slot's thresholds at its own similarities to the edit, so that
-  no later calibration (against the reference set, anchors, other slots) raises them past it;
-  one that shows another image than the edit's turns the shared write on.
-- A ``never`` example is a negative the calibration must exclude. Where no threshold under the
-  caps excludes it, the edit is refused with :class:`ScopeConflict`, before anything is written.
+- An ``also`` example that shows another image than the edit's is a positive of the slot: the
+  shared rule measures an input's image by its nearest positive (the edit's image or such an
+  example), and the shared write is turned on. An ``also`` example's question caps the
+  question threshold, so that no later calibration (against the reference set, anchors, other
+  slots) raises it past the example.
+- A ``never`` example is a negative of the slot: an input follows the shared write only where
+  its nearest positive is ``margin`` nearer than its nearest ``never`` example, so a look-alike
+  is kept out by its own likeness to the negatives, not by one threshold around the edit's
+  image (which cannot keep out a look-alike that is closer to the edit than the subject's other
+  images are; ``docs/results/scope-examples.md``). Where a ``never`` example still passes (it
+  shows the edit's own image with a close question) or keeps an ``also`` example out (the two
+  are near-duplicates), the edit is refused with :class:`ScopeConflict`, before anything is
+  written.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ from typing import Sequence
 import torch
 
 from editscope.editors.base import EditRejected
-from editscope.editors.scopememory.router import SlotKeys, Thresholds, passes, raise_thresholds
+from editscope.editors.scopememory.router import Examples, SlotKeys, Thresholds, passes, raise_thresholds
 from editscope.types import EditRequest, ScopeExample
 
 Keys = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # question keys, image keys, has-image
@@ -68,60 +76,66 @@ def check_request(request: EditRequest, has_image: bool, rank_shared: int, beyon
 
 def calibrate(keys: Keys, shared: bool, also: Keys, beyond: torch.Tensor, negatives: Keys, never: Keys,
               floors: Floors, request: EditRequest) -> SlotKeys:
-    """A new slot's routing keys and thresholds: capped by its ``also`` examples, raised against
-    ``negatives`` and its ``never`` examples. Raises :class:`ScopeConflict` naming the first
-    ``never`` example that still passes."""
+    """A new slot's routing keys, examples and thresholds: the question threshold capped by its
+    ``also`` examples, both raised against ``negatives`` and its ``never`` examples. Raises
+    :class:`ScopeConflict` naming the first ``never`` example that still passes, or that keeps
+    an ``also`` example from passing."""
     q, v, has = keys
     device = q.device
     limits = floors.limits
     cap_text = torch.tensor([limits.cap], device=device)
-    cap_image = cap_text.clone()
     # an example's keys read a little differently from pass to pass (float sums over other
-    # sequence lengths): the caps keep a slack below its similarities
-    sq_also, si_also = also[0] @ q[0] - SLACK, also[1] @ v[0] - SLACK
+    # sequence lengths): the cap keeps a slack below its similarities
+    sq_also = also[0] @ q[0] - SLACK
     if sq_also.numel():
         cap_text = torch.minimum(cap_text, sq_also.min()[None])
-    if bool(beyond.any()):
-        cap_image = torch.minimum(cap_image, si_also[beyond].min()[None])
+    owner = torch.zeros(int(beyond.sum()), dtype=torch.long, device=device)
+    ex = Examples(also=also[1][beyond], also_owner=owner, never=never[1][never[2]],
+                  never_owner=torch.zeros(int(never[2].sum()), dtype=torch.long, device=device))
     slot = SlotKeys(text=q, image=v, has_image=has, shared=torch.tensor([shared], device=device),
                     active=torch.ones(1, dtype=torch.bool, device=device),
                     tau_text=torch.minimum(torch.tensor([floors.text], device=device), cap_text),
-                    tau_image=torch.minimum(torch.tensor([floors.image], device=device), cap_image),
-                    cap_text=cap_text, cap_image=cap_image)
+                    tau_image=torch.tensor([floors.image], device=device), cap_text=cap_text,
+                    examples=ex if (ex.also.shape[0] or ex.never.shape[0]) else None)
     all_negatives = tuple(torch.cat([negatives[i], never[i]]) for i in range(3))
     slot.tau_text, slot.tau_image = raise_thresholds(slot, *all_negatives, limits)
     if never[0].shape[0]:
         still = passes(slot, *never, limits)[:, 0]
         if bool(still.any()):
             j = int(still.nonzero()[0])
-            raise ScopeConflict(_conflict(j, request.never[j], float(never[0][j] @ q[0]), float(never[1][j] @ v[0]),
-                                          slot, sq_also, si_also, beyond, request.also, limits))
+            raise ScopeConflict(_own_image(j, request.never[j], float(never[0][j] @ q[0]), float(slot.text_caps(limits)[0]),
+                                           sq_also, request.also))
+    if also[0].shape[0]:
+        lost = ~passes(slot, *also, limits)[:, 0]
+        if bool(lost.any()):
+            i = int(lost.nonzero()[0])
+            closeness = never[1] @ also[1][i]
+            j = int(closeness.argmax()) if closeness.numel() else -1
+            raise ScopeConflict(_inseparable(i, j, request, float(closeness[j]) if j >= 0 else None, limits))
     return slot
 
 
-def _conflict(j: int, example: ScopeExample, sq: float, si: float, slot: SlotKeys, sq_also: torch.Tensor,
-              si_also: torch.Tensor, beyond: torch.Tensor, also: Sequence[ScopeExample], limits: Thresholds) -> str:
-    """Why ``never`` example ``j`` cannot be excluded, naming what holds the threshold down."""
-    name = f"never example {j + 1} ({_label(example)})"
+def _own_image(j: int, example: ScopeExample, sq: float, cap: float, sq_also: torch.Tensor,
+               also: Sequence[ScopeExample]) -> str:
+    """Why ``never`` example ``j``, on the edit's own image, cannot be excluded."""
+    holder = "the edit itself"
+    for i in range(len(also)):
+        if abs(float(sq_also[i]) - cap) < 1e-6:
+            holder = f"also example {i + 1} ({_label(also[i])}, question similarity {cap:.3f})"
+    return (f"never example {j + 1} ({_label(example)}) shows the edit's own image with a question as close to "
+            f"the edit's as {holder}: question similarity {sq:.3f} to the edit, and the threshold may rise to "
+            f"{cap:.3f} at most; the edit is refused and nothing was written")
+
+
+def _inseparable(i: int, j: int, request: EditRequest, closeness: float | None, limits: Thresholds) -> str:
+    """Why ``also`` example ``i`` would not follow the edit (``never`` example ``j`` is as near)."""
+    also = f"also example {i + 1} ({_label(request.also[i])})"
     tail = "; the edit is refused and nothing was written"
-    cap_text, cap_image = float(slot.cap_text[0]), float(slot.cap_image[0])
-    if si >= limits.instance:
-        holder = _holder(sq_also, cap_text, also, range(len(also)), "question")
-        return (f"{name} shows the edit's own image with a question as close to the edit's as {holder}: "
-                f"question similarity {sq:.3f} to the edit, and the threshold may rise to {cap_text:.3f} "
-                f"at most{tail}")
-    holder = _holder(si_also, cap_image, also, [i for i in range(len(also)) if bool(beyond[i])], "image")
-    return (f"{name} is closer to the edit than {holder}: image similarity {si:.3f} to the edit, and the "
-            f"image threshold may rise to {cap_image:.3f} at most (a margin of {limits.margin} above a "
-            f"negative is needed){tail}")
-
-
-def _holder(similarities: torch.Tensor, cap: float, also: Sequence[ScopeExample], among: Sequence[int],
-            kind: str) -> str:
-    for i in among:
-        if abs(float(similarities[i]) - cap) < 1e-6:
-            return f"also example {i + 1} ({_label(also[i])}, {kind} similarity {cap:.3f})"
-    return f"the edit itself (the threshold cap {cap:.3f})"
+    if closeness is None:
+        return f"{also} would not reach the edit's slot under its calibrated thresholds{tail}"
+    return (f"never example {j + 1} ({_label(request.never[j])}) cannot be kept apart from {also}: image "
+            f"similarity {closeness:.3f} between them, and an input follows the edit only where its nearest "
+            f"positive is {limits.margin} nearer than its nearest never example{tail}")
 
 
 def _label(example: ScopeExample) -> str:

@@ -78,7 +78,15 @@ def slot_tensors(editor: ScopeMemory) -> tuple[dict[str, torch.Tensor], dict[str
         "image_token_id": torch.tensor(memory.image_token_id, dtype=torch.long),
         "instance": torch.tensor(memory.limits.instance, dtype=torch.float64),
         "text_only": torch.tensor(memory.limits.text_only, dtype=torch.float64),
+        "margin": torch.tensor(memory.limits.margin, dtype=torch.float64),
     })
+    # the scope examples of the active slots, their owners renumbered like the slots
+    renumber = torch.full((max(slots.n, 1),), -1, dtype=torch.long, device=memory.device)
+    renumber[active] = torch.arange(active.numel(), device=memory.device)
+    for kind, table in memory.examples.items():
+        owner = renumber[table["owner"]] if table.n else torch.zeros(0, dtype=torch.long, device=memory.device)
+        kept = owner >= 0
+        tensors[kind], tensors[f"{kind}_owner"] = table["image"][kept], owner[kept]
     scalings = set()
     for i, site in enumerate(memory.sites.values()):
         scalings.add(site.scaling)

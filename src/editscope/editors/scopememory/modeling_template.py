@@ -49,20 +49,30 @@ def prompt_ends(input_ids, marker):
     return torch.where(best >= 0, best, last)
 
 
-def match(q, v, q_has, slots, instance, text_only):
+def nearest(v, keys, owner, start):
+    """``start`` (B, N) raised to each slot's largest cosine between ``v`` and the example keys it owns."""
+    if keys.shape[0] == 0:
+        return start
+    return start.scatter_reduce(1, owner[None].expand(v.shape[0], -1), v @ keys.T, reduce="amax")
+
+
+def match(q, v, q_has, slots, instance, text_only, margin):
     """Route rows (keys ``q``, ``v`` (B, d), ``q_has`` (B,)) to at most one slot: (slot, local, shared), each (B,)."""
     sq = q @ slots["text"].T
     si = v @ slots["image"].T
+    near = nearest(v, slots["also"], slots["also_owner"], si)
+    never = nearest(v, slots["never"], slots["never_owner"], torch.full_like(si, -2.0))
     pair = q_has[:, None] & slots["has_image"][None]
     with_image = q_has[:, None]
     q_ok = sq >= slots["tau_text"]
     local = q_ok & torch.where(with_image, pair & (si >= instance), ~slots["has_image"][None])
     text_only_ok = sq >= torch.clamp(slots["tau_text"], min=text_only)
     shared = slots["shared"][None] & torch.where(
-        with_image, pair & q_ok & (si >= slots["tau_image"]), slots["has_image"][None] & text_only_ok
+        with_image, pair & q_ok & (near >= slots["tau_image"]) & (near >= never + margin),
+        slots["has_image"][None] & text_only_ok
     )
     candidate = local | shared
-    score = torch.where(candidate, sq + torch.where(pair, si, torch.zeros_like(si)), torch.full_like(sq, -1e9))
+    score = torch.where(candidate, sq + torch.where(pair, near, torch.zeros_like(near)), torch.full_like(sq, -1e9))
     best = score.argmax(dim=1)
     hit = candidate.gather(1, best[:, None])[:, 0]
     return (torch.where(hit, best, torch.full_like(best, NO_SLOT)), hit & local.gather(1, best[:, None])[:, 0],
@@ -88,6 +98,10 @@ class SlotRouter:
         self.slots = {k: tensors[k].to(device) for k in
                       ("text", "image", "has_image", "shared", "tau_text", "tau_image")}
         self.slots["has_image"], self.slots["shared"] = self.slots["has_image"].bool(), self.slots["shared"].bool()
+        width = self.slots["text"].shape[1]
+        for kind in ("also", "never"):  # scope examples (none in checkpoints written before them)
+            self.slots[kind] = tensors.get(kind, torch.zeros(0, width)).to(device).float()
+            self.slots[f"{kind}_owner"] = tensors.get(f"{kind}_owner", torch.zeros(0, dtype=torch.long)).to(device).long()
         self.n = int(self.slots["text"].shape[0])
         self.centre_text, self.centre_image = tensors["centre_text"].to(device), tensors["centre_image"].to(device)
         width = self.centre_image.shape[0]
@@ -96,6 +110,7 @@ class SlotRouter:
         self.marker = tensors["marker"].to(device)
         self.image_token_id = int(tensors["image_token_id"])
         self.instance, self.text_only = float(tensors["instance"]), float(tensors["text_only"])
+        self.margin = float(tensors.get("margin", torch.tensor(0.0)))
         self.scaling = float(tensors["scaling"])
         self.sites = []
         for i, path in enumerate(meta["sites"]):
@@ -148,7 +163,7 @@ class SlotRouter:
         if self.whiten_basis.shape[0]:
             v = v + ((v @ self.whiten_basis.T) * self.whiten_scale) @ self.whiten_basis
         v = F.normalize(v, dim=-1, eps=1e-12) * has[:, None]
-        route = match(q, v, has, self.slots, self.instance, self.text_only)
+        route = match(q, v, has, self.slots, self.instance, self.text_only, self.margin)
         self.last_route = route
         call["route"], call["any_hit"] = route, bool((route[0] != NO_SLOT).any())
 

@@ -79,10 +79,22 @@ class Thresholds:
 
 
 @dataclass
+class Examples:
+    """The image keys of slots' scope examples, all slots' in one table: ``also`` (P, d) with
+    ``also_owner`` (P,) the slot each belongs to, and ``never`` (Q, d) with ``never_owner`` (Q,)."""
+
+    also: torch.Tensor
+    also_owner: torch.Tensor
+    never: torch.Tensor
+    never_owner: torch.Tensor
+
+
+@dataclass
 class SlotKeys:
     """The router's view of N slots: question keys (N, d), image keys (N, d) (zeros for a
     text-only slot), ``has_image``, ``shared`` (the shared write may fire), ``active`` (N,)
-    bools, and the calibrated thresholds ``tau_text`` and ``tau_image`` (N,)."""
+    bools, the calibrated thresholds ``tau_text`` and ``tau_image`` (N,), and the image keys of
+    their scope examples (``None``: no slot has any)."""
 
     text: torch.Tensor
     image: torch.Tensor
@@ -91,14 +103,13 @@ class SlotKeys:
     active: torch.Tensor
     tau_text: torch.Tensor
     tau_image: torch.Tensor
-    cap_text: torch.Tensor | None = None  # (N,) calibration never raises a threshold above these
-    cap_image: torch.Tensor | None = None  # (None: the global cap); an ``also`` example sets them
+    cap_text: torch.Tensor | None = None  # (N,) calibration never raises tau_text above these (None: the
+    examples: Examples | None = None      # global cap); an ``also`` example's question sets them
 
-    def caps(self, limits: Thresholds) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each slot's highest allowed ``tau_text`` and ``tau_image`` (N,)."""
+    def text_caps(self, limits: Thresholds) -> torch.Tensor:
+        """Each slot's highest allowed ``tau_text`` (N,)."""
         whole = torch.full_like(self.tau_text, limits.cap)
-        return (whole if self.cap_text is None else torch.minimum(self.cap_text, whole),
-                whole if self.cap_image is None else torch.minimum(self.cap_image, whole))
+        return whole if self.cap_text is None else torch.minimum(self.cap_text, whole)
 
 
 @dataclass(frozen=True)
@@ -111,16 +122,55 @@ class Route:
     shared: torch.Tensor
 
 
-def _rules(sq: torch.Tensor, si: torch.Tensor, pair: torch.Tensor, q_has: torch.Tensor, slots: SlotKeys,
-           limits: Thresholds) -> tuple[torch.Tensor, torch.Tensor]:
-    """Which (input, slot) pairs pass the local and the shared rule; all tensors (B, N)."""
-    q_ok = sq >= slots.tau_text
+@dataclass(frozen=True)
+class Similarities:
+    """(B, N) cosines of B inputs to N slots: ``text`` (question keys), ``image`` (the slot's
+    edit image), ``near`` (the nearest of the edit image and the slot's ``also`` examples),
+    ``never`` (the nearest ``never`` example; -2 for a slot without any) and ``pair`` (both
+    the input and the slot have an image)."""
+
+    text: torch.Tensor
+    image: torch.Tensor
+    near: torch.Tensor
+    never: torch.Tensor
+    pair: torch.Tensor
+
+
+def _nearest(v: torch.Tensor, keys: torch.Tensor, owner: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+    """``start`` (B, N) raised to each slot's largest cosine between ``v`` (B, d) and the rows of
+    ``keys`` (P, d) it owns (``owner`` (P,)): one product and one scatter, no loop over slots."""
+    if keys.shape[0] == 0:
+        return start
+    return start.scatter_reduce(1, owner[None].expand(v.shape[0], -1), v @ keys.T, reduce="amax")
+
+
+def similarities(q: torch.Tensor, v: torch.Tensor, q_has_image: torch.Tensor, slots: SlotKeys) -> Similarities:
+    si = v @ slots.image.T
+    pair = q_has_image[:, None] & slots.has_image[None]
+    near, never = si, torch.full_like(si, -2.0)
+    if slots.examples is not None:
+        ex = slots.examples
+        near = _nearest(v, ex.also, ex.also_owner, si)
+        never = _nearest(v, ex.never, ex.never_owner, never)
+    return Similarities(q @ slots.text.T, si, near, never, pair)
+
+
+def _rules(s: Similarities, q_has: torch.Tensor, slots: SlotKeys, limits: Thresholds
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which (input, slot) pairs pass the local and the shared rule; all tensors (B, N).
+
+    The local rule: the question matches and the input shows the slot's own image (or neither
+    has one). The shared rule, where the slot allows it: the question matches, and the input's
+    nearest positive (the edit image or an ``also`` example) is at least ``tau_image`` and at
+    least ``margin`` nearer than its nearest ``never`` example; a text-only input matches an
+    image slot's question closely."""
+    q_ok = s.text >= slots.tau_text
     with_image = q_has[:, None]
-    local = q_ok & torch.where(with_image, pair & (si >= limits.instance), ~slots.has_image[None])
-    text_only_ok = sq >= torch.clamp(slots.tau_text, min=limits.text_only)
-    shared = slots.shared[None] & torch.where(
-        with_image, pair & q_ok & (si >= slots.tau_image), slots.has_image[None] & text_only_ok
-    )
+    local = q_ok & torch.where(with_image, s.pair & (s.image >= limits.instance), ~slots.has_image[None])
+    text_only_ok = s.text >= torch.clamp(slots.tau_text, min=limits.text_only)
+    subject = (s.near >= slots.tau_image) & (s.near >= s.never + limits.margin)
+    shared = slots.shared[None] & torch.where(with_image, s.pair & q_ok & subject,
+                                              slots.has_image[None] & text_only_ok)
     active = slots.active[None]
     return local & active, shared & active
 
@@ -129,14 +179,13 @@ def match(q: torch.Tensor, v: torch.Tensor, q_has_image: torch.Tensor, slots: Sl
           limits: Thresholds) -> Route:
     """Route inputs with question keys ``q`` (B, d) and image keys ``v`` (B, d) (rows of zeros
     where ``q_has_image`` is false) to at most one slot each: among the slots whose local or
-    shared rule passes, the one with the highest summed similarity. One matrix product per key;
-    no loop over slots."""
-    sq = q @ slots.text.T
-    si = v @ slots.image.T
-    pair = q_has_image[:, None] & slots.has_image[None]
-    local, shared = _rules(sq, si, pair, q_has_image, slots, limits)
+    shared rule passes, the one with the highest summed similarity (question, and nearest
+    positive image). One matrix product per key; no loop over slots."""
+    s = similarities(q, v, q_has_image, slots)
+    local, shared = _rules(s, q_has_image, slots, limits)
     candidate = local | shared
-    score = torch.where(candidate, sq + torch.where(pair, si, torch.zeros_like(si)), torch.full_like(sq, -1e9))
+    score = torch.where(candidate, s.text + torch.where(s.pair, s.near, torch.zeros_like(s.near)),
+                        torch.full_like(s.text, -1e9))
     best = score.argmax(dim=1)
     hit = candidate.gather(1, best[:, None])[:, 0]
     return Route(
@@ -153,29 +202,28 @@ def raise_thresholds(slots: SlotKeys, neg_text: torch.Tensor, neg_image: torch.T
     A negative that passes is excluded by the threshold it needs the smaller raise of: the
     question threshold to its question similarity plus ``margin``, or, for a slot whose shared
     write may fire and a negative that does not show the slot's own image, the image threshold
-    to its image similarity plus ``margin``. A raise that would pass a slot's cap (see
-    :meth:`SlotKeys.caps`) is not taken when the other one fits; where neither fits the
-    threshold stops at the cap and the negative stays (locality is preferred up to the point
-    where the edit, or an ``also`` example, would stop matching). Returns new ``tau_text`` and
-    ``tau_image`` (N,)."""
+    to its nearest-positive similarity plus ``margin``. A question raise that would pass a
+    slot's cap (see :meth:`SlotKeys.text_caps`) is not taken when the image raise fits; where
+    neither fits the thresholds stop at the caps and the negative stays (locality is preferred up
+    to the point where the edit, or an ``also`` example, would stop matching). Returns new
+    ``tau_text`` and ``tau_image`` (N,)."""
     if neg_text.shape[0] == 0 or slots.text.shape[0] == 0:
         return slots.tau_text, slots.tau_image
-    cap_text, cap_image = slots.caps(limits)
-    sq = neg_text @ slots.text.T  # (M, N)
-    si = neg_image @ slots.image.T
-    pair = neg_has_image[:, None] & slots.has_image[None]
-    local, shared = _rules(sq, si, pair, neg_has_image, slots, limits)
+    cap_text = slots.text_caps(limits)
+    cap_image = torch.full_like(slots.tau_image, limits.cap)
+    s = similarities(neg_text, neg_image, neg_has_image, slots)
+    local, shared = _rules(s, neg_has_image, slots, limits)
     passing = local | shared
-    need_text = sq + limits.margin
-    need_image = torch.where(pair, si + limits.margin, torch.full_like(si, 2.0))
+    need_text = s.text + limits.margin
+    need_image = torch.where(s.pair, s.near + limits.margin, torch.full_like(s.near, 2.0))
     text_fits = need_text <= cap_text[None]
-    image_fits = slots.shared[None] & pair & ~local & (need_image <= cap_image[None])
-    unfit = torch.full_like(sq, 9.0)
+    image_fits = slots.shared[None] & s.pair & ~local & (need_image <= cap_image[None])
+    unfit = torch.full_like(s.text, 9.0)
     cost_text = torch.where(text_fits, need_text - slots.tau_text[None], unfit)
     cost_image = torch.where(image_fits, need_image - slots.tau_image[None], unfit)
     by_text = passing & (cost_text <= cost_image)
     by_image = passing & ~by_text
-    low = torch.full_like(sq, -2.0)
+    low = torch.full_like(s.text, -2.0)
     raise_text = torch.minimum(torch.where(by_text, need_text, low).max(dim=0).values, cap_text)
     raise_image = torch.minimum(torch.where(by_image, need_image, low).max(dim=0).values, cap_image)
     return torch.maximum(slots.tau_text, raise_text), torch.maximum(slots.tau_image, raise_image)
@@ -184,6 +232,5 @@ def raise_thresholds(slots: SlotKeys, neg_text: torch.Tensor, neg_image: torch.T
 def passes(slots: SlotKeys, q: torch.Tensor, v: torch.Tensor, q_has_image: torch.Tensor,
            limits: Thresholds) -> torch.Tensor:
     """(B, N): whether input ``b`` passes slot ``n``'s local or shared rule."""
-    pair = q_has_image[:, None] & slots.has_image[None]
-    local, shared = _rules(q @ slots.text.T, v @ slots.image.T, pair, q_has_image, slots, limits)
+    local, shared = _rules(similarities(q, v, q_has_image, slots), q_has_image, slots, limits)
     return local | shared

@@ -25,10 +25,12 @@ import torch
 from torch import nn
 
 from editscope.core.site import EditSite
-from editscope.editors.scopememory.router import NO_SLOT, Route, SlotKeys, Thresholds, match, prompt_ends, unit_keys
+from editscope.editors.scopememory.router import (NO_SLOT, Examples, Route, SlotKeys, Thresholds, match, prompt_ends,
+                                                  unit_keys)
 
 FACT_BYTES = 20
 SITE_TABLES = ("local_u", "local_v", "shared_u", "shared_v")
+EXAMPLE_KINDS = ("also", "never")
 
 
 class Table:
@@ -63,6 +65,13 @@ class Table:
 
     def set_column(self, name: str, values: torch.Tensor) -> None:
         self.data[name][: self.n] = values.to(self.data[name].dtype)
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Keep only the rows where the bool mask ``rows`` (n,) holds, in order."""
+        for name in self.data:
+            kept = self.data[name][: self.n][rows]
+            self.data[name][: kept.shape[0]] = kept
+        self.n = int(rows.sum())
 
     def state(self) -> dict[str, torch.Tensor]:
         return {name: self[name].detach().clone() for name in self.data}
@@ -141,7 +150,7 @@ class SlotMemory:
             "text": ((text_dim,), torch.float32), "image": ((text_dim,), torch.float32),
             "has_image": ((), torch.bool), "shared": ((), torch.bool), "active": ((), torch.bool),
             "tau_text": ((), torch.float32), "tau_image": ((), torch.float32),
-            "cap_text": ((), torch.float32), "cap_image": ((), torch.float32),
+            "cap_text": ((), torch.float32),
             "fact": ((FACT_BYTES,), torch.uint8),
         }
         for i, site in enumerate(sites.values()):
@@ -151,6 +160,9 @@ class SlotMemory:
             shapes[f"{i}.shared_u"] = ((d_out, slot_rank), torch.float32)
             shapes[f"{i}.shared_v"] = ((site.rank_shared, slot_rank), torch.float32)
         self.slots = Table(shapes, device)
+        # the image keys of the slots' scope examples, with the slot (row of ``slots``) owning each
+        self.examples = {kind: Table({"image": ((text_dim,), torch.float32), "owner": ((), torch.long)}, device)
+                         for kind in EXAMPLE_KINDS}
         self.centre_text = torch.zeros(text_dim, device=device)
         self.centre_image = torch.zeros(text_dim, device=device)
         self.whiten_basis = torch.zeros(0, text_dim, device=device)
@@ -276,10 +288,24 @@ class SlotMemory:
         return torch.einsum("btq,boq->bto", torch.einsum("btr,brq->btq", code, v), u)
 
     def view(self) -> SlotKeys:
-        s = self.slots
+        s, also, never = self.slots, self.examples["also"], self.examples["never"]
+        examples = Examples(also["image"], also["owner"], never["image"], never["owner"]) if also.n or never.n else None
         return SlotKeys(text=s["text"], image=s["image"], has_image=s["has_image"], shared=s["shared"],
                         active=s["active"], tau_text=s["tau_text"], tau_image=s["tau_image"],
-                        cap_text=s["cap_text"], cap_image=s["cap_image"])
+                        cap_text=s["cap_text"], examples=examples)
+
+    def set_examples(self, row: int, examples: Examples | None) -> None:
+        """Make ``examples`` (owner 0 standing for ``row``) the scope examples of slot ``row``,
+        in place of any it had."""
+        for kind in EXAMPLE_KINDS:
+            table = self.examples[kind]
+            if table.n:
+                table.keep(table["owner"] != row)
+            if examples is None:
+                continue
+            keys = getattr(examples, kind)
+            for key in keys:
+                table.write(table.n, {"image": key, "owner": torch.tensor(row)})
 
     def remove(self) -> None:
         for handle in self._handles:

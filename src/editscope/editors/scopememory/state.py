@@ -1,8 +1,10 @@
 """ScopeMemory's state as flat tensors: the slot tables (``scopememory.slots.*``), each site's
 slot writes (``scopememory.site.<path>.*``), the router (``scopememory.router.*``) and the edit
-count. States saved before image whitening existed have no whitening tensors and load with
-centred keys; states saved before scope examples existed have no threshold caps and load with
-the global cap."""
+count, and the image keys of the slots' scope examples (``scopememory.examples.<kind>.*``).
+States saved before image whitening existed have no whitening tensors and load with centred
+keys; states saved before scope examples existed have no threshold caps and load with the global
+cap; states saved before examples were kept as keys have an image cap per slot and no example
+tables: the cap is dropped and their slots keep the thresholds they were calibrated with."""
 
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ PREFIX = "scopememory."
 EDIT_COUNT_KEY = "editor.edits_applied"
 ROUTER_NAMES = ("centre_text", "centre_image", "reference_text", "reference_image", "reference_has_image")
 WHITENING_NAMES = ("whiten_basis", "whiten_scale")  # absent from states saved before image whitening
-CAP_NAMES = ("cap_text", "cap_image")  # absent from states saved before scope examples
+CAP_NAMES = ("cap_text",)  # absent from states saved before scope examples
+OLD_CAP = f"{PREFIX}slots.cap_image"  # in states saved before examples were kept as keys
 
 
 def _site_names(editor: "ScopeMemory") -> dict[str, str]:
@@ -35,12 +38,18 @@ def memory_state(editor: "ScopeMemory") -> dict[str, torch.Tensor]:
     router = dict(zip(ROUTER_NAMES, (editor.memory.centre_text, editor.memory.centre_image, *editor.reference)))
     router.update(whiten_basis=editor.memory.whiten_basis, whiten_scale=editor.memory.whiten_scale)
     state.update({f"{PREFIX}router.{k}": v.detach().clone() for k, v in router.items()})
+    for kind, table in editor.memory.examples.items():  # only where there are any: a state without
+        if table.n:                                     # examples is what it was before they existed
+            state.update({f"{PREFIX}examples.{kind}.{k}": v for k, v in table.state().items()})
     state[EDIT_COUNT_KEY] = torch.tensor(editor.edits_applied, dtype=torch.int64)
     return state
+
 
 def load_memory_state(editor: "ScopeMemory", state: dict[str, torch.Tensor]) -> None:
     """Load what :func:`memory_state` wrote (a state without whitening loads with centred keys)."""
     slots = editor.memory.slots
+    state = {k: v for k, v in state.items() if k != OLD_CAP}
+    examples = _load_examples(editor, state)
     sites = _site_names(editor)
     names = {(sites[k] if k in sites else f"{PREFIX}slots.{k}"): k for k in slots.shapes}
     caps = {f"{PREFIX}slots.{k}" for k in CAP_NAMES}
@@ -71,7 +80,14 @@ def load_memory_state(editor: "ScopeMemory", state: dict[str, torch.Tensor]) -> 
     for name in CAP_NAMES:
         if name not in table:
             table[name] = torch.full((n,), editor.memory.limits.cap)
+    for kind, rows in examples.items():
+        if rows and int(rows["owner"].max()) >= n:
+            raise ValueError(f"editor state: a {kind} example belongs to slot {int(rows['owner'].max())} of {n}")
     slots.load(table, n)
+    for kind, store in editor.memory.examples.items():
+        rows = examples.get(kind)
+        store.load(rows or {k: torch.zeros((0, *shape), dtype=dtype) for k, (shape, dtype) in store.shapes.items()},
+                   rows["owner"].shape[0] if rows else 0)
     editor.memory.centre_text, editor.memory.centre_image = router[0].float(), router[1].float()
     if whitening_keys <= set(state):
         basis, scale = (state[f"{PREFIX}router.{k}"].to(device).float() for k in WHITENING_NAMES)
@@ -83,3 +99,25 @@ def load_memory_state(editor: "ScopeMemory", state: dict[str, torch.Tensor]) -> 
     editor.memory.whiten_basis, editor.memory.whiten_scale = basis, scale
     editor.reference = (router[2].float(), router[3].float(), router[4].bool())
     editor.edits_applied = int(state[EDIT_COUNT_KEY])
+
+
+def _load_examples(editor: "ScopeMemory", state: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+    """The example tables in ``state``, checked, and taken out of it (none in older states)."""
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    for kind, table in editor.memory.examples.items():
+        keys = {f"{PREFIX}examples.{kind}.{k}": k for k in table.shapes}
+        present = keys.keys() & state.keys()
+        if not present:
+            continue
+        if present != keys.keys():
+            raise ValueError(f"editor state: the {kind} example table lacks {sorted(keys.keys() - present)}")
+        rows = {name: state.pop(key) for key, name in keys.items()}
+        image, owner = rows["image"], rows["owner"]
+        width = table.shapes["image"][0][0]
+        if image.ndim != 2 or image.shape[1] != width or owner.shape != (image.shape[0],):
+            raise ValueError(f"editor state: {kind} example shapes {tuple(image.shape)} and {tuple(owner.shape)} "
+                             f"do not fit keys of width {width}")
+        if not torch.isfinite(image).all() or (owner.numel() and int(owner.min()) < 0):
+            raise ValueError(f"editor state: the {kind} example table holds non-finite keys or negative owners")
+        out[kind] = rows
+    return out
