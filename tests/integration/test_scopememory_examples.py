@@ -137,6 +137,7 @@ def test_examples_round_trip_and_older_states_load(builtin, world, records) -> N
     assert editor.memory.examples["also"].n == 1 and editor.memory.examples["never"].n == 1
     route = editor.route_of(positive, record["src"])
     assert route[0] == 0 and editor.route_of(negative, record["src"])[0] == NO_SLOT
+    assert float(editor.memory.slots["cap_image"][0]) < editor.memory.limits.cap  # the also example set it
     state = editor.state_dict()
     editor.remove()
     fresh = editor_on(builtin)
@@ -146,16 +147,15 @@ def test_examples_round_trip_and_older_states_load(builtin, world, records) -> N
     # a re-edit of the fact without examples drops them with the slot it replaces
     fresh.edit(request(world, record))
     assert fresh.size == 1 and fresh.memory.examples["also"].n == 0 and fresh.memory.examples["never"].n == 0
-    # a state saved before examples were kept as keys: an image cap per slot, no example tables
+    # a state saved before examples were kept as keys: no example tables
     older = {k: v for k, v in state.items() if ".examples." not in k}
-    older["scopememory.slots.cap_image"] = torch.full_like(state["scopememory.slots.tau_image"], 0.9)
     fresh.load_state_dict(older)
     assert fresh.size == 1 and fresh.memory.examples["also"].n == 0
     assert torch.equal(fresh.memory.slots["tau_image"], state["scopememory.slots.tau_image"])
     # and one saved before scope examples existed at all
     oldest = {k: v for k, v in older.items() if ".cap_" not in k}
     fresh.load_state_dict(oldest)
-    assert float(fresh.memory.slots["cap_text"][0]) == pytest.approx(fresh.memory.limits.cap)
+    assert float(fresh.memory.slots["cap_image"][0]) == pytest.approx(fresh.memory.limits.cap)
 
 
 @pytest.mark.parametrize("name", ["scopeedit", "grace"])

@@ -92,6 +92,27 @@ def test_raise_thresholds_excludes_negatives_by_the_cheaper_key() -> None:
     assert far[0].tolist() == pytest.approx([0.8]) and far[1].tolist() == pytest.approx([0.85])
 
 
+def test_raise_thresholds_respects_each_slots_caps() -> None:
+    from dataclasses import replace
+
+    table = slots(text=[[1, 0, 0]], image=[[1, 0, 0]], has_image=[True], shared=[True])
+    has = torch.ones(1, dtype=torch.bool)
+    # a look-alike at image cos 0.894 whose question is at cos 0.928: the image raise is cheaper...
+    look_alike = (unit([1, 0.4, 0]), unit([1, 0.5, 0]))
+    tau_text, tau_image = raise_thresholds(table, *look_alike, has, LIMITS)
+    assert float(tau_text[0]) == pytest.approx(0.8) and abs(float(tau_image[0]) - 0.9144) < 1e-3
+    # ... but an also example at image cos 0.9 caps the image threshold there: the question is raised
+    capped = replace(table, cap_image=torch.tensor([0.9]))
+    tau_text, tau_image = raise_thresholds(capped, *look_alike, has, LIMITS)
+    assert float(tau_image[0]) == pytest.approx(0.85) and abs(float(tau_text[0]) - (0.9285 + 0.02)) < 1e-3
+    # where neither raise fits under the caps, both stop at them and the negative still passes
+    both = replace(table, cap_image=torch.tensor([0.9]), cap_text=torch.tensor([0.92]))
+    tau_text, tau_image = raise_thresholds(both, *look_alike, has, LIMITS)
+    assert float(tau_text[0]) == pytest.approx(0.92) and float(tau_image[0]) == pytest.approx(0.85)
+    after = replace(both, tau_text=tau_text, tau_image=tau_image)
+    assert match(*look_alike, has, after, LIMITS).slot.tolist() == [0]
+
+
 def test_raise_thresholds_respects_each_slots_question_cap() -> None:
     from dataclasses import replace
 

@@ -251,7 +251,7 @@ class ScopeMemory(Editor):
         row: dict[str, torch.Tensor] = {
             "text": slot.text[0], "image": slot.image[0], "has_image": slot.has_image[0], "shared": slot.shared[0],
             "active": torch.tensor(True), "tau_text": slot.tau_text[0], "tau_image": slot.tau_image[0],
-            "cap_text": slot.cap_text[0], "fact": fact,
+            "cap_text": slot.cap_text[0], "cap_image": slot.cap_image[0], "fact": fact,
         }
         for i, site in enumerate(self.memory.sites.values()):
             for branch, change in (("local", site.B_local), ("shared", site.B_shared)):

@@ -4,9 +4,10 @@ must keep their answers).
 
 - An ``also`` example that shows another image than the edit's is a positive of the slot: the
   shared rule measures an input's image by its nearest positive (the edit's image or such an
-  example), and the shared write is turned on. An ``also`` example's question caps the
-  question threshold, so that no later calibration (against the reference set, anchors, other
-  slots) raises it past the example.
+  example), and the shared write is turned on. The example also caps the slot's thresholds at
+  its own similarities to the edit, so that no later calibration (against the reference set,
+  anchors, other slots) raises them past it: an input as near to a positive as the positives
+  are to each other passes.
 - A ``never`` example is a negative of the slot: an input follows the shared write only where
   its nearest positive is ``margin`` nearer than its nearest ``never`` example, so a look-alike
   is kept out by its own likeness to the negatives, not by one threshold around the edit's
@@ -84,26 +85,29 @@ def calibrate(keys: Keys, shared: bool, also: Keys, beyond: torch.Tensor, negati
     device = q.device
     limits = floors.limits
     cap_text = torch.tensor([limits.cap], device=device)
+    cap_image = cap_text.clone()
     # an example's keys read a little differently from pass to pass (float sums over other
-    # sequence lengths): the cap keeps a slack below its similarities
-    sq_also = also[0] @ q[0] - SLACK
+    # sequence lengths): the caps keep a slack below its similarities
+    sq_also, si_also = also[0] @ q[0] - SLACK, also[1] @ v[0] - SLACK
     if sq_also.numel():
         cap_text = torch.minimum(cap_text, sq_also.min()[None])
+    if bool(beyond.any()):  # as near to a positive as the positives are to each other passes
+        cap_image = torch.minimum(cap_image, si_also[beyond].min()[None])
     owner = torch.zeros(int(beyond.sum()), dtype=torch.long, device=device)
     ex = Examples(also=also[1][beyond], also_owner=owner, never=never[1][never[2]],
                   never_owner=torch.zeros(int(never[2].sum()), dtype=torch.long, device=device))
     slot = SlotKeys(text=q, image=v, has_image=has, shared=torch.tensor([shared], device=device),
                     active=torch.ones(1, dtype=torch.bool, device=device),
                     tau_text=torch.minimum(torch.tensor([floors.text], device=device), cap_text),
-                    tau_image=torch.tensor([floors.image], device=device), cap_text=cap_text,
-                    examples=ex if (ex.also.shape[0] or ex.never.shape[0]) else None)
+                    tau_image=torch.minimum(torch.tensor([floors.image], device=device), cap_image),
+                    cap_text=cap_text, cap_image=cap_image, examples=ex if (ex.also.shape[0] or ex.never.shape[0]) else None)
     all_negatives = tuple(torch.cat([negatives[i], never[i]]) for i in range(3))
     slot.tau_text, slot.tau_image = raise_thresholds(slot, *all_negatives, limits)
     if never[0].shape[0]:
         still = passes(slot, *never, limits)[:, 0]
         if bool(still.any()):
             j = int(still.nonzero()[0])
-            raise ScopeConflict(_own_image(j, request.never[j], float(never[0][j] @ q[0]), float(slot.text_caps(limits)[0]),
+            raise ScopeConflict(_own_image(j, request.never[j], float(never[0][j] @ q[0]), float(slot.caps(limits)[0][0]),
                                            sq_also, request.also))
     if also[0].shape[0]:
         lost = ~passes(slot, *also, limits)[:, 0]

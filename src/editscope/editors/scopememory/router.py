@@ -103,13 +103,15 @@ class SlotKeys:
     active: torch.Tensor
     tau_text: torch.Tensor
     tau_image: torch.Tensor
-    cap_text: torch.Tensor | None = None  # (N,) calibration never raises tau_text above these (None: the
-    examples: Examples | None = None      # global cap); an ``also`` example's question sets them
+    cap_text: torch.Tensor | None = None  # (N,) calibration never raises a threshold above these
+    cap_image: torch.Tensor | None = None  # (None: the global cap); an ``also`` example sets them
+    examples: Examples | None = None
 
-    def text_caps(self, limits: Thresholds) -> torch.Tensor:
-        """Each slot's highest allowed ``tau_text`` (N,)."""
+    def caps(self, limits: Thresholds) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each slot's highest allowed ``tau_text`` and ``tau_image`` (N,)."""
         whole = torch.full_like(self.tau_text, limits.cap)
-        return whole if self.cap_text is None else torch.minimum(self.cap_text, whole)
+        return (whole if self.cap_text is None else torch.minimum(self.cap_text, whole),
+                whole if self.cap_image is None else torch.minimum(self.cap_image, whole))
 
 
 @dataclass(frozen=True)
@@ -202,15 +204,14 @@ def raise_thresholds(slots: SlotKeys, neg_text: torch.Tensor, neg_image: torch.T
     A negative that passes is excluded by the threshold it needs the smaller raise of: the
     question threshold to its question similarity plus ``margin``, or, for a slot whose shared
     write may fire and a negative that does not show the slot's own image, the image threshold
-    to its nearest-positive similarity plus ``margin``. A question raise that would pass a
-    slot's cap (see :meth:`SlotKeys.text_caps`) is not taken when the image raise fits; where
-    neither fits the thresholds stop at the caps and the negative stays (locality is preferred up
+    to its nearest-positive similarity plus ``margin``. A raise that would pass a slot's cap
+    (see :meth:`SlotKeys.caps`) is not taken when the other one fits; where neither fits the
+    thresholds stop at the caps and the negative stays (locality is preferred up
     to the point where the edit, or an ``also`` example, would stop matching). Returns new
     ``tau_text`` and ``tau_image`` (N,)."""
     if neg_text.shape[0] == 0 or slots.text.shape[0] == 0:
         return slots.tau_text, slots.tau_image
-    cap_text = slots.text_caps(limits)
-    cap_image = torch.full_like(slots.tau_image, limits.cap)
+    cap_text, cap_image = slots.caps(limits)
     s = similarities(neg_text, neg_image, neg_has_image, slots)
     local, shared = _rules(s, neg_has_image, slots, limits)
     passing = local | shared

@@ -150,7 +150,7 @@ class SlotMemory:
             "text": ((text_dim,), torch.float32), "image": ((text_dim,), torch.float32),
             "has_image": ((), torch.bool), "shared": ((), torch.bool), "active": ((), torch.bool),
             "tau_text": ((), torch.float32), "tau_image": ((), torch.float32),
-            "cap_text": ((), torch.float32),
+            "cap_text": ((), torch.float32), "cap_image": ((), torch.float32),
             "fact": ((FACT_BYTES,), torch.uint8),
         }
         for i, site in enumerate(sites.values()):
@@ -292,7 +292,7 @@ class SlotMemory:
         examples = Examples(also["image"], also["owner"], never["image"], never["owner"]) if also.n or never.n else None
         return SlotKeys(text=s["text"], image=s["image"], has_image=s["has_image"], shared=s["shared"],
                         active=s["active"], tau_text=s["tau_text"], tau_image=s["tau_image"],
-                        cap_text=s["cap_text"], examples=examples)
+                        cap_text=s["cap_text"], cap_image=s["cap_image"], examples=examples)
 
     def set_examples(self, row: int, examples: Examples | None) -> None:
         """Make ``examples`` (owner 0 standing for ``row``) the scope examples of slot ``row``,

@@ -3,8 +3,8 @@ slot writes (``scopememory.site.<path>.*``), the router (``scopememory.router.*`
 count, and the image keys of the slots' scope examples (``scopememory.examples.<kind>.*``).
 States saved before image whitening existed have no whitening tensors and load with centred
 keys; states saved before scope examples existed have no threshold caps and load with the global
-cap; states saved before examples were kept as keys have an image cap per slot and no example
-tables: the cap is dropped and their slots keep the thresholds they were calibrated with."""
+cap; states saved before examples were kept as keys have no example tables, and their slots keep
+the thresholds they were calibrated with."""
 
 from __future__ import annotations
 
@@ -19,8 +19,7 @@ PREFIX = "scopememory."
 EDIT_COUNT_KEY = "editor.edits_applied"
 ROUTER_NAMES = ("centre_text", "centre_image", "reference_text", "reference_image", "reference_has_image")
 WHITENING_NAMES = ("whiten_basis", "whiten_scale")  # absent from states saved before image whitening
-CAP_NAMES = ("cap_text",)  # absent from states saved before scope examples
-OLD_CAP = f"{PREFIX}slots.cap_image"  # in states saved before examples were kept as keys
+CAP_NAMES = ("cap_text", "cap_image")  # absent from states saved before scope examples
 
 
 def _site_names(editor: "ScopeMemory") -> dict[str, str]:
@@ -48,7 +47,7 @@ def memory_state(editor: "ScopeMemory") -> dict[str, torch.Tensor]:
 def load_memory_state(editor: "ScopeMemory", state: dict[str, torch.Tensor]) -> None:
     """Load what :func:`memory_state` wrote (a state without whitening loads with centred keys)."""
     slots = editor.memory.slots
-    state = {k: v for k, v in state.items() if k != OLD_CAP}
+    state = dict(state)
     examples = _load_examples(editor, state)
     sites = _site_names(editor)
     names = {(sites[k] if k in sites else f"{PREFIX}slots.{k}"): k for k in slots.shapes}
