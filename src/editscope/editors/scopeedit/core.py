@@ -10,6 +10,7 @@ transaction. The options beyond the paper plug in through ``self.hooks`` (``plug
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any, Sequence
 
@@ -77,6 +78,7 @@ class RecursiveEditor(Lifecycle, Editor):
         """A new configuration installs its options' plug-ins; one installed before keeps its state."""
         if not isinstance(config, ScopeEditConfig):
             raise TypeError(f"{type(self).__name__} takes a ScopeEditConfig, got {type(config).__name__}")
+        config = self._variant(config)
         self.hooks = install(self, config, self.hooks)
         self._config = config
 
@@ -90,6 +92,10 @@ class RecursiveEditor(Lifecycle, Editor):
         return self.config.method.lambda_local if branch == "local" else self.config.shared.lambda_shared
 
     # -- what the variants decide -------------------------------------------------------------
+    def _variant(self, config: ScopeEditConfig) -> ScopeEditConfig:
+        """The configuration this variant runs (M-ORE turns the shared branch off)."""
+        return config
+
     def _ranks(self) -> tuple[int, int]:
         raise NotImplementedError
 
@@ -235,15 +241,6 @@ class RecursiveEditor(Lifecycle, Editor):
                     fold_code(self.sites[path], capture.sites[path].z, self.config.method.lambda_local)
 
 
-class MORE(RecursiveEditor):
-    """M-ORE: one preconditioned local branch per site (rank ``rank_local + rank_shared``)."""
-
-    name = "more"
-
-    def _ranks(self) -> tuple[int, int]:
-        return self.config.rank, 0
-
-
 class ScopeEdit(RecursiveEditor):
     """ScopeEdit: a local branch for absorption and a shared branch whose writes are gated by
     the agreement of textual and visual evidence (``shared = None``: the branch is off, M-ORE)."""
@@ -287,3 +284,17 @@ class ScopeEdit(RecursiveEditor):
             if values:
                 gates[group] = torch.stack(values).mean(0)
         return gates
+
+
+class MORE(ScopeEdit):
+    """M-ORE: ScopeEdit with the shared branch off (``shared = None``), its one preconditioned
+    branch per site of rank ``rank_local + shared.rank_shared`` (a configuration that has a
+    shared section gives its rank to the local branch, so that one preset serves both)."""
+
+    name = "more"
+
+    def _variant(self, config: ScopeEditConfig) -> ScopeEditConfig:
+        if config.shared is None:
+            return config
+        return dataclasses.replace(config, method=dataclasses.replace(config.method, rank_local=config.rank),
+                                   shared=None)
