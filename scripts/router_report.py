@@ -27,10 +27,11 @@ from pathlib import Path
 
 import torch
 
+from editscope.editors.registry import build_editor
 import editscope
 from editscope.editors.base import EditRejected
 from editscope.editors.reference import load_reference
-from editscope.editors.scopememory import ScopeMemory, ScopeMemoryConfig, load_memory_preset
+from editscope.editors.scopememory import ScopeMemoryConfig, load_memory_preset
 from editscope.editors.scopememory.router import NO_SLOT
 from editscope.evaluation.data import load_records
 from editscope.evaluation.stream import build_stream, latest_per_fact
@@ -106,7 +107,7 @@ def main() -> None:
 
     vlm = load_model(args.model)
     reference = load_reference("world", "builtin", cfg.reference_size) if cfg.reference_size else None
-    editor = ScopeMemory(vlm, cfg, reference=reference)
+    editor = build_editor("scopememory", vlm, cfg, reference=reference)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         path = write_edits(load_world(builtin_path()), split, Path(tmp), scope_examples=examples)

@@ -26,9 +26,10 @@ from pathlib import Path
 
 import torch
 
+from editscope.editors.registry import build_editor
 import editscope
 from editscope.editors.reference import load_reference
-from editscope.editors.scopememory import ScopeMemory, load_memory_preset
+from editscope.editors.scopememory import load_memory_preset
 from editscope.editors.scopememory.router import NO_SLOT
 from editscope.editors.scopememory.synthetic import fill_synthetic
 from editscope.evaluation.data import load_records
@@ -69,7 +70,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     vlm, base, cfg, reference = build(args.model)
-    editor = ScopeMemory(vlm, cfg, reference=reference)
+    editor = build_editor("scopememory", vlm, cfg, reference=reference)
     with tempfile.TemporaryDirectory() as tmp:
         path = write_edits(load_world(builtin_path()), args.split, Path(tmp))
         cases = load_records("world", path, path.parent)

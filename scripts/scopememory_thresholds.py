@@ -10,15 +10,15 @@ The JSON overrides the builtin preset (``{}``: the preset as it is).
 import json
 import sys
 import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from editscope.editors.registry import build_editor
 import editscope
 from editscope.editors.reference import load_reference
-from editscope.editors.scopememory import ScopeMemory, load_memory_preset
+from editscope.editors.scopememory import load_memory_preset
 from editscope.evaluation.data import load_records
 from editscope.world import builtin_path, load_world, write_edits
 
@@ -28,7 +28,7 @@ vlm = editscope.load("builtin")
 path = write_edits(load_world(builtin_path()), split, Path(tempfile.mkdtemp()) / split)
 cases = load_records("world", path, path.parent)
 cfg = replace(load_memory_preset("builtin"), **json.loads(sys.argv[1] if len(sys.argv) > 1 else "{}"))
-ed = ScopeMemory(vlm, cfg, reference=load_reference("world", "builtin", cfg.reference_size))
+ed = build_editor("scopememory", vlm, cfg, reference=load_reference("world", "builtin", cfg.reference_size))
 times = []
 for c in cases:
     r = ed.edit(c.request); times.append(r.wall_time_s)

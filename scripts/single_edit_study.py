@@ -28,7 +28,7 @@ import torch
 from editscope.config import load_preset
 from editscope.editors.reference import load_reference
 from editscope.editors.registry import build_editor
-from editscope.editors.scopememory import ScopeMemory, load_memory_preset
+from editscope.editors.scopememory import load_memory_preset
 from editscope.evaluation.data import load_records
 from editscope.evaluation.protocol import CaseScorer, ProtocolConfig, anchored_request, compute_references
 from editscope.models import load
@@ -67,7 +67,7 @@ def main() -> None:
             if name == "scopememory":
                 config = dataclasses.replace(load_memory_preset("builtin"), **overrides)
                 reference = load_reference("world", "builtin", config.reference_size)
-                editor = ScopeMemory(vlm, config, reference=reference)  # reset() keeps the router's centring
+                editor = build_editor("scopememory", vlm, config, reference=reference)  # reset() keeps the router's centring
             else:
                 config = dataclasses.replace(load_preset("builtin"), **overrides)
                 reference = load_reference("world", "builtin", config.reference_size) if config.reference_weight > 0 else None

@@ -5,7 +5,7 @@ tests' fake backend (no model files).
 
     python scripts/store_fault_table.py > after.json
 """
-import contextlib, hashlib, io, json, os, sqlite3, sys, tempfile, traceback
+import hashlib, io, json, os, sqlite3, sys, tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "unit"))
@@ -19,7 +19,7 @@ from store_fakes import FakeBackend, make_checkpoint
 
 store_module.DefaultBackend = FakeBackend
 from editscope.cli.main import app  # noqa: E402
-from editscope.store import EditStore, StoreError  # noqa: E402
+from editscope.store import EditStore  # noqa: E402
 
 ROOT = Path(tempfile.mkdtemp(prefix="h1-"))
 BASE = make_checkpoint(ROOT / "base", seed=1)

@@ -8,11 +8,12 @@ import torch
 from tiny_models import TEST_DEVICE, build_tiny
 from tiny_models import noise_image as image
 
+from editscope.editors.registry import build_editor
 from editscope.editors.base import EditRejected
 from editscope.editors.scopememory import ScopeMemory, ScopeMemoryConfig, load_memory_preset
 from editscope.editors.scopememory.router import NO_SLOT
 from editscope.models import VisionLanguageModel
-from editscope.types import EditRequest, Probe
+from editscope.types import EditRequest
 
 PROMPT = "what color is the object in the image ?"
 
@@ -145,7 +146,7 @@ def builtin_editor(vlm) -> ScopeMemory:
     from editscope.editors.reference import load_reference
 
     cfg = load_memory_preset("builtin")
-    return ScopeMemory(vlm, cfg, reference=load_reference("world", "builtin", 32))
+    return build_editor("scopememory", vlm, cfg, reference=load_reference("world", "builtin", 32))
 
 
 def test_builtin_scope_instance_keeps_the_other_render_and_broad_changes_it(builtin, world_cases) -> None:
@@ -198,7 +199,7 @@ def test_builtin_whitened_keys_round_trip_and_older_states_load(builtin, world_c
 
     reference = load_reference("world", "builtin", 32)
     cfg = replace(load_memory_preset("builtin"), image_whitening=0.1)
-    editor = ScopeMemory(builtin, cfg, reference=reference)
+    editor = build_editor("scopememory", builtin, cfg, reference=reference)
     assert editor.memory.whiten_basis.shape[0] > 0
     case = world_cases[0]
     editor.edit(case.request)
@@ -208,7 +209,7 @@ def test_builtin_whitened_keys_round_trip_and_older_states_load(builtin, world_c
     route = editor.route_of(*probes[1][:2])
     state = editor.state_dict()
     editor.remove()
-    fresh = ScopeMemory(builtin, replace(cfg, image_whitening=0.0), reference=reference)
+    fresh = build_editor("scopememory", builtin, replace(cfg, image_whitening=0.0), reference=reference)
     fresh.load_state_dict(state)  # the state's whitening wins over the config's
     assert [torch.equal(fresh.logits(*p), e) for p, e in zip(probes, expected)] == [True, True]
     assert fresh.route_of(*probes[1][:2]) == route

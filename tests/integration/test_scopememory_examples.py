@@ -9,6 +9,7 @@ import torch
 from tiny_models import TEST_DEVICE, build_tiny
 from tiny_models import noise_image as image
 
+from editscope.editors.registry import build_editor
 from editscope.editors.scopememory import ScopeConflict, ScopeMemory, load_memory_preset
 from editscope.editors.scopememory.router import NO_SLOT
 from editscope.types import EditRequest
@@ -38,7 +39,7 @@ def builtin():
 def editor_on(vlm) -> ScopeMemory:
     from editscope.editors.reference import load_reference
 
-    return ScopeMemory(vlm, load_memory_preset("builtin"), reference=load_reference("world", "builtin", 32))
+    return build_editor("scopememory", vlm, load_memory_preset("builtin"), reference=load_reference("world", "builtin", 32))
 
 
 def render(world, record, index: int, lookalike: bool = False):
@@ -161,7 +162,6 @@ def test_examples_round_trip_and_older_states_load(builtin, world, records) -> N
 @pytest.mark.parametrize("name", ["scopeedit", "grace"])
 def test_editors_without_examples_refuse_them(name: str) -> None:
     from editscope.config import load_preset
-    from editscope.editors.registry import build_editor
     from editscope.models import VisionLanguageModel
 
     model, processor = build_tiny("LlavaForConditionalGeneration", seed=0)

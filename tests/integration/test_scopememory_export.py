@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from tiny_models import TEST_DEVICE, build_tiny
 from tiny_models import noise_image as image
 
+from editscope.editors.registry import build_editor
 from editscope.editors.scopememory import ScopeMemory, load_memory_preset
 from editscope.editors.scopememory.router import NO_SLOT, Examples, SlotKeys, Thresholds, match
 from editscope.models import VisionLanguageModel
@@ -257,7 +258,7 @@ def world_cases(tmp_path_factory):
 def builtin_editor(vlm) -> ScopeMemory:
     from editscope.editors.reference import load_reference
 
-    return ScopeMemory(vlm, load_memory_preset("builtin"), reference=load_reference("world", "builtin", 32))
+    return build_editor("scopememory", vlm, load_memory_preset("builtin"), reference=load_reference("world", "builtin", 32))
 
 
 def world_probes(vlm, cases) -> dict:

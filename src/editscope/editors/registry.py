@@ -65,9 +65,8 @@ def give_reference(editor: Editor, reference: Sequence[Probe], progress: bool = 
     router on it (``set_reference``), ScopeEdit and M-ORE fold it into their preconditioners at
     ``prior.weight`` (``fold_reference``). An editor whose configuration takes no reference set
     (:func:`reference_size` 0) is a ``ValueError``. :func:`build_editor` calls it, and so does the
-    store for a new store's editor (``store.backend.DefaultBackend.prepare_editor``). ScopeEdit and
-    M-ORE take no reference set at construction; ScopeMemory's constructor still does
-    (``ScopeMemory(vlm, config, reference=)``, which calls ``set_reference`` itself)."""
+    store for a new store's editor (``store.backend.DefaultBackend.prepare_editor``). No editor
+    takes a reference set at construction."""
     config = editor.config  # type: ignore[attr-defined]
     if not reference_size(config):
         takes = "has no prior section (prior: null)" if isinstance(config, ScopeEditConfig) else "takes none"

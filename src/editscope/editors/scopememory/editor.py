@@ -45,8 +45,9 @@ class ScopeMemory(Editor):
     name = "scopememory"
     uses_examples = True
 
-    def __init__(self, vlm: Any, config: ScopeMemoryConfig | None = None,
-                 reference: Sequence[Probe] | None = None) -> None:
+    def __init__(self, vlm: Any, config: ScopeMemoryConfig | None = None) -> None:
+        """The router's reference set comes from ``editscope.editors.registry.build_editor(...,
+        reference=)`` (or :meth:`set_reference`), before the first edit."""
         super().__init__(vlm)
         self.config = cfg = config if config is not None else ScopeMemoryConfig()
         self.model: nn.Module = vlm.model
@@ -79,12 +80,6 @@ class ScopeMemory(Editor):
         device = self.memory.device
         self.reference = (torch.zeros(0, text_dim, device=device), torch.zeros(0, text_dim, device=device),
                           torch.zeros(0, dtype=torch.bool, device=device))
-        if reference is not None:
-            try:
-                self.set_reference(reference)
-            except BaseException:
-                self.remove()
-                raise
 
     def _marker(self) -> tuple[int, ...]:
         """The token ids every prompt ends with (the chat template's generation prompt)."""
