@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -21,21 +21,21 @@ from editscope.config import ScopeEditConfig
 from editscope.core.capture import Capture, Positions, capture_codes
 from editscope.core.linalg import site_seed
 from editscope.core.site import EditSite
-from editscope.core.update import fold_code, local_update, shared_update
+from editscope.core.update import local_update, shared_update
 from editscope.editors.base import Editor, EditRejected, target_loss, trainable
+from editscope.editors.scopeedit.anchors import Anchors
 from editscope.editors.scopeedit.lifecycle import Lifecycle
 from editscope.editors.scopeedit.plugin import Hooks, Write
-from editscope.editors.scopeedit.plugins import install
 from editscope.editors.transaction import Transaction
-from editscope.types import EditRequest, EditResult, GateValues, ModelInputs, Probe
+from editscope.types import EditRequest, EditResult, GateValues, ModelInputs
 
 PROJECTOR = "projector"
 
 
-class RecursiveEditor(Lifecycle, Editor):
-    """What ScopeEdit and M-ORE share: sites, group scoring, the local branch and locality
-    anchors (the state, reset, remove and merge are in :class:`Lifecycle`). Subclasses decide the
-    branch ranks and whether a shared step runs."""
+class RecursiveEditor(Anchors, Lifecycle, Editor):
+    """What ScopeEdit and M-ORE share: sites, group scoring and the local branch (the locality
+    anchors are in :class:`Anchors`; the state, reset, remove and merge in :class:`Lifecycle`).
+    Subclasses decide the branch ranks and whether a shared step runs."""
 
     name = "recursive"
 
@@ -68,28 +68,6 @@ class RecursiveEditor(Lifecycle, Editor):
         self._anchor_set: list[ModelInputs] = []  # the deployment reference set of anchors
         self.prior_in_p = False  # a reference prior is in P (folded or loaded with a state)
         self._initial_p: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # where reset() returns
-
-    @property
-    def config(self) -> ScopeEditConfig:
-        return self._config
-
-    @config.setter
-    def config(self, config: ScopeEditConfig) -> None:
-        """A new configuration installs its options' plug-ins; one installed before keeps its state."""
-        if not isinstance(config, ScopeEditConfig):
-            raise TypeError(f"{type(self).__name__} takes a ScopeEditConfig, got {type(config).__name__}")
-        config = self._variant(config)
-        self.hooks = install(self, config, self.hooks)
-        self._config = config
-
-    @property
-    def options(self) -> dict[str, Any]:
-        """The installed options' plug-ins, by section name (``reedit``, ``rehearsal``, ...)."""
-        return self.hooks.by_name()
-
-    def lam(self, branch: str) -> float:
-        """The fold's ``lambda`` of a branch ("local" | "shared")."""
-        return self.config.method.lambda_local if branch == "local" else self.config.shared.lambda_shared
 
     # -- what the variants decide -------------------------------------------------------------
     def _variant(self, config: ScopeEditConfig) -> ScopeEditConfig:
@@ -214,31 +192,6 @@ class RecursiveEditor(Lifecycle, Editor):
     def _trainable(self):
         """Gradients on every non-empty ``B`` for the duration of the block."""
         return trainable([p for s in self.sites.values() for p in (s.B_local, s.B_shared) if p.numel()])
-
-    # -- locality anchors ---------------------------------------------------------------------
-    def add_locality_anchors(self, probes: Sequence[Probe]) -> None:
-        """Add probes to the deployment reference set; ``anchors_per_edit`` of them are folded
-        into the local preconditioners of the active groups after each edit (round robin)."""
-        for probe in probes:
-            self._anchor_set.append(self.vlm.encode(probe.image, probe.prompt, probe.answer))
-
-    def _reference_anchors(self) -> list[ModelInputs]:
-        n = min(self.config.method.anchors_per_edit, len(self._anchor_set))
-        start = self.edits_applied * n
-        return [self._anchor_set[(start + j) % len(self._anchor_set)] for j in range(n)]
-
-    def _fold_anchors(self, anchors: list[ModelInputs], groups: set[str], tx: Transaction) -> None:
-        paths = [p for g in groups for p in self.groups[g]]
-        for anchor in anchors:
-            with torch.no_grad(), capture_codes(
-                {p: self.sites[p] for p in paths}, self._positions(anchor), self._projector_sites
-            ) as capture:
-                self.vlm.forward(anchor)
-                for path in paths:
-                    if path not in capture.sites:  # not reached (the projector on a text-only anchor)
-                        continue
-                    tx.touch(self.sites[path])
-                    fold_code(self.sites[path], capture.sites[path].z, self.config.method.lambda_local)
 
 
 class ScopeEdit(RecursiveEditor):

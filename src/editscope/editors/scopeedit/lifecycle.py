@@ -1,5 +1,5 @@
-"""What a ScopeEdit or M-ORE editor does besides editing: the reference prior, the state,
-reset, remove and merge (a mixin of :class:`editscope.editors.scopeedit.core.RecursiveEditor`,
+"""What a ScopeEdit or M-ORE editor does besides editing: its configuration and the plug-ins it
+installs, the reference prior, the state, reset, remove and merge (a mixin of :class:`editscope.editors.scopeedit.core.RecursiveEditor`,
 whose sites, config and hooks it reads)."""
 
 from __future__ import annotations
@@ -10,12 +10,36 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from editscope.config import ScopeEditConfig
 from editscope.editors.scopeedit import prior, state
+from editscope.editors.scopeedit.plugins import install
 from editscope.types import ModelInputs, Probe
 
 
 class Lifecycle:
-    """The reference prior, the state, reset, remove and merge of a recursive editor."""
+    """The configuration, reference prior, state, reset, remove and merge of a recursive editor."""
+
+    @property
+    def config(self) -> ScopeEditConfig:
+        return self._config
+
+    @config.setter
+    def config(self, config: ScopeEditConfig) -> None:
+        """A new configuration installs its options' plug-ins; one installed before keeps its state."""
+        if not isinstance(config, ScopeEditConfig):
+            raise TypeError(f"{type(self).__name__} takes a ScopeEditConfig, got {type(config).__name__}")
+        config = self._variant(config)
+        self.hooks = install(self, config, self.hooks)
+        self._config = config
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The installed options' plug-ins, by section name (``reedit``, ``rehearsal``, ...)."""
+        return self.hooks.by_name()
+
+    def lam(self, branch: str) -> float:
+        """The fold's ``lambda`` of a branch ("local" | "shared")."""
+        return self.config.method.lambda_local if branch == "local" else self.config.shared.lambda_shared
 
     def fold_reference(self, examples: Sequence[Probe | ModelInputs], weight: float,
                        progress: bool = False) -> None:
