@@ -32,7 +32,7 @@ def served(tmp_path_factory):
 
 
 def test_json_examples_are_journaled_and_shown_with_the_rule(served):
-    url, (first, second, _) = served["url"], served["edits"]
+    url, (first, _, _) = served["url"], served["edits"]
     body = first.body(tags=["product"], never=[{"image": second.image_b64, "prompt": first.prompt}])
     reply = call(url + "/v1/edits", "POST", json_body=body, headers={"Idempotency-Key": "scope-1"})
     assert reply.status == 202, reply
@@ -66,7 +66,7 @@ def test_multipart_examples_take_the_edits_prompt(served):
 
 
 def test_conflicting_tag_rules_and_bad_examples_are_422_with_nothing_journaled(served):
-    url, (first, second, _) = served["url"], served["edits"]
+    url, (first, _, _) = served["url"], served["edits"]
     total = call(url + "/v1/edits").body["total"]
     conflict = call(url + "/v1/edits", "POST", json_body=first.body(tags=["product", "safety"]))
     assert conflict.status == 422 and conflict.body["field"] == "scope"
