@@ -19,12 +19,18 @@ def refusal(never: float, cap: float) -> str:
 
 
 def test_refusals_are_counted_and_their_similarities_summarised(tmp_path):
+    apart = ("never example 2 (n.png, 'When?') cannot be kept apart from also example 2 (a.png, 'When?'): image "
+             "similarity 0.988 between them, and an input follows the edit only where ...")
     edits = [{"rejected": None}] * 6 + [{"rejected": refusal(0.9, 0.6)}, {"rejected": refusal(0.7, 0.6)},
-                                        {"rejected": "never example 1 shows the edit's own image"}]
+                                        {"rejected": "never example 1 shows the edit's own image"},
+                                        {"rejected": apart}, {"rejected": "something else"}]
     path = tmp_path / "results.json"
     path.write_text(json.dumps({"config": {"scope_examples": 1}, "editors": {"scopememory": {"edits": edits}}}))
     lines = list(scope_conflicts.conflicts(path))
-    assert lines[0].endswith("scopememory · scope examples 1: 3 of 9 edits refused (33.3%)")
+    assert lines[0].endswith("scopememory · scope examples 1: 5 of 11 edits refused (45.5%)")
     assert lines[1] == ("  image conflicts 2: never example's similarity to the edit median 0.800, cap from the also "
                         "examples median 0.600, never minus cap median 0.200 (min 0.100, max 0.300)")
-    assert lines[2] == "  other refusals: 1"
+    assert lines[2] == ("  never example as near an also example as the margin allows: 1 (image similarity between "
+                        "them median 0.988, min 0.988)")
+    assert lines[3] == "  never example on the edit's own image with a question as close as the edit's: 1"
+    assert lines[4] == "  other refusals: 1"
