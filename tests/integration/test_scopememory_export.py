@@ -346,3 +346,34 @@ def test_builtin_store_export_merged_is_routed(world_cases, tmp_path) -> None:
         diffs = compare(store.editor, probes, outputs)
     print("store export, max abs logit difference:", max(diffs.values()))
     assert max(diffs.values()) <= ATOL, diffs
+
+
+def test_builtin_export_routes_scope_examples_as_the_editor(tmp_path) -> None:
+    import editscope
+    from editscope.world import builtin_path, load_world
+    from editscope.world.edits import make_records
+    from editscope.world.render import fixed_render
+
+    world = load_world(builtin_path())
+    record = make_records(world, "dev", 1)[0]
+    subject = world.subject(record["subject_index"])
+    renders = {i: fixed_render(subject, "heldout", i, world.config.seed) for i in range(8)}
+    vlm = editscope.load("builtin", device=str(TEST_DEVICE))
+    editor = builtin_editor(vlm)
+    prompt, target = record["src"], record["alt"]
+    editor.edit(EditRequest(prompt=prompt, target=target, image=renders[0]))
+    reached = [i for i in range(1, 8) if editor.route_of(renders[i], prompt)[0] == 0]
+    assert len(reached) >= 2, reached  # the control: without examples the edit reaches these renders
+    negative = reached[-1]
+    # a re-edit of the fact with that render as a never example: the editor keeps it out
+    editor.edit(EditRequest(prompt=prompt, target=target, image=renders[0], never=[renders[negative]]))
+    assert editor.route_of(renders[negative], prompt)[0] == NO_SLOT
+    probes = {f"render{i}": vlm.encode(img, prompt, target) for i, img in renders.items()}
+    out = editor.save_pretrained(tmp_path / "routed", vlm.processor)
+    with safe_open(str(out / "slots.safetensors"), "pt") as f:
+        assert f.get_tensor("never").shape[0] == 1 and f.get_tensor("never_owner").tolist() == [0]
+    outputs, result = run_loader(out, tmp_path / "job", probes, {}, pad_id(vlm))
+    assert not result["editscope_loaded"]
+    diffs = compare(editor, probes, outputs)  # every route equal, the never example's included
+    assert outputs[f"render{negative}.route"].tolist() == [NO_SLOT, 0, 0]
+    assert max(diffs.values()) <= ATOL, diffs
