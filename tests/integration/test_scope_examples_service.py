@@ -32,7 +32,7 @@ def served(tmp_path_factory):
 
 
 def test_json_examples_are_journaled_and_shown_with_the_rule(served):
-    url, (first, _, _) = served["url"], served["edits"]
+    url, (first, second, _) = served["url"], served["edits"]
     body = first.body(tags=["product"], never=[{"image": second.image_b64, "prompt": first.prompt}])
     reply = call(url + "/v1/edits", "POST", json_body=body, headers={"Idempotency-Key": "scope-1"})
     assert reply.status == 202, reply
