@@ -9,6 +9,7 @@ the parent passes it encoded inputs and compares what comes back.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -188,6 +189,13 @@ def test_template_match_equals_router_match() -> None:
     original = torch.where(slot >= 0, keep[slot.clamp(min=0)], slot)
     assert torch.equal(original, expected.slot)
     assert torch.equal(local, expected.local) and torch.equal(shared, expected.shared)
+    # the subject lead: the template's rule equals the router's, and it moves some routes
+    led = dataclasses.replace(limits, lead=0.05)
+    with_lead = match(q, v, q_has, slots, led)
+    assert not torch.equal(with_lead.slot, expected.slot)
+    slot, local, shared = template.match(q, v, q_has, compact, led.instance, led.text_only, led.margin, led.lead)
+    assert torch.equal(torch.where(slot >= 0, keep[slot.clamp(min=0)], slot), with_lead.slot)
+    assert torch.equal(local, with_lead.local) and torch.equal(shared, with_lead.shared)
     assert (expected.slot != NO_SLOT).sum() > 10 and expected.local.any() and (expected.shared & ~expected.local).any()
     ids = torch.tensor([[5, 1, 2, 3, 7, 1, 2, 3, 9], [1, 2, 4, 4, 4, 4, 4, 4, 4]])
     from editscope.editors.scopememory.router import prompt_ends

@@ -225,3 +225,20 @@ def test_whitening_is_the_shrunk_inverse_square_root_of_the_covariance() -> None
     torch.testing.assert_close(unit_keys(x, centre), torch.nn.functional.normalize(x - centre, dim=-1))
     # the direction the keys vary along most is shrunk the most
     assert float(scale.min()) == float(scale[0]) and -1 < float(scale[0]) < float(scale[-1]) <= 0
+
+
+def test_subject_lead_sends_another_edited_subjects_image_to_no_other_slot() -> None:
+    from dataclasses import replace
+
+    # slot 0 asks about a year (question [1, 0, 0]); slot 1, another subject, about something else
+    table = slots(text=[[1, 0, 0], [0, 1, 0]], image=[[1, 0, 0], [0.8, 0.6, 0]], has_image=[True, True],
+                  shared=[True, True], tau_image=0.5)
+    q = unit([1, 0, 0], [1, 0, 0])
+    v = unit([0.7, 0.7, 0], [1, 0.1, 0])  # 0: slot 1's subject (cos 0.99 to it, 0.71 to slot 0's); 1: slot 0's
+    has = torch.ones(2, dtype=torch.bool)
+    assert match(q, v, has, table, LIMITS).slot.tolist() == [0, 0]  # without the test both reach slot 0
+    lead = replace(LIMITS, lead=0.1)
+    assert match(q, v, has, table, lead).slot.tolist() == [NO_SLOT, 0]
+    # an inactive slot does not compete
+    gone = replace(table, active=torch.tensor([True, False]))
+    assert match(q, v, has, gone, lead).slot.tolist() == [0, 0]

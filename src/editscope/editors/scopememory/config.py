@@ -48,6 +48,9 @@ class ScopeMemoryConfig:
     text_only_threshold: float = _f(0.9, "cosine of the question keys at or above which a text-only input "
                                          "gets a slot's shared write")
     margin: float = _f(0.02, "calibration: a threshold is raised to this much above the strongest negative")
+    subject_lead: float = _f(2.0, "an input gets a slot's shared write only where its image is within this "
+                                  "(cosine) of its nearest live slot's image: another edited subject's image "
+                                  "goes to that subject (2: no such test)")
     threshold_cap: float = _f(0.98, "calibration never raises a threshold above this (the edit itself must match)")
     image_whitening: float = _f(0.0, "image keys are whitened by the reference images' covariance, shrunk by "
                                      "this times its mean eigenvalue (0: centred only)")
@@ -69,7 +72,8 @@ class ScopeMemoryConfig:
         for name in ("alpha", "lr"):
             if not _number(getattr(self, name)) or not getattr(self, name) > 0:
                 raise ValueError(f"ScopeMemoryConfig.{name} must be a number > 0, got {getattr(self, name)!r}")
-        for name in ("stop_loss", "stop_margin", "gate_min", "margin", "beta", "gate_eps", "image_whitening"):
+        for name in ("stop_loss", "stop_margin", "gate_min", "margin", "beta", "gate_eps", "image_whitening",
+                     "subject_lead"):
             if not _number(getattr(self, name)) or getattr(self, name) < 0:
                 raise ValueError(f"ScopeMemoryConfig.{name} must be a number >= 0, got {getattr(self, name)!r}")
         for name in ("text_threshold", "instance_threshold", "subject_threshold", "text_only_threshold",

@@ -73,7 +73,8 @@ class ScopeMemory(Editor):
                 scratch[path] = EditSite(base, cfg.rank_local, cfg.rank_shared, cfg.scaling,
                                          seed=site_seed(cfg.seed, path))
         text_dim = self.model.get_submodule(key_path).in_features
-        limits = Thresholds(cfg.instance_threshold, cfg.text_only_threshold, cfg.margin, cfg.threshold_cap)
+        limits = Thresholds(cfg.instance_threshold, cfg.text_only_threshold, cfg.margin, cfg.threshold_cap,
+                            cfg.subject_lead)
         roots = (vlm.spec.text_only_module,) if vlm.spec.text_only_module else ()
         self.memory = SlotMemory(self.model, scratch, key_path, text_dim, self._marker(), vlm.image_token_id,
                                  limits, cfg.slot_rank, roots)

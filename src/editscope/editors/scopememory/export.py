@@ -79,6 +79,7 @@ def slot_tensors(editor: ScopeMemory) -> tuple[dict[str, torch.Tensor], dict[str
         "instance": torch.tensor(memory.limits.instance, dtype=torch.float64),
         "text_only": torch.tensor(memory.limits.text_only, dtype=torch.float64),
         "margin": torch.tensor(memory.limits.margin, dtype=torch.float64),
+        "lead": torch.tensor(memory.limits.lead, dtype=torch.float64),
     })
     # the scope examples of the active slots, their owners renumbered like the slots
     renumber = torch.full((max(slots.n, 1),), -1, dtype=torch.long, device=memory.device)

@@ -56,7 +56,7 @@ def nearest(v, keys, owner, start):
     return start.scatter_reduce(1, owner[None].expand(v.shape[0], -1), v @ keys.T, reduce="amax")
 
 
-def match(q, v, q_has, slots, instance, text_only, margin):
+def match(q, v, q_has, slots, instance, text_only, margin, lead=2.0):
     """Route rows (keys ``q``, ``v`` (B, d), ``q_has`` (B,)) to at most one slot: (slot, local, shared), each (B,)."""
     sq = q @ slots["text"].T
     si = v @ slots["image"].T
@@ -67,8 +67,12 @@ def match(q, v, q_has, slots, instance, text_only, margin):
     q_ok = sq >= slots["tau_text"]
     local = q_ok & torch.where(with_image, pair & (si >= instance), ~slots["has_image"][None])
     text_only_ok = sq >= torch.clamp(slots["tau_text"], min=text_only)
+    subject = (near >= slots["tau_image"]) & (near >= never + margin)
+    if lead < 2.0:
+        rival = torch.where(pair, near, torch.full_like(near, -2.0)).max(dim=1).values
+        subject = subject & (near >= rival[:, None] - lead)
     shared = slots["shared"][None] & torch.where(
-        with_image, pair & q_ok & (near >= slots["tau_image"]) & (near >= never + margin),
+        with_image, pair & q_ok & subject,
         slots["has_image"][None] & text_only_ok
     )
     candidate = local | shared
@@ -111,6 +115,7 @@ class SlotRouter:
         self.image_token_id = int(tensors["image_token_id"])
         self.instance, self.text_only = float(tensors["instance"]), float(tensors["text_only"])
         self.margin = float(tensors.get("margin", torch.tensor(0.0)))
+        self.lead = float(tensors.get("lead", torch.tensor(2.0)))
         self.scaling = float(tensors["scaling"])
         self.sites = []
         for i, path in enumerate(meta["sites"]):
@@ -163,7 +168,7 @@ class SlotRouter:
         if self.whiten_basis.shape[0]:
             v = v + ((v @ self.whiten_basis.T) * self.whiten_scale) @ self.whiten_basis
         v = F.normalize(v, dim=-1, eps=1e-12) * has[:, None]
-        route = match(q, v, has, self.slots, self.instance, self.text_only, self.margin)
+        route = match(q, v, has, self.slots, self.instance, self.text_only, self.margin, self.lead)
         self.last_route = route
         call["route"], call["any_hit"] = route, bool((route[0] != NO_SLOT).any())
 

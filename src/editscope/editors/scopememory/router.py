@@ -76,6 +76,7 @@ class Thresholds:
     text_only: float
     margin: float
     cap: float
+    lead: float = 2.0  # a slot's shared write needs its image within this of the nearest slot's (2: off)
 
 
 @dataclass
@@ -163,14 +164,19 @@ def _rules(s: Similarities, q_has: torch.Tensor, slots: SlotKeys, limits: Thresh
 
     The local rule: the question matches and the input shows the slot's own image (or neither
     has one). The shared rule, where the slot allows it: the question matches, and the input's
-    nearest positive (the edit image or an ``also`` example) is at least ``tau_image`` and at
-    least ``margin`` nearer than its nearest ``never`` example; a text-only input matches an
-    image slot's question closely."""
+    nearest positive (the edit image or an ``also`` example) is at least ``tau_image``, at
+    least ``margin`` nearer than its nearest ``never`` example and, where ``lead`` is set,
+    within ``lead`` of the nearest positive of any live slot (an image of another edited
+    subject goes to that subject's slot, not to this one); a text-only input matches an image
+    slot's question closely."""
     q_ok = s.text >= slots.tau_text
     with_image = q_has[:, None]
     local = q_ok & torch.where(with_image, s.pair & (s.image >= limits.instance), ~slots.has_image[None])
     text_only_ok = s.text >= torch.clamp(slots.tau_text, min=limits.text_only)
     subject = (s.near >= slots.tau_image) & (s.near >= s.never + limits.margin)
+    if limits.lead < 2.0:  # the input's image is (nearly) nearest this slot's among all live slots'
+        rival = torch.where(s.pair & slots.active[None], s.near, torch.full_like(s.near, -2.0)).max(dim=1).values
+        subject = subject & (s.near >= rival[:, None] - limits.lead)
     shared = slots.shared[None] & torch.where(with_image, s.pair & q_ok & subject,
                                               slots.has_image[None] & text_only_ok)
     active = slots.active[None]
