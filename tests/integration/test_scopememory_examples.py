@@ -170,3 +170,15 @@ def test_editors_without_examples_refuse_them(name: str) -> None:
     with pytest.raises(ValueError, match=f"the {name} editor does not take scope examples"):
         editor.edit(EditRequest(prompt="what is it ?", target="red", image=image(1), never=[image(2)]))
     assert editor.edits_applied == 0
+
+
+def test_reset_forgets_the_examples_with_the_slots(builtin, world, records) -> None:
+    editor = editor_on(builtin)
+    for record in records[:2]:
+        editor.edit(request(world, record, also=[render(world, record, 4)],
+                            never=[render(world, record, 2, lookalike=True)]))
+    assert editor.memory.examples["never"].n == 2
+    editor.reset()
+    assert editor.size == 0 and editor.memory.examples["also"].n == 0 and editor.memory.examples["never"].n == 0
+    editor.edit(request(world, records[0]))  # one slot again: no example may point past it
+    assert editor.route_of(render(world, records[0], 0), records[0]["src"])[0] == 0

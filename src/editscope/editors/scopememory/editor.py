@@ -352,6 +352,8 @@ class ScopeMemory(Editor):
     def reset(self) -> None:
         """Forget every slot (the reference centring stays)."""
         self.memory.slots.n = 0
+        for table in self.memory.examples.values():
+            table.n = 0
         self.edits_applied = 0
 
     def remove(self) -> nn.Module:
