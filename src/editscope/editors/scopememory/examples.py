@@ -100,7 +100,8 @@ def calibrate(keys: Keys, shared: bool, also: Keys, beyond: torch.Tensor, negati
                     active=torch.ones(1, dtype=torch.bool, device=device),
                     tau_text=torch.minimum(torch.tensor([floors.text], device=device), cap_text),
                     tau_image=torch.minimum(torch.tensor([floors.image], device=device), cap_image),
-                    cap_text=cap_text, cap_image=cap_image, examples=ex if (ex.also.shape[0] or ex.never.shape[0]) else None)
+                    cap_text=cap_text, cap_image=cap_image,
+                    examples=ex if (ex.also.shape[0] or ex.never.shape[0]) else None)
     all_negatives = tuple(torch.cat([negatives[i], never[i]]) for i in range(3))
     slot.tau_text, slot.tau_image = raise_thresholds(slot, *all_negatives, limits)
     if never[0].shape[0]:
@@ -115,7 +116,9 @@ def calibrate(keys: Keys, shared: bool, also: Keys, beyond: torch.Tensor, negati
             i = int(lost.nonzero()[0])
             closeness = never[1] @ also[1][i]
             j = int(closeness.argmax()) if closeness.numel() else -1
-            raise ScopeConflict(_inseparable(i, j, request, float(closeness[j]) if j >= 0 else None, limits))
+            # a never example is to blame where it is within the margin of the example's own key
+            blamed = j >= 0 and float(closeness[j]) + limits.margin > float(also[1][i] @ also[1][i])
+            raise ScopeConflict(_inseparable(i, j, request, float(closeness[j]) if blamed else None, limits))
     return slot
 
 

@@ -67,10 +67,8 @@ def match(q, v, q_has, slots, instance, text_only, margin, lead=2.0):
     q_ok = sq >= slots["tau_text"]
     local = q_ok & torch.where(with_image, pair & (si >= instance), ~slots["has_image"][None])
     text_only_ok = sq >= torch.clamp(slots["tau_text"], min=text_only)
-    subject = (near >= slots["tau_image"]) & (near >= never + margin)
-    if lead < 2.0:
-        rival = torch.where(pair, near, torch.full_like(near, -2.0)).max(dim=1).values
-        subject = subject & (near >= rival[:, None] - lead)
+    rival = torch.where(pair, near, torch.full_like(near, -2.0)).max(dim=1).values  # the nearest slot's image
+    subject = (near >= slots["tau_image"]) & (near >= never + margin) & (near >= rival[:, None] - lead)
     shared = slots["shared"][None] & torch.where(
         with_image, pair & q_ok & subject,
         slots["has_image"][None] & text_only_ok

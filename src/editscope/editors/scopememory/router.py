@@ -173,10 +173,10 @@ def _rules(s: Similarities, q_has: torch.Tensor, slots: SlotKeys, limits: Thresh
     with_image = q_has[:, None]
     local = q_ok & torch.where(with_image, s.pair & (s.image >= limits.instance), ~slots.has_image[None])
     text_only_ok = s.text >= torch.clamp(slots.tau_text, min=limits.text_only)
-    subject = (s.near >= slots.tau_image) & (s.near >= s.never + limits.margin)
-    if limits.lead < 2.0:  # the input's image is (nearly) nearest this slot's among all live slots'
-        rival = torch.where(s.pair & slots.active[None], s.near, torch.full_like(s.near, -2.0)).max(dim=1).values
-        subject = subject & (s.near >= rival[:, None] - limits.lead)
+    # the nearest live slot's image; a lead of 2 (the default) lets every cosine through
+    rival = torch.where(s.pair & slots.active[None], s.near, torch.full_like(s.near, -2.0)).max(dim=1).values
+    subject = ((s.near >= slots.tau_image) & (s.near >= s.never + limits.margin)
+               & (s.near >= rival[:, None] - limits.lead))
     shared = slots.shared[None] & torch.where(with_image, s.pair & q_ok & subject,
                                               slots.has_image[None] & text_only_ok)
     active = slots.active[None]
