@@ -35,6 +35,9 @@ class ScopeMemoryConfig:
                         "(the edit and its also examples)")
     stop_loss: float = _f(0.1, "a phase stops once the target's mean NLL is below this ...")
     stop_margin: float = _f(2.0, "... or once every target token is top-1 by at least this many logits")
+    shared_stop_loss: float = _f(0.1, "the shared phase's stop_loss: a shared write fitted past the edit input "
+                                      "still carries the answer to other images of the subject")
+    shared_stop_margin: float = _f(2.0, "the shared phase's stop_margin")
     tau: float = _f(0.2, "evidence gate: cosine threshold of the text and image keys")
     beta: float = _f(10.0, "evidence gate: sharpness")
     gate_eps: float = _f(1e-6, "evidence gate: epsilon in its denominators")
@@ -51,6 +54,8 @@ class ScopeMemoryConfig:
     subject_lead: float = _f(2.0, "an input gets a slot's shared write only where its image is within this "
                                   "(cosine) of its nearest live slot's image: another edited subject's image "
                                   "goes to that subject (2: no such test)")
+    views: int = _f(0, "generic views of the edit image (crops, shifts, small turns, light and colour jitter) "
+                       "kept as further positives of the slot's shared rule, where the shared write may fire")
     threshold_cap: float = _f(0.98, "calibration never raises a threshold above this (the edit itself must match)")
     image_whitening: float = _f(0.0, "image keys are whitened by the reference images' covariance, shrunk by "
                                      "this times its mean eigenvalue (0: centred only)")
@@ -64,15 +69,15 @@ class ScopeMemoryConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"ScopeMemoryConfig.{name} must be a positive integer, got {value!r}")
-        for name in ("rank_shared", "reference_size", "seed", "key_layer"):
+        for name in ("rank_shared", "reference_size", "seed", "key_layer", "views"):
             if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
                 raise ValueError(f"ScopeMemoryConfig.{name} must be an integer, got {getattr(self, name)!r}")
-        if self.rank_shared < 0 or self.reference_size < 0:
-            raise ValueError("ScopeMemoryConfig.rank_shared and reference_size must be >= 0")
+        if self.rank_shared < 0 or self.reference_size < 0 or self.views < 0:
+            raise ValueError("ScopeMemoryConfig.rank_shared, reference_size and views must be >= 0")
         for name in ("alpha", "lr"):
             if not _number(getattr(self, name)) or not getattr(self, name) > 0:
                 raise ValueError(f"ScopeMemoryConfig.{name} must be a number > 0, got {getattr(self, name)!r}")
-        for name in ("stop_loss", "stop_margin", "gate_min", "margin", "beta", "gate_eps", "image_whitening",
+        for name in ("stop_loss", "stop_margin", "shared_stop_loss", "shared_stop_margin", "gate_min", "margin", "beta", "gate_eps", "image_whitening",
                      "subject_lead"):
             if not _number(getattr(self, name)) or getattr(self, name) < 0:
                 raise ValueError(f"ScopeMemoryConfig.{name} must be a number >= 0, got {getattr(self, name)!r}")

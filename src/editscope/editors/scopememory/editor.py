@@ -33,6 +33,7 @@ from editscope.editors.scopememory.router import (NO_SLOT, Examples, SlotKeys, T
                                                   whitening)
 from editscope.editors.scopememory.slots import SlotMemory
 from editscope.editors.scopememory.state import load_memory_state, memory_state
+from editscope.editors.scopememory.views import image_views, view_seed
 from editscope.editors.scopememory.facts import fact_bytes, truncated
 from editscope.editors.transaction import Transaction, check_loss_after
 from editscope.types import EditRequest, EditResult, GateValues, ModelInputs, Probe
@@ -150,13 +151,14 @@ class ScopeMemory(Editor):
         shared_on = shared_on or forced
         floors = examples.Floors(cfg.text_threshold, cfg.subject_threshold, self.memory.limits)
         slot = examples.calibrate(keys, shared_on, also_keys, beyond, self._negatives(anchors, fact), never_keys,
-                                  floors, request)
+                                  floors, request, self._views(request, fact) if shared_on else None)
         self._reset_scratch()
         steps = 0
         if shared_on:
-            steps += self._phase([answer, *also], local=False, shared=True)
+            steps += self._phase([answer, *also], local=False, shared=True,
+                                 stop=(cfg.shared_stop_loss, cfg.shared_stop_margin))
         steps += self._phase([answer, *(a for a, b in zip(also, beyond.tolist()) if not b)], local=True,
-                             shared=shared_on)
+                             shared=shared_on, stop=(cfg.stop_loss, cfg.stop_margin))
         row = self._slot_row(slot, fact)
         with Transaction() as tx:  # an error leaving the block puts the slot tables back
             self._commit(row, fact, slot.examples, examples.stack([keys, also_keys], width, device), tx)
@@ -167,6 +169,13 @@ class ScopeMemory(Editor):
         return EditResult(edit_id=self.edits_applied, loss_before=loss_before, loss_after=loss_after,
                           active_groups=tuple(self.groups), gates=gates,
                           wall_time_s=time.perf_counter() - start, steps=steps)
+
+    def _views(self, request: EditRequest, fact: torch.Tensor) -> torch.Tensor:
+        """Image keys (K, d) of ``views`` generic views of the edit image, drawn with a seed of the
+        fact (a replay draws the same views)."""
+        drawn = image_views(request.image, self.config.views, seed=view_seed(fact, self.config.seed))
+        rows = [self._keys(self.vlm.encode(view, request.prompt))[1] for view in drawn]
+        return torch.cat(rows) if rows else torch.zeros(0, self.memory.slots["image"].shape[-1], device=fact.device)
 
     def _site_keys(self, inputs: ModelInputs):
         """Each slot site's code and evidence keys on the edit input (one forward, no slot)."""
@@ -202,9 +211,10 @@ class ScopeMemory(Editor):
                 site.B_local.zero_()
                 site.B_shared.zero_()
 
-    def _phase(self, batch: list[ModelInputs], local: bool, shared: bool) -> int:
+    def _phase(self, batch: list[ModelInputs], local: bool, shared: bool, stop: tuple[float, float]) -> int:
         """Write the scratch slot's local (``local``) or else its shared branch with Adam until
-        every input of ``batch`` has absorbed the edit (``stop_loss`` or ``stop_margin``), in at
+        every input of ``batch`` has absorbed the edit (``stop``: its mean NLL below the first value or
+        its every target token top-1 by the second), in at
         most ``steps`` per input (one write that fits several inputs takes longer to find); the
         other branch, where enabled, applies as written. Returns the steps taken."""
         cfg = self.config
@@ -220,7 +230,7 @@ class ScopeMemory(Editor):
                     value = float(loss.detach())
                     if value != value or value in (float("inf"), float("-inf")):
                         raise EditRejected(f"non-finite loss at step {step + 1}; the editor state is unchanged")
-                    done = done and (value < cfg.stop_loss or margin >= cfg.stop_margin)
+                    done = done and (value < stop[0] or margin >= stop[1])
                     losses.append(loss)
                 if done:
                     break

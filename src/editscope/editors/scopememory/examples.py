@@ -76,9 +76,11 @@ def check_request(request: EditRequest, has_image: bool, rank_shared: int, beyon
 
 
 def calibrate(keys: Keys, shared: bool, also: Keys, beyond: torch.Tensor, negatives: Keys, never: Keys,
-              floors: Floors, request: EditRequest) -> SlotKeys:
+              floors: Floors, request: EditRequest, views: torch.Tensor | None = None) -> SlotKeys:
     """A new slot's routing keys, examples and thresholds: the question threshold capped by its
-    ``also`` examples, both raised against ``negatives`` and its ``never`` examples. Raises
+    ``also`` examples, both raised against ``negatives`` and its ``never`` examples. ``views``
+    (K, d) are image keys of the edit image's own views: positives like the ``also`` examples on
+    other images, but they neither cap a threshold nor turn the shared write on. Raises
     :class:`ScopeConflict` naming the first ``never`` example that still passes, or that keeps
     an ``also`` example from passing."""
     q, v, has = keys
@@ -93,8 +95,9 @@ def calibrate(keys: Keys, shared: bool, also: Keys, beyond: torch.Tensor, negati
         cap_text = torch.minimum(cap_text, sq_also.min()[None])
     if bool(beyond.any()):  # as near to a positive as the positives are to each other passes
         cap_image = torch.minimum(cap_image, si_also[beyond].min()[None])
-    owner = torch.zeros(int(beyond.sum()), dtype=torch.long, device=device)
-    ex = Examples(also=also[1][beyond], also_owner=owner, never=never[1][never[2]],
+    positives = also[1][beyond] if views is None else torch.cat([also[1][beyond], views])
+    owner = torch.zeros(positives.shape[0], dtype=torch.long, device=device)
+    ex = Examples(also=positives, also_owner=owner, never=never[1][never[2]],
                   never_owner=torch.zeros(int(never[2].sum()), dtype=torch.long, device=device))
     slot = SlotKeys(text=q, image=v, has_image=has, shared=torch.tensor([shared], device=device),
                     active=torch.ones(1, dtype=torch.bool, device=device),
