@@ -3,7 +3,9 @@
 A synthetic slot has random unit routing keys (so an ordinary input matches none of them: in
 ``d`` dimensions random unit vectors have cosines of order ``1 / sqrt(d)``, far below the
 router's thresholds), the config's floor thresholds and random small write factors of the real
-shapes, written straight into the slot table with :meth:`Table.write`. One slot may instead
+shapes, written straight into the slot table with :meth:`Table.write`; a slot whose shared write
+is on and that has an image also gets ``views`` random image keys in the example table, as a real
+slot keeps its views' keys there. One slot may instead
 carry the keys of a real input, which then routes to it and gets its write: the forward pass
 pays for everything a routed input pays for.
 """
@@ -56,5 +58,10 @@ def fill_synthetic(editor: Any, n: int, seed: int = 0,
             row.update({"text": q[0].cpu(), "image": v[0].cpu(), "has_image": has[0].cpu(),
                         "shared": torch.tensor(True), "tau_text": torch.tensor(cfg.text_threshold),
                         "tau_image": torch.tensor(cfg.subject_threshold)})
-        table.write(table.n, {k: v.to(memory.device) for k, v in row.items()})
+        index = table.n
+        table.write(index, {k: v.to(memory.device) for k, v in row.items()})
+        if bool(row["shared"]) and bool(row["has_image"]):
+            also = memory.examples["also"]
+            for _ in range(cfg.views):
+                also.write(also.n, {"image": unit(text_dim).to(memory.device), "owner": torch.tensor(index)})
     return first
