@@ -77,7 +77,8 @@ class ScopeMemoryConfig:
         for name in ("alpha", "lr"):
             if not _number(getattr(self, name)) or not getattr(self, name) > 0:
                 raise ValueError(f"ScopeMemoryConfig.{name} must be a number > 0, got {getattr(self, name)!r}")
-        for name in ("stop_loss", "stop_margin", "shared_stop_loss", "shared_stop_margin", "gate_min", "margin", "beta", "gate_eps", "image_whitening",
+        for name in ("stop_loss", "stop_margin", "shared_stop_loss", "shared_stop_margin", "gate_min", "margin",
+                     "beta", "gate_eps", "image_whitening",
                      "subject_lead"):
             if not _number(getattr(self, name)) or getattr(self, name) < 0:
                 raise ValueError(f"ScopeMemoryConfig.{name} must be a number >= 0, got {getattr(self, name)!r}")
