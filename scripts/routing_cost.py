@@ -78,6 +78,13 @@ def main() -> None:
     routed_input = encoded[0]
     fill_synthetic(editor, counts[-1], seed=args.seed, match=editor._keys(routed_input))
     slots = editor.memory.slots
+    # a slot count N keeps the first N slots and the example rows they own (appended in slot order)
+    owners = {kind: table["owner"].clone() for kind, table in editor.memory.examples.items()}
+
+    def keep_slots(n: int) -> None:
+        slots.n = n
+        for kind, table in editor.memory.examples.items():
+            table.n = int((owners[kind] < n).sum())
 
     def route(inputs) -> int:
         with torch.no_grad():
@@ -94,7 +101,7 @@ def main() -> None:
         base_logits = {k: base.forward(i) for k, i in inputs.items()}
     rows = []
     for n in [0, *counts]:
-        slots.n = n
+        keep_slots(n)
         row: dict = {"slots": n, "state_bytes": editor.state_bytes()}
         if n:
             with torch.no_grad():
@@ -118,7 +125,7 @@ def main() -> None:
                 for n, kind in shuffled:
                     model = base if n is None else vlm
                     if n is not None:
-                        slots.n = n
+                        keep_slots(n)
                     start = time.perf_counter()
                     model.forward(inputs[kind])
                     elapsed = time.perf_counter() - start
@@ -126,7 +133,7 @@ def main() -> None:
                         times[(n, kind)].append(elapsed)
     finally:
         gc.enable()
-        slots.n = counts[-1]
+        keep_slots(counts[-1])
 
     def figures(n, kind) -> dict:
         mine, ref = times[(n, kind)], times[(None, kind)]
