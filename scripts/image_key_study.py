@@ -12,6 +12,12 @@ other facts' images and of unrelated images that pass *any* slot, with the rule'
 so that the renders pass at ``--target-tpr``. It also prints the per-pair false-pass rate and
 what it gives for twice as many slots (``1 - (1 - p) ** (2 * slots)``), since a split with more
 facts gives each unrelated image more slots to pass by chance.
+
+*Neighbours* are look-alikes nothing designates: held-out render 2 of every subject of the split
+or of the locality split that differs from a record's subject in exactly one look attribute (its
+designated look-alike excluded). The world's locality probes are drawn at random, so some of
+them are such neighbours of an edited subject (``scripts/mloc_neighbours.py``); the column gives
+the share of (record, neighbour) pairs whose neighbour passes the record's slot.
 """
 
 from __future__ import annotations
@@ -27,8 +33,16 @@ from editscope.editors.reference import load_reference
 from editscope.evaluation.data import load_records
 from editscope.types import Probe
 from editscope.world import builtin_path, load_world, write_edits
+from editscope.world.edits import make_records
+from editscope.world.render import fixed_render
+from editscope.world.world import split_subjects
 
-NEGATIVES = ("nearmiss", "other", "mloc")
+NEGATIVES = ("nearmiss", "other", "mloc", "neighbour")
+POOLS = {  # how the image tokens (n_image, d) of one layer become one vector
+    "mean": lambda x: x.mean(0),
+    "mean+std": lambda x: torch.cat([x.mean(0), x.std(0)]),
+    "tokens": lambda x: x.flatten(),
+}
 
 
 def image_tokens(vlm, probe: Probe, store: dict) -> dict[int, torch.Tensor] | None:
@@ -73,21 +87,31 @@ def main() -> None:
         probes["nearmiss"] += [(n, image_tokens(vlm, p, store)) for p in c.near_miss if p.image is not None]
         probes["other"] += [(n, image_tokens(vlm, p, store)) for p in c.other_fact if p.image is not None]
         probes["mloc"].append((n, image_tokens(vlm, c.m_loc, store)))
+    world = load_world(builtin_path())
+    splits = split_subjects(world)
+    pool_subjects = sorted(set(splits[args.split]) | set(splits["locality"]))
+    for n, record in enumerate(make_records(world, args.split)):
+        subject = world.by_name(record["subject"])
+        for j in pool_subjects:
+            other = world.subject(j)
+            if j != subject.lookalike and sum(subject.look[a] != other.look[a] for a in subject.look) == 1:
+                image = fixed_render(other, "heldout", 2, world.config.seed)
+                probes["neighbour"].append((n, image_tokens(vlm, Probe(cases[n].request.prompt, "x", image), store)))
     slots = len(edits)
     print(f"{args.split}: {slots} slots, {len(reference)} reference images; thresholds set for render pass "
           f"{args.target_tpr:.2f}\n")
     print("| key | rule | threshold | render own | look-alike any | other fact any | unrelated any | pair false-pass | "
-          f"unrelated any at {2 * slots} slots |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          f"unrelated any at {2 * slots} slots | neighbour pair |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for layer in sorted(store) if args.layers is None else args.layers:
-        for pool in ("mean", "tokens"):
+        for pool, pooling in POOLS.items():
             def raw(t):
-                return t[layer].mean(0) if pool == "mean" else t[layer].flatten()
+                return pooling(t[layer])
 
             ref = torch.stack([raw(t) for t in reference])
             centre = ref.mean(0)
             variants = {"centred": None}
-            if pool == "mean":
+            if pool != "tokens":
                 variants.update({f"whitened {v:g}": whitener(ref, v) for v in (0.03, 0.1, 0.3, 1.0)})
             for name, w in variants.items():
                 def key(t):
@@ -108,6 +132,10 @@ def main() -> None:
                     shares, pair = {}, []
                     for kind in NEGATIVES:
                         hits = []
+                        if kind == "neighbour":  # a pair: the neighbour against its record's slot
+                            hits = [bool(score(s, b)[n] >= t) for n, s, b in sims[kind]]
+                            shares[kind] = sum(hits) / max(len(hits), 1)
+                            continue
                         for n, s, b in sims[kind]:
                             mask = torch.ones(slots, dtype=torch.bool)
                             if kind == "other":  # the other fact's image is the edit's own subject
@@ -120,7 +148,7 @@ def main() -> None:
                     p = sum(pair) / len(pair)
                     print(f"| layer {layer} {pool} {name} | {rule} | {t:.3f} | {float((own >= t).float().mean()):.3f} | "
                           f"{shares['nearmiss']:.3f} | {shares['other']:.3f} | {shares['mloc']:.3f} | {p:.4f} | "
-                          f"{1 - (1 - p) ** (2 * slots):.3f} |")
+                          f"{1 - (1 - p) ** (2 * slots):.3f} | {shares['neighbour']:.3f} |")
 
 
 if __name__ == "__main__":

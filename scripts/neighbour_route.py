@@ -1,0 +1,87 @@
+"""Do one-attribute neighbours of an edited subject route to its slot (edited alone)?
+
+    python scripts/neighbour_route.py '{}' '{"reference_size": 1024}' [--split dev]
+
+For each record of the split, edits it alone on the unedited model (record anchors, as the bench)
+and routes, with the edit's question and with its M-Gen probe's question: the subject's held-out
+renders 1 and 3 (*own*: the shared write should reach them) and held-out render 2 of every
+subject of the split or the locality split that differs from the edited one in exactly one look
+attribute, other than its designated look-alike (*neighbour*: nothing should reach them). Prints,
+per config, the share of each kind routed to the slot with its shared write, neighbours by the
+attribute they differ in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from collections import defaultdict
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+import editscope
+from editscope.editors.reference import load_reference
+from editscope.editors.registry import build_editor
+from editscope.editors.scopememory import load_memory_preset
+from editscope.evaluation.data import load_records
+from editscope.evaluation.protocol import ProtocolConfig, anchored_request
+from editscope.world import builtin_path, load_world, write_edits
+from editscope.world.edits import make_records
+from editscope.world.render import fixed_render
+from editscope.world.world import split_subjects
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("configs", nargs="+", help="JSON overrides of the builtin preset")
+    parser.add_argument("--split", default="dev")
+    parser.add_argument("--records", type=int, default=None, help="the first N records only")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    world = load_world(builtin_path())
+    seed = world.config.seed
+    splits = split_subjects(world)
+    pool = sorted(set(splits[args.split]) | set(splits["locality"]))
+    records = make_records(world, args.split)[: args.records]
+    vlm = editscope.load("builtin")
+    path = write_edits(world, args.split, Path(tempfile.mkdtemp()) / args.split)
+    cases = load_records("world", path, path.parent)
+    protocol = ProtocolConfig()
+    for text in args.configs:
+        config = replace(load_memory_preset("builtin"), **json.loads(text))
+        reference = load_reference("world", "builtin", config.reference_size)
+        routed: dict[str, list[bool]] = defaultdict(list)
+        for index, record in enumerate(records):
+            subject = world.by_name(record["subject"])
+            case = cases[index]
+            editor = build_editor("scopememory", vlm, config, reference=reference)
+            editor.edit(anchored_request(case, protocol))
+            prompts = (case.request.prompt, case.image_rephrase.prompt)
+
+            def reaches(image) -> list[bool]:
+                out = []
+                for prompt in prompts:
+                    slot, _, shared = editor.route_of(image, prompt)
+                    out.append(slot >= 0 and shared)
+                return out
+
+            for k in (1, 3):
+                routed["own"] += reaches(fixed_render(subject, "heldout", k, seed))
+            for j in pool:
+                other = world.subject(j)
+                differs = [a for a in subject.look if subject.look[a] != other.look[a]]
+                if j == subject.lookalike or len(differs) != 1:
+                    continue
+                hits = reaches(fixed_render(other, "heldout", 2, seed))
+                routed["neighbour"] += hits
+                routed[f"neighbour by {differs[0]}"] += hits
+            editor.remove()
+        for kind, hits in sorted(routed.items()):
+            print(f"{text} | {kind} | {len(hits)} | {sum(hits) / max(len(hits), 1):.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
