@@ -219,3 +219,36 @@ def test_builtin_whitened_keys_round_trip_and_older_states_load(builtin, world_c
     assert fresh.memory.whiten_basis.shape[0] == 0
     with pytest.raises(ValueError, match="whitening shapes"):
         fresh.load_state_dict({**state, "scopememory.router.whiten_scale": torch.zeros(3)})
+
+
+def test_builtin_reference_agreement_keeps_the_subjects_own_picture_out_of_the_negatives(builtin, world_cases) -> None:
+    from dataclasses import replace
+
+    from editscope.editors.reference import load_reference
+    from editscope.types import Probe
+
+    case = world_cases[0]
+    render = case.image_rephrase  # another picture of the subject: the shared write should reach it
+    before = builtin.answer(case.request.image, case.request.prompt)
+    # a reference probe of that picture, asked the edited fact, with the answer before the edit
+    reference = [*load_reference("world", "builtin", 32), Probe(render.prompt, before, render.image)]
+    routes, states = {}, {}
+    for agree in (False, True):
+        cfg = replace(load_memory_preset("builtin"), reference_agreement=agree)
+        editor = build_editor("scopememory", builtin, cfg, reference=reference)
+        editor.edit(case.request)
+        routes[agree] = editor.route_of(render.image, render.prompt)
+        states[agree] = editor.state_dict()
+        editor.remove()
+    assert routes[False] == (NO_SLOT, False, False)  # the probe, a negative, keeps the picture out
+    assert routes[True] == (0, False, True)  # left out of the negatives: the shared write reaches it
+    answers = states[True]["scopememory.router.reference_answer"]
+    assert answers.shape == (len(reference),) and bool((answers > 0).all())
+    fresh = build_editor("scopememory", builtin, replace(load_memory_preset("builtin"), reference_agreement=True),
+                         reference=reference)
+    fresh.load_state_dict(states[True])
+    assert fresh.route_of(render.image, render.prompt) == routes[True]
+    assert torch.equal(fresh.reference_answers, answers.to(fresh.reference_answers.device))
+    # a state saved before reference_agreement has no answers: none is left out
+    fresh.load_state_dict({k: v for k, v in states[True].items() if "reference_answer" not in k})
+    assert int(fresh.reference_answers.abs().sum()) == 0

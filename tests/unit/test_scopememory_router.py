@@ -242,3 +242,12 @@ def test_subject_lead_sends_another_edited_subjects_image_to_no_other_slot() -> 
     # an inactive slot does not compete
     gone = replace(table, active=torch.tensor([True, False]))
     assert match(q, v, has, gone, lead).slot.tolist() == [0, 0]
+
+
+def test_answer_id_compares_answers_as_reference_agreement_does() -> None:
+    from editscope.editors.scopememory.facts import answer_id
+
+    assert answer_id("Paris") == answer_id(" paris.") == answer_id("PARIS")
+    assert answer_id("Paris") != answer_id("Lyon")
+    assert answer_id("Paris") != answer_id("Paris Nord")
+    assert all(0 < answer_id(a) < 2 ** 63 for a in ("", "x", "Paris"))

@@ -60,6 +60,9 @@ class ScopeMemoryConfig:
     image_whitening: float = _f(0.0, "image keys are whitened by the reference images' covariance, shrunk by "
                                      "this times its mean eigenvalue (0: centred only)")
     reference_size: int = _f(128, "ordinary inputs whose keys centre the router and serve as negatives (0: none)")
+    reference_agreement: bool = _f(False, "a reference probe whose answer is the unedited model's answer to the "
+                                          "edit input is not a negative of the new slot (it likely shows what "
+                                          "the edit changes: the same subject asked the same thing)")
     seed: int = _f(0, "seed of the frozen bases")
 
     def __post_init__(self) -> None:
@@ -74,6 +77,9 @@ class ScopeMemoryConfig:
                 raise ValueError(f"ScopeMemoryConfig.{name} must be an integer, got {getattr(self, name)!r}")
         if self.rank_shared < 0 or self.reference_size < 0 or self.views < 0:
             raise ValueError("ScopeMemoryConfig.rank_shared, reference_size and views must be >= 0")
+        if not isinstance(self.reference_agreement, bool):
+            raise ValueError(f"ScopeMemoryConfig.reference_agreement must be true or false, "
+                             f"got {self.reference_agreement!r}")
         for name in ("alpha", "lr"):
             if not _number(getattr(self, name)) or not getattr(self, name) > 0:
                 raise ValueError(f"ScopeMemoryConfig.{name} must be a number > 0, got {getattr(self, name)!r}")

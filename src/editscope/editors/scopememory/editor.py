@@ -34,12 +34,11 @@ from editscope.editors.scopememory.router import (NO_SLOT, Examples, SlotKeys, T
 from editscope.editors.scopememory.slots import SlotMemory
 from editscope.editors.scopememory.state import load_memory_state, memory_state
 from editscope.editors.scopememory.views import image_views, view_seed
-from editscope.editors.scopememory.facts import fact_bytes, truncated
+from editscope.editors.scopememory.facts import answer_id, fact_bytes, truncated
 from editscope.editors.transaction import Transaction, check_loss_after
 from editscope.types import EditRequest, EditResult, GateValues, ModelInputs, Probe
 
 logger = logging.getLogger(__name__)
-
 
 
 class ScopeMemory(Editor):
@@ -82,6 +81,7 @@ class ScopeMemory(Editor):
         device = self.memory.device
         self.reference = (torch.zeros(0, text_dim, device=device), torch.zeros(0, text_dim, device=device),
                           torch.zeros(0, dtype=torch.bool, device=device))
+        self.reference_answers = torch.zeros(0, dtype=torch.int64, device=device)  # answer_id per probe
 
     def _marker(self) -> tuple[int, ...]:
         """The token ids every prompt ends with (the chat template's generation prompt)."""
@@ -116,6 +116,9 @@ class ScopeMemory(Editor):
             self.memory.whiten_basis, self.memory.whiten_scale = whitening(v[has], self.config.image_whitening)
         self.reference = (torch.cat([self._keys(i)[0] for i in encoded]),
                           torch.cat([self._keys(i)[1] for i in encoded]), has)
+        # their answers, where given, for reference_agreement (0: an encoded input without one)
+        self.reference_answers = torch.tensor([0 if isinstance(p, ModelInputs) else answer_id(p.answer)
+                                               for p in probes], dtype=torch.int64, device=self.memory.device)
 
     def _keys(self, inputs: ModelInputs, centred: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         with torch.no_grad(), self.memory.capture_keys(centred) as keys:
@@ -150,7 +153,7 @@ class ScopeMemory(Editor):
         gates, shared_on = self._gate(self._site_keys(inputs), request, inputs)
         shared_on = shared_on or forced
         floors = examples.Floors(cfg.text_threshold, cfg.subject_threshold, self.memory.limits)
-        slot = examples.calibrate(keys, shared_on, also_keys, beyond, self._negatives(anchors, fact), never_keys,
+        slot = examples.calibrate(keys, shared_on, also_keys, beyond, self._negatives(anchors, fact, request), never_keys,
                                   floors, request, self._views(request, fact) if shared_on else None)
         self._reset_scratch()
         steps = 0
@@ -269,12 +272,20 @@ class ScopeMemory(Editor):
             raise EditRejected("the edit produced non-finite values; the editor state is unchanged")
         return row
 
-    def _negatives(self, anchors: list[ModelInputs], fact: torch.Tensor):
-        """Keys the new slot must not match: its anchors, the reference set and every other slot."""
+    def _negatives(self, anchors: list[ModelInputs], fact: torch.Tensor, request: EditRequest):
+        """Keys the new slot must not match: its anchors, the reference set (with
+        ``reference_agreement``, less the probes whose answer is the unedited model's answer to
+        the edit input) and every other slot."""
         slots = self.memory.slots
         others = slots["active"] & ~(slots["fact"] == fact).all(-1)
         parts = [self._keys(a) for a in anchors]
-        parts.append(self.reference)
+        reference = self.reference
+        if self.config.reference_agreement and reference[0].shape[0]:
+            with self.memory.writing(False, False):  # no slot writes: the unedited model
+                before = answer_id(self.vlm.answer(request.image, request.prompt))
+            keep = self.reference_answers != before
+            reference = tuple(part[keep] for part in reference)
+        parts.append(reference)
         parts.append((slots["text"][others], slots["image"][others], slots["has_image"][others]))
         return tuple(torch.cat([p[i] for p in parts]) for i in range(3))
 

@@ -10,6 +10,13 @@ from editscope.editors.scopeedit.writes import fact_key
 from editscope.types import EditRequest, ModelInputs
 
 
+def answer_id(answer: str) -> int:
+    """A positive int64 id of an answer as ``reference_agreement`` compares them: stripped, lower
+    case, without a final full stop."""
+    plain = answer.strip().rstrip(".").strip().lower()
+    return int.from_bytes(hashlib.sha256(plain.encode()).digest()[:7], "little") + 1
+
+
 def fact_bytes(request: EditRequest, inputs: ModelInputs) -> torch.Tensor:
     """The 20-byte identity of the fact an edit is about: the request's ``fact_id`` when given,
     else the image tensors and prompt tokens of its encoded input (not its target)."""

@@ -20,6 +20,7 @@ EDIT_COUNT_KEY = "editor.edits_applied"
 ROUTER_NAMES = ("centre_text", "centre_image", "reference_text", "reference_image", "reference_has_image")
 WHITENING_NAMES = ("whiten_basis", "whiten_scale")  # absent from states saved before image whitening
 CAP_NAMES = ("cap_text", "cap_image")  # absent from states saved before scope examples
+ANSWER_KEY = f"{PREFIX}router.reference_answer"  # absent from states saved before reference_agreement
 
 
 def _site_names(editor: "ScopeMemory") -> dict[str, str]:
@@ -37,6 +38,7 @@ def memory_state(editor: "ScopeMemory") -> dict[str, torch.Tensor]:
     router = dict(zip(ROUTER_NAMES, (editor.memory.centre_text, editor.memory.centre_image, *editor.reference)))
     router.update(whiten_basis=editor.memory.whiten_basis, whiten_scale=editor.memory.whiten_scale)
     state.update({f"{PREFIX}router.{k}": v.detach().clone() for k, v in router.items()})
+    state[ANSWER_KEY] = editor.reference_answers.detach().clone()
     for kind, table in editor.memory.examples.items():  # only where there are any: a state without
         if table.n:                                     # examples is what it was before they existed
             state.update({f"{PREFIX}examples.{kind}.{k}": v for k, v in table.state().items()})
@@ -58,6 +60,8 @@ def load_memory_state(editor: "ScopeMemory", state: dict[str, torch.Tensor]) -> 
     whitening_keys = {f"{PREFIX}router.{k}" for k in WHITENING_NAMES}
     if whitening_keys <= set(state):
         expected |= whitening_keys
+    if ANSWER_KEY in state:
+        expected.add(ANSWER_KEY)
     if set(state) != expected:
         missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
         raise ValueError(f"editor state does not match this ScopeMemory: missing {missing[:5]}, "
@@ -97,6 +101,13 @@ def load_memory_state(editor: "ScopeMemory", state: dict[str, torch.Tensor]) -> 
         basis, scale = torch.zeros(0, router[0].shape[0], device=device), torch.zeros(0, device=device)
     editor.memory.whiten_basis, editor.memory.whiten_scale = basis, scale
     editor.reference = (router[2].float(), router[3].float(), router[4].bool())
+    answers = state.get(ANSWER_KEY)
+    if answers is None:  # an older state: no reference answers, so none is left out
+        answers = torch.zeros(router[2].shape[0], dtype=torch.int64)
+    if answers.dtype != torch.int64 or answers.shape != (router[2].shape[0],):
+        raise ValueError(f"editor state {ANSWER_KEY}: {answers.dtype} {tuple(answers.shape)} does not fit "
+                         f"{router[2].shape[0]} reference keys")
+    editor.reference_answers = answers.to(device)
     editor.edits_applied = int(state[EDIT_COUNT_KEY])
 
 
