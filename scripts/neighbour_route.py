@@ -52,12 +52,13 @@ def main() -> None:
     protocol = ProtocolConfig()
     for text in args.configs:
         config = replace(load_memory_preset("builtin"), **json.loads(text))
-        reference = load_reference("world", "builtin", config.reference_size)
+        editor = build_editor("scopememory", vlm, config,
+                              reference=load_reference("world", "builtin", config.reference_size))
         routed: dict[str, list[bool]] = defaultdict(list)
         for index, record in enumerate(records):
             subject = world.by_name(record["subject"])
             case = cases[index]
-            editor = build_editor("scopememory", vlm, config, reference=reference)
+            editor.reset()  # each record alone on the unedited model
             editor.edit(anchored_request(case, protocol))
             prompts = (case.request.prompt, case.image_rephrase.prompt)
 
@@ -78,7 +79,7 @@ def main() -> None:
                 hits = reaches(fixed_render(other, "heldout", 2, seed))
                 routed["neighbour"] += hits
                 routed[f"neighbour by {differs[0]}"] += hits
-            editor.remove()
+        editor.remove()
         for kind, hits in sorted(routed.items()):
             print(f"{text} | {kind} | {len(hits)} | {sum(hits) / max(len(hits), 1):.3f}", flush=True)
 
