@@ -8,7 +8,8 @@ renders 1 and 3 (*own*: the shared write should reach them) and held-out render 
 subject of the split or the locality split that differs from the edited one in exactly one look
 attribute, other than its designated look-alike (*neighbour*: nothing should reach them). Prints,
 per config, the share of each kind routed to the slot with its shared write, neighbours by the
-attribute they differ in.
+attribute they differ in. ``--pictures`` also prints, for every neighbour probe that reaches the
+slot, how many of that neighbour's seen renders 0-7 and held-out renders 0-3 do (same question).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ def main() -> None:
     parser.add_argument("configs", nargs="+", help="JSON overrides of the builtin preset")
     parser.add_argument("--split", default="dev")
     parser.add_argument("--records", type=int, default=None, help="the first N records only")
+    parser.add_argument("--pictures", action="store_true", help="route the other pictures of each neighbour let in")
     args = parser.parse_args()
     torch.set_num_threads(1)
     world = load_world(builtin_path())
@@ -77,6 +79,12 @@ def main() -> None:
                 if j == subject.lookalike or len(differs) != 1:
                     continue
                 hits = reaches(fixed_render(other, "heldout", 2, seed))
+                for prompt, hit in zip(prompts, hits):
+                    if hit and args.pictures:
+                        seen = sum(editor.route_of(fixed_render(other, "seen", k, seed), prompt)[2] for k in range(8))
+                        held = sum(editor.route_of(fixed_render(other, "heldout", k, seed), prompt)[2] for k in range(4))
+                        print(f"{text} record {index} ({subject.name}) neighbour {other.name} ({differs[0]}): "
+                              f"seen renders {seen} of 8, held-out {held} of 4 reach the slot", flush=True)
                 routed["neighbour"] += hits
                 routed[f"neighbour by {differs[0]}"] += hits
         editor.remove()
