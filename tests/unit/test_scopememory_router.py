@@ -251,26 +251,3 @@ def test_answer_id_compares_answers_as_reference_agreement_does() -> None:
     assert answer_id("Paris") != answer_id("Lyon")
     assert answer_id("Paris") != answer_id("Paris Nord")
     assert all(0 < answer_id(a) < 2 ** 63 for a in ("", "x", "Paris"))
-
-
-def test_raise_thresholds_image_first_keeps_another_picture_out_by_its_image() -> None:
-    from dataclasses import replace
-
-    table = slots(text=[[1, 0, 0]], image=[[1, 0, 0]], has_image=[True], shared=[True], tau_image=0.5)
-    has = torch.ones(1, dtype=torch.bool)
-    # another picture (image cos 0.928) asked a question at cos 0.894: the question raise is cheaper
-    other = (unit([1, 0.5, 0]), unit([1, 0.4, 0]))
-    tau_text, tau_image = raise_thresholds(table, *other, has, LIMITS)
-    assert abs(float(tau_text[0]) - 0.9144) < 1e-3 and float(tau_image[0]) == pytest.approx(0.5)
-    # ... and lets the same picture in with the edit's own question
-    cheaper = replace(table, tau_text=tau_text, tau_image=tau_image)
-    assert match(unit([1, 0, 0]), other[1], has, cheaper, LIMITS).slot.tolist() == [0]
-    # image_first raises the image threshold instead: that picture stays out with any question
-    tau_text, tau_image = raise_thresholds(table, *other, has, LIMITS, image_first=True)
-    assert float(tau_text[0]) == pytest.approx(0.8) and abs(float(tau_image[0]) - (0.9285 + 0.02)) < 1e-3
-    first = replace(table, tau_text=tau_text, tau_image=tau_image)
-    assert match(unit([1, 0, 0]), other[1], has, first, LIMITS).slot.tolist() == [NO_SLOT]
-    # the edit's own image is still only excluded by the question threshold
-    own = (unit([1, 0.5, 0]), unit([1, 0, 0]))
-    tau_text, tau_image = raise_thresholds(table, *own, has, LIMITS, image_first=True)
-    assert abs(float(tau_text[0]) - 0.9144) < 1e-3 and float(tau_image[0]) == pytest.approx(0.5)

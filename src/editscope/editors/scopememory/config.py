@@ -56,8 +56,6 @@ class ScopeMemoryConfig:
                                   "goes to that subject (2: no such test)")
     views: int = _f(0, "generic views of the edit image (crops, shifts, small turns, light and colour jitter) "
                        "kept as further positives of the slot's shared rule, where the shared write may fire")
-    image_first: bool = _f(False, "calibration keeps a negative with another image out by the image threshold "
-                                  "wherever that fits, not by the cheaper question threshold")
     threshold_cap: float = _f(0.98, "calibration never raises a threshold above this (the edit itself must match)")
     image_whitening: float = _f(0.0, "image keys are whitened by the reference images' covariance, shrunk by "
                                      "this times its mean eigenvalue (0: centred only)")
@@ -79,9 +77,9 @@ class ScopeMemoryConfig:
                 raise ValueError(f"ScopeMemoryConfig.{name} must be an integer, got {getattr(self, name)!r}")
         if self.rank_shared < 0 or self.reference_size < 0 or self.views < 0:
             raise ValueError("ScopeMemoryConfig.rank_shared, reference_size and views must be >= 0")
-        for name in ("reference_agreement", "image_first"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"ScopeMemoryConfig.{name} must be true or false, got {getattr(self, name)!r}")
+        if not isinstance(self.reference_agreement, bool):
+            raise ValueError(f"ScopeMemoryConfig.reference_agreement must be true or false, "
+                             f"got {self.reference_agreement!r}")
         for name in ("alpha", "lr"):
             if not _number(getattr(self, name)) or not getattr(self, name) > 0:
                 raise ValueError(f"ScopeMemoryConfig.{name} must be a number > 0, got {getattr(self, name)!r}")

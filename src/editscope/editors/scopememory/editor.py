@@ -154,8 +154,7 @@ class ScopeMemory(Editor):
         shared_on = shared_on or forced
         floors = examples.Floors(cfg.text_threshold, cfg.subject_threshold, self.memory.limits)
         slot = examples.calibrate(keys, shared_on, also_keys, beyond, self._negatives(anchors, fact, request), never_keys,
-                                  floors, request, self._views(request, fact) if shared_on else None,
-                                  cfg.image_first)
+                                  floors, request, self._views(request, fact) if shared_on else None)
         self._reset_scratch()
         steps = 0
         if shared_on:

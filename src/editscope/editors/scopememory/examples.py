@@ -76,14 +76,13 @@ def check_request(request: EditRequest, has_image: bool, rank_shared: int, beyon
 
 
 def calibrate(keys: Keys, shared: bool, also: Keys, beyond: torch.Tensor, negatives: Keys, never: Keys,
-              floors: Floors, request: EditRequest, views: torch.Tensor | None = None,
-              image_first: bool = False) -> SlotKeys:
+              floors: Floors, request: EditRequest, views: torch.Tensor | None = None) -> SlotKeys:
     """A new slot's routing keys, examples and thresholds: the question threshold capped by its
     ``also`` examples, both raised against ``negatives`` and its ``never`` examples. ``views``
     (K, d) are image keys of the edit image's own views: positives like the ``also`` examples on
     other images, but they neither cap a threshold nor turn the shared write on. Raises
     :class:`ScopeConflict` naming the first ``never`` example that still passes, or that keeps
-    an ``also`` example from passing. ``image_first``: see :func:`raise_thresholds`."""
+    an ``also`` example from passing."""
     q, v, has = keys
     device = q.device
     limits = floors.limits
@@ -107,7 +106,7 @@ def calibrate(keys: Keys, shared: bool, also: Keys, beyond: torch.Tensor, negati
                     cap_text=cap_text, cap_image=cap_image,
                     examples=ex if (ex.also.shape[0] or ex.never.shape[0]) else None)
     all_negatives = tuple(torch.cat([negatives[i], never[i]]) for i in range(3))
-    slot.tau_text, slot.tau_image = raise_thresholds(slot, *all_negatives, limits, image_first)
+    slot.tau_text, slot.tau_image = raise_thresholds(slot, *all_negatives, limits)
     if never[0].shape[0]:
         still = passes(slot, *never, limits)[:, 0]
         if bool(still.any()):

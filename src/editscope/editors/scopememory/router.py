@@ -204,15 +204,13 @@ def match(q: torch.Tensor, v: torch.Tensor, q_has_image: torch.Tensor, slots: Sl
 
 
 def raise_thresholds(slots: SlotKeys, neg_text: torch.Tensor, neg_image: torch.Tensor, neg_has_image: torch.Tensor,
-                     limits: Thresholds, image_first: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                     limits: Thresholds) -> tuple[torch.Tensor, torch.Tensor]:
     """Raise each slot's thresholds until no negative (M rows of keys) passes its rules.
 
     A negative that passes is excluded by the threshold it needs the smaller raise of: the
     question threshold to its question similarity plus ``margin``, or, for a slot whose shared
     write may fire and a negative that does not show the slot's own image, the image threshold
-    to its nearest-positive similarity plus ``margin`` (with ``image_first``, the image threshold
-    wherever it fits: a question threshold raised past another picture's question still lets
-    that picture in with the edit's own question). A raise that would pass a slot's cap
+    to its nearest-positive similarity plus ``margin``. A raise that would pass a slot's cap
     (see :meth:`SlotKeys.caps`) is not taken when the other one fits; where neither fits the
     thresholds stop at the caps and the negative stays (locality is preferred up
     to the point where the edit, or an ``also`` example, would stop matching). Returns new
@@ -230,7 +228,7 @@ def raise_thresholds(slots: SlotKeys, neg_text: torch.Tensor, neg_image: torch.T
     unfit = torch.full_like(s.text, 9.0)
     cost_text = torch.where(text_fits, need_text - slots.tau_text[None], unfit)
     cost_image = torch.where(image_fits, need_image - slots.tau_image[None], unfit)
-    by_text = passing & (cost_text <= cost_image) & ~(image_fits & image_first)
+    by_text = passing & (cost_text <= cost_image)
     by_image = passing & ~by_text
     low = torch.full_like(s.text, -2.0)
     raise_text = torch.minimum(torch.where(by_text, need_text, low).max(dim=0).values, cap_text)
