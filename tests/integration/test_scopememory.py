@@ -249,6 +249,11 @@ def test_builtin_reference_agreement_keeps_the_subjects_own_picture_out_of_the_n
     fresh.load_state_dict(states[True])
     assert fresh.route_of(render.image, render.prompt) == routes[True]
     assert torch.equal(fresh.reference_answers, answers.to(fresh.reference_answers.device))
+    # answers that do not fit the reference keys are refused before anything is loaded
+    with pytest.raises(ValueError, match="reference_answer"):
+        fresh.load_state_dict({**states[True], "scopememory.router.reference_answer": answers[:3]})
+    assert fresh.route_of(render.image, render.prompt) == routes[True]
+    assert torch.equal(fresh.reference_answers, answers.to(fresh.reference_answers.device))
     # a state saved before reference_agreement has no answers: none is left out
     fresh.load_state_dict({k: v for k, v in states[True].items() if "reference_answer" not in k})
     assert int(fresh.reference_answers.abs().sum()) == 0

@@ -80,6 +80,12 @@ def load_memory_state(editor: "ScopeMemory", state: dict[str, torch.Tensor]) -> 
         table[name] = state[key]
     device = editor.memory.device
     router = [state[f"{PREFIX}router.{k}"].to(device) for k in ROUTER_NAMES]
+    answers = state.get(ANSWER_KEY)
+    if answers is None:  # an older state: no reference answers, so none is left out
+        answers = torch.zeros(router[2].shape[0], dtype=torch.int64)
+    if answers.dtype != torch.int64 or answers.shape != (router[2].shape[0],):
+        raise ValueError(f"editor state {ANSWER_KEY}: {answers.dtype} {tuple(answers.shape)} does not fit "
+                         f"{router[2].shape[0]} reference keys")
     for name in CAP_NAMES:
         if name not in table:
             table[name] = torch.full((n,), editor.memory.limits.cap)
@@ -101,12 +107,6 @@ def load_memory_state(editor: "ScopeMemory", state: dict[str, torch.Tensor]) -> 
         basis, scale = torch.zeros(0, router[0].shape[0], device=device), torch.zeros(0, device=device)
     editor.memory.whiten_basis, editor.memory.whiten_scale = basis, scale
     editor.reference = (router[2].float(), router[3].float(), router[4].bool())
-    answers = state.get(ANSWER_KEY)
-    if answers is None:  # an older state: no reference answers, so none is left out
-        answers = torch.zeros(router[2].shape[0], dtype=torch.int64)
-    if answers.dtype != torch.int64 or answers.shape != (router[2].shape[0],):
-        raise ValueError(f"editor state {ANSWER_KEY}: {answers.dtype} {tuple(answers.shape)} does not fit "
-                         f"{router[2].shape[0]} reference keys")
     editor.reference_answers = answers.to(device)
     editor.edits_applied = int(state[EDIT_COUNT_KEY])
 
