@@ -19,17 +19,18 @@ SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "routing_cost.py"
 def test_routing_cost_script_tiny(tmp_path: Path) -> None:
     out = tmp_path / "cost.json"
     run = subprocess.run(
-        [sys.executable, str(SCRIPT), "--model", "tiny", "--slots", "1,5,20", "--repeats", "3", "--warmup", "1",
+        [sys.executable, str(SCRIPT), "--model", "tiny", "--slots", "1,5,300", "--repeats", "3", "--warmup", "1",
          "--json", str(out)],
         capture_output=True, text=True, timeout=600,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     lines = run.stdout.splitlines()
     assert any(line.startswith("bytes per slot:") for line in lines)
-    for n in (1, 5, 20):
+    for n in (1, 5, 300):
         assert any(line.split()[:1] == [str(n)] for line in lines), run.stdout
     data = json.loads(out.read_text())
-    assert [row["slots"] for row in data["rows"]] == [0, 1, 5, 20]
+    assert [row["slots"] for row in data["rows"]] == [0, 1, 5, 300]
+    assert data["scan"]["slots"] == 300 and data["scan"]["bytes"] > 0  # 300 slots route through the scan
     assert data["bytes_per_slot"] > 0 and data["no_match_exact"] is True
     states = [row["state_bytes"] for row in data["rows"]]
     assert states == sorted(states) and states[-1] > states[1]

@@ -257,3 +257,26 @@ def test_builtin_reference_agreement_keeps_the_subjects_own_picture_out_of_the_n
     # a state saved before reference_agreement has no answers: none is left out
     fresh.load_state_dict({k: v for k, v in states[True].items() if "reference_answer" not in k})
     assert int(fresh.reference_answers.abs().sum()) == 0
+
+
+def test_many_slots_route_through_the_half_precision_scan_as_without_it(vlm, monkeypatch) -> None:
+    from editscope.editors.scopememory import slots as slot_module
+    from editscope.editors.scopememory.synthetic import fill_synthetic
+
+    editor = ScopeMemory(vlm, load_memory_preset("tiny"))
+    editor.edit(EditRequest(image=image(1), prompt=PROMPT, target="green fish"))
+    fill_synthetic(editor, slot_module.SCAN_FROM, seed=3)
+    scan = editor.memory.scan()
+    assert scan is not None and scan.text.shape[0] == editor.memory.slots.n
+    assert editor.memory.scan() is scan  # kept while nothing changes
+    probes = [(image(1), PROMPT, "green fish"), (image(7), "who made it ?", "blue")]
+    with_scan = [(editor.logits(*p), editor.memory.last_route.slot.tolist()) for p in probes]
+    monkeypatch.setattr(slot_module, "SCAN_FROM", 10**9)
+    assert editor.memory.scan() is None
+    without = [(editor.logits(*p), editor.memory.last_route.slot.tolist()) for p in probes]
+    assert [r for _, r in with_scan] == [[0], [NO_SLOT]] == [r for _, r in without]
+    assert all(torch.equal(a, b) for (a, _), (b, _) in zip(with_scan, without))
+    monkeypatch.undo()
+    editor.edit(EditRequest(image=image(2), prompt=PROMPT, target="red"))
+    renewed = editor.memory.scan()
+    assert renewed is not scan and renewed.text.shape[0] == editor.memory.slots.n

@@ -251,3 +251,97 @@ def test_answer_id_compares_answers_as_reference_agreement_does() -> None:
     assert answer_id("Paris") != answer_id("Lyon")
     assert answer_id("Paris") != answer_id("Paris Nord")
     assert all(0 < answer_id(a) < 2 ** 63 for a in ("", "x", "Paris"))
+
+
+@pytest.mark.parametrize("lead", [2.0, 0.1, 0.0005])
+def test_the_half_precision_scan_routes_as_the_exact_match(lead: float) -> None:
+    """Clustered keys, so that many slots pass their question and cosines crowd the thresholds
+    and each other (rival images a fraction of the half-precision error apart)."""
+    from editscope.editors.scopememory.router import Examples, build_scan
+
+    gen = torch.Generator().manual_seed(0)
+    n, d, batch = 300, 64, 256
+
+    def near(centres: torch.Tensor, rows: int, spread: float) -> torch.Tensor:
+        pick = centres[torch.randint(0, centres.shape[0], (rows,), generator=gen)]
+        return F.normalize(pick + spread * torch.randn(rows, d, generator=gen), dim=-1)
+
+    questions = F.normalize(torch.randn(4, d, generator=gen), dim=-1)
+    subjects = F.normalize(torch.randn(12, d, generator=gen), dim=-1)
+    has_image = torch.rand(n, generator=gen) < 0.85
+    table = SlotKeys(
+        text=near(questions, n, 0.07), image=near(subjects, n, 0.07) * has_image[:, None], has_image=has_image,
+        shared=torch.rand(n, generator=gen) < 0.6, active=torch.rand(n, generator=gen) < 0.9,
+        tau_text=0.6 + 0.3 * torch.rand(n, generator=gen), tau_image=0.4 + 0.4 * torch.rand(n, generator=gen),
+        examples=Examples(near(subjects, 900, 0.07), torch.randint(0, n, (900,), generator=gen),
+                          near(subjects, 200, 0.07), torch.randint(0, n, (200,), generator=gen)))
+    scan = build_scan(table)
+    q = torch.cat([table.text[:64], near(questions, batch - 64, 0.07)])
+    v = torch.cat([table.image[:64], near(subjects, batch - 96, 0.07),
+                   F.normalize(table.image[64:96] + 1e-4 * torch.randn(32, d, generator=gen), dim=-1)])
+    has = torch.rand(batch, generator=gen) < 0.8
+    v = v * has[:, None]
+    limits = Thresholds(instance=0.99, text_only=0.9, margin=0.02, cap=0.98, lead=lead)
+    exact, fast = match(q, v, has, table, limits), match(q, v, has, table, limits, scan)
+    assert int((exact.slot != NO_SLOT).sum()) > batch // 4  # the case is not trivially empty
+    assert torch.equal(exact.slot, fast.slot)
+    assert torch.equal(exact.local, fast.local) and torch.equal(exact.shared, fast.shared)
+    one = match(q[:1], v[:1], has[:1], table, limits, scan)  # a batch of one, as in a forward pass
+    assert int(one.slot[0]) == int(exact.slot[0])
+
+
+def test_half_scan_fits_this_machine() -> None:
+    from editscope.editors.scopememory.router import half_scan_fits
+
+    assert half_scan_fits(torch.device("cpu"), 256)
+
+
+def test_the_scan_recomputes_what_half_precision_cannot_tell_apart() -> None:
+    """Cosines closer to a threshold, or to each other, than half precision resolves: a question
+    that passes its slot's threshold by 1e-5 where the half-precision cosine falls short of it,
+    and 60 slots' images within 2e-4 of each other where the lead rule needs the nearest of
+    them exactly and half precision ranks another one first."""
+    from dataclasses import replace
+
+    from editscope.editors.scopememory.router import build_scan
+
+    gen = torch.Generator().manual_seed(1)
+    d, n = 256, 61
+    x = F.normalize(torch.randn(2, d, generator=gen), dim=-1)
+    q, v = x[:1], x[1:]
+
+    def at(key: torch.Tensor, cosines: torch.Tensor) -> torch.Tensor:
+        """Unit rows at exactly these cosines to the unit row ``key``."""
+        other = torch.randn(cosines.numel(), d, generator=gen)
+        other = F.normalize(other - (other @ key.T) * key, dim=-1)
+        return cosines[:, None] * key + (1 - cosines[:, None] ** 2).sqrt() * other
+
+    pool = at(q, torch.full((64,), 0.9))
+    short = ((pool.half().float() @ q.T)[:, 0] < (pool @ q.T)[:, 0] - 1e-5).nonzero()[0, 0]
+    text = torch.cat([pool[short:short + 1], at(q, torch.full((n - 1,), 0.5))])
+    # 400 images around the point halfway between two half-precision numbers: take the nearest
+    # one that half precision rounds down, and 59 less near ones, which it rounds up or down
+    edge = (round(0.9 * 2048) + 0.5) / 2048
+    crowd = at(v, edge + 2e-4 * (torch.rand(400, generator=gen) - 0.5))
+    exact, approx = (crowd @ v.T)[:, 0], (crowd.half() @ v.half().T).float()[:, 0]
+    down = torch.where(approx < approx.max(), exact, torch.full_like(exact, -2.0)).argmax()
+    below = (exact < exact[down]).nonzero()[: n - 2, 0]
+    image = torch.cat([at(v, torch.tensor([0.9])), crowd[down:down + 1], crowd[below]])
+    tau_text = torch.full((n,), 2.0)
+    tau_text[0] = float(text[0] @ q[0]) - 1e-5  # only slot 0's question passes, by 1e-5
+    table = SlotKeys(text=text, image=image, has_image=torch.ones(n, dtype=torch.bool),
+                     shared=torch.ones(n, dtype=torch.bool), active=torch.ones(n, dtype=torch.bool),
+                     tau_text=tau_text, tau_image=torch.full((n,), 0.5))
+    scan = build_scan(table)
+    exact_image = (image @ v.T)[:, 0]
+    approx_image = (scan.positive @ v.half().T).float()[:, 0]
+    assert approx_image[exact_image.argmax()] < approx_image.max()  # half precision ranks the nearest lower
+    has = torch.tensor([True])
+    limits = Thresholds(instance=0.99, text_only=0.9, margin=0.02, cap=0.98)
+    assert int(match(q, v, has, table, limits).slot[0]) == 0
+    assert int(match(q, v, has, table, limits, scan).slot[0]) == 0
+    # the lead rule: slot 0's image is just further than the lead behind the nearest other image
+    lead = replace(limits, lead=float(exact_image.max() - exact_image[0]) - 1e-6)
+    table.tau_text[0] -= 0.01
+    assert int(match(q, v, has, table, lead).slot[0]) == NO_SLOT
+    assert int(match(q, v, has, table, lead, scan).slot[0]) == NO_SLOT

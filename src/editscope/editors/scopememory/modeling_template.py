@@ -120,6 +120,7 @@ class SlotRouter:
             at = model.get_submodule(path).weight.device
             self.sites.append({k: tensors[f"{i}.{k}"].to(at) for k in
                                ("A_local", "A_shared", "local_u", "local_v", "shared_u", "shared_v")})
+            self.sites[-1]["bases"] = torch.cat([self.sites[-1]["A_local"], self.sites[-1]["A_shared"]]).T.contiguous()
         self.call = None
         self.last_route = None
         self.handles = [model.register_forward_pre_hook(self._root_hook, with_kwargs=True)]
@@ -177,25 +178,27 @@ class SlotRouter:
         return hook
 
     def delta(self, index, x):
+        # computed as the editor that wrote the slots computes it (from the first written position,
+        # both codes from the stacked bases in one product), so that the logits are the same
         call = self.call
         if call is None or not call["any_hit"]:
             return None
         site = self.sites[index]
-        slot_of, local, shared = call["route"]
-        start = torch.zeros_like(call["start"]) if call["continuation"] else call["start"]
-        positions = torch.arange(x.shape[-2], device=x.device)
-        xs = x.to(site["A_local"].dtype)
-        slot = slot_of.clamp(min=0).to(x.device)
-        out = self._term(site, "local", xs @ site["A_local"].T, slot) * local.to(x.device)[:, None, None]
-        if site["A_shared"].shape[0]:
-            out = out + self._term(site, "shared", xs @ site["A_shared"].T, slot) * shared.to(x.device)[:, None, None]
-        mask = (positions[None] >= start.to(x.device)[:, None]) & (slot_of.to(x.device) != NO_SLOT)[:, None]
-        return self.scaling * out * mask[..., None]
-
-    @staticmethod
-    def _term(site, branch, code, slot):
-        u, v = site[f"{branch}_u"][slot], site[f"{branch}_v"][slot]  # (B, d_out, q), (B, r, q)
-        return torch.einsum("btq,boq->bto", torch.einsum("btr,brq->btq", code.to(v.dtype), v), u)
+        slot_of, local, shared = (t.to(x.device) for t in call["route"])
+        start = torch.zeros_like(call["start"]) if call["continuation"] else call["start"].to(x.device)
+        rows = slot_of != NO_SLOT
+        first = int(start[rows].min()) if bool(rows.any()) else x.shape[-2]
+        positions = torch.arange(first, x.shape[-2], device=x.device)
+        mask = ((positions[None] >= start[:, None]) & rows[:, None]).float()
+        codes = x[..., first:, :].to(site["A_local"].dtype) @ site["bases"]
+        slot, rank = slot_of.clamp(min=0), site["A_local"].shape[0]
+        z = [torch.bmm(codes[..., :rank], site["local_v"][slot]) * local[:, None, None]]
+        u = [site["local_u"][slot]]
+        if codes.shape[-1] > rank:
+            z.append(torch.bmm(codes[..., rank:], site["shared_v"][slot]) * shared[:, None, None])
+            u.append(site["shared_u"][slot])
+        out = torch.bmm(torch.cat(z, -1), torch.cat(u, -1).transpose(1, 2))
+        return F.pad(out * (self.scaling * mask)[..., None], (0, 0, first, 0))
 
     def remove(self):
         for handle in self.handles:

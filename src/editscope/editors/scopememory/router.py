@@ -158,8 +158,14 @@ def similarities(q: torch.Tensor, v: torch.Tensor, q_has_image: torch.Tensor, sl
     return Similarities(q @ slots.text.T, si, near, never, pair)
 
 
-def _rules(s: Similarities, q_has: torch.Tensor, slots: SlotKeys, limits: Thresholds
-           ) -> tuple[torch.Tensor, torch.Tensor]:
+def _rival(s: Similarities, slots: SlotKeys) -> torch.Tensor:
+    """(B,): each input's cosine to the nearest positive (edit image or ``also`` example) of any
+    live slot with an image; -2 where there is none."""
+    return torch.where(s.pair & slots.active[None], s.near, torch.full_like(s.near, -2.0)).max(dim=1).values
+
+
+def _rules(s: Similarities, q_has: torch.Tensor, slots: SlotKeys, limits: Thresholds,
+           rival: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Which (input, slot) pairs pass the local and the shared rule; all tensors (B, N).
 
     The local rule: the question matches and the input shows the slot's own image (or neither
@@ -168,13 +174,14 @@ def _rules(s: Similarities, q_has: torch.Tensor, slots: SlotKeys, limits: Thresh
     least ``margin`` nearer than its nearest ``never`` example and, where ``lead`` is set,
     within ``lead`` of the nearest positive of any live slot (an image of another edited
     subject goes to that subject's slot, not to this one); a text-only input matches an image
-    slot's question closely."""
+    slot's question closely. ``rival`` (B,) is :func:`_rival` over all slots where ``slots``
+    is a subset of them (see :func:`match`)."""
     q_ok = s.text >= slots.tau_text
     with_image = q_has[:, None]
     local = q_ok & torch.where(with_image, s.pair & (s.image >= limits.instance), ~slots.has_image[None])
     text_only_ok = s.text >= torch.clamp(slots.tau_text, min=limits.text_only)
     # the nearest live slot's image; a lead of 2 (the default) lets every cosine through
-    rival = torch.where(s.pair & slots.active[None], s.near, torch.full_like(s.near, -2.0)).max(dim=1).values
+    rival = _rival(s, slots) if rival is None else rival
     subject = ((s.near >= slots.tau_image) & (s.near >= s.never + limits.margin)
                & (s.near >= rival[:, None] - limits.lead))
     shared = slots.shared[None] & torch.where(with_image, s.pair & q_ok & subject,
@@ -183,14 +190,11 @@ def _rules(s: Similarities, q_has: torch.Tensor, slots: SlotKeys, limits: Thresh
     return local & active, shared & active
 
 
-def match(q: torch.Tensor, v: torch.Tensor, q_has_image: torch.Tensor, slots: SlotKeys,
-          limits: Thresholds) -> Route:
-    """Route inputs with question keys ``q`` (B, d) and image keys ``v`` (B, d) (rows of zeros
-    where ``q_has_image`` is false) to at most one slot each: among the slots whose local or
-    shared rule passes, the one with the highest summed similarity (question, and nearest
-    positive image). One matrix product per key; no loop over slots."""
-    s = similarities(q, v, q_has_image, slots)
-    local, shared = _rules(s, q_has_image, slots, limits)
+def _choose(s: Similarities, q_has_image: torch.Tensor, slots: SlotKeys, limits: Thresholds,
+            rival: torch.Tensor | None = None) -> Route:
+    """Among the slots whose local or shared rule passes, the one with the highest summed
+    similarity (question, and nearest positive image), per input."""
+    local, shared = _rules(s, q_has_image, slots, limits, rival)
     candidate = local | shared
     score = torch.where(candidate, s.text + torch.where(s.pair, s.near, torch.zeros_like(s.near)),
                         torch.full_like(s.text, -1e9))
@@ -201,6 +205,115 @@ def match(q: torch.Tensor, v: torch.Tensor, q_has_image: torch.Tensor, slots: Sl
         local=hit & local.gather(1, best[:, None])[:, 0],
         shared=hit & slots.shared[best],
     )
+
+
+SCAN_TOLERANCE = 4e-3  # a bound on |half-precision cosine - float32 cosine| for unit keys
+
+
+@dataclass(frozen=True)
+class Scan:
+    """Half-precision copies of the slots' keys for a first pass over all of them, at half the
+    memory traffic: ``text`` (N, d), the question keys, and ``positive`` (N + P, d), the slots'
+    edit image keys followed by their ``also`` examples, with the slot owning each row
+    (``positive_owner``). Each cosine it gives is within ``tolerance`` of the exact one."""
+
+    text: torch.Tensor
+    positive: torch.Tensor
+    positive_owner: torch.Tensor
+    tolerance: float = SCAN_TOLERANCE
+
+
+def build_scan(slots: SlotKeys) -> Scan:
+    """The :class:`Scan` of ``slots`` (rebuild it whenever their keys change)."""
+    n = slots.text.shape[0]
+    owner = torch.arange(n, device=slots.text.device)
+    positive = slots.image
+    if slots.examples is not None:
+        positive = torch.cat([positive, slots.examples.also])
+        owner = torch.cat([owner, slots.examples.also_owner])
+    return Scan(slots.text.half(), positive.half(), owner)
+
+
+_HALF_FITS: dict[tuple[str, int], bool] = {}
+
+
+def half_scan_fits(device: torch.device, dim: int) -> bool:
+    """Whether half-precision products of unit vectors of width ``dim`` on ``device`` stay well
+    within :data:`SCAN_TOLERANCE` of float32 ones (a quarter of it, on near-parallel and random
+    pairs), so a :class:`Scan` may be used there. Checked once per device and width: a device
+    whose half-precision kernels accumulate in half precision fails it."""
+    key = (str(device), dim)
+    if key not in _HALF_FITS:
+        gen = torch.Generator().manual_seed(0)
+        a = F.normalize(torch.randn(64, dim, generator=gen), dim=-1)
+        b = torch.cat([a + 0.05 * torch.randn(64, dim, generator=gen), torch.randn(448, dim, generator=gen)])
+        a, b = a.to(device), F.normalize(b, dim=-1).to(device)
+        error = ((a.half() @ b.half().T).float() - a @ b.T).abs().max()
+        _HALF_FITS[key] = bool(error <= SCAN_TOLERANCE / 4)
+    return _HALF_FITS[key]
+
+
+def _columns(slots: SlotKeys, cols: torch.Tensor) -> SlotKeys:
+    """The slots ``cols`` (k,) of ``slots``, in that order, with the scope examples they own."""
+    examples = slots.examples
+    if examples is not None:
+        where = torch.full((slots.text.shape[0],), -1, dtype=torch.long, device=cols.device)
+        where[cols] = torch.arange(cols.numel(), device=cols.device)
+        also, never = where[examples.also_owner], where[examples.never_owner]
+        examples = Examples(examples.also[also >= 0], also[also >= 0], examples.never[never >= 0], never[never >= 0])
+    return SlotKeys(text=slots.text[cols], image=slots.image[cols], has_image=slots.has_image[cols],
+                    shared=slots.shared[cols], active=slots.active[cols], tau_text=slots.tau_text[cols],
+                    tau_image=slots.tau_image[cols],
+                    cap_text=None if slots.cap_text is None else slots.cap_text[cols],
+                    cap_image=None if slots.cap_image is None else slots.cap_image[cols], examples=examples)
+
+
+def _scan_rival(v: torch.Tensor, q_has_image: torch.Tensor, slots: SlotKeys, scan: Scan) -> torch.Tensor:
+    """:func:`_rival` over all slots, from the scan: the best row in half precision, then the
+    exact cosines of the rows within twice the tolerance of it (the exact best is among them)."""
+    live = (slots.active & slots.has_image)[scan.positive_owner]
+    low = torch.full((v.shape[0],), -2.0, device=v.device)
+    if not bool(live.any()):
+        return low
+    approx = (v.to(scan.positive.dtype) @ scan.positive.T).float()
+    approx = torch.where(live[None], approx, torch.full_like(approx, -2.0))
+    close = live[None] & (approx >= approx.max(dim=1).values[:, None] - 2 * scan.tolerance)
+    rows = close.any(0).nonzero()[:, 0]
+    n = slots.image.shape[0]
+    keys = slots.image[rows[rows < n]]
+    if slots.examples is not None:
+        keys = torch.cat([keys, slots.examples.also[rows[rows >= n] - n]])
+    exact = torch.where(close[:, rows], v @ keys.T, torch.full((v.shape[0], rows.numel()), -2.0, device=v.device))
+    return torch.where(q_has_image, exact.max(dim=1).values, low)
+
+
+def match(q: torch.Tensor, v: torch.Tensor, q_has_image: torch.Tensor, slots: SlotKeys,
+          limits: Thresholds, scan: Scan | None = None) -> Route:
+    """Route inputs with question keys ``q`` (B, d) and image keys ``v`` (B, d) (rows of zeros
+    where ``q_has_image`` is false) to at most one slot each: among the slots whose local or
+    shared rule passes, the one with the highest summed similarity (question, and nearest
+    positive image). One matrix product per key; no loop over slots.
+
+    With ``scan`` (:class:`Scan`, the same keys in half precision) the route is the same, for
+    less memory traffic: every rule needs the question to match, so the question keys are
+    compared in half precision first and only the slots whose question could pass (within the
+    scan's tolerance) are compared further, exactly; the nearest image of any live slot, which
+    the ``lead`` rule needs, is found from the half-precision image keys and recomputed exactly
+    among the rows close to the best. An input whose question matches no slot reads no image
+    key at all."""
+    if scan is None:
+        return _choose(similarities(q, v, q_has_image, slots), q_has_image, slots, limits)
+    approx = (q.to(scan.text.dtype) @ scan.text.T).float()
+    cols = ((approx >= slots.tau_text[None] - scan.tolerance) & slots.active[None]).any(0).nonzero()[:, 0]
+    if cols.numel() == 0:
+        none = torch.full((q.shape[0],), NO_SLOT, dtype=torch.long, device=q.device)
+        return Route(none, none >= 0, none >= 0)
+    sub = _columns(slots, cols)
+    rival = None
+    if limits.lead < 2 and bool(q_has_image.any()) and bool(sub.shared.any()):
+        rival = _scan_rival(v, q_has_image, slots, scan)
+    route = _choose(similarities(q, v, q_has_image, sub), q_has_image, sub, limits, rival)
+    return Route(torch.where(route.slot == NO_SLOT, route.slot, cols[route.slot.clamp(min=0)]), route.local, route.shared)
 
 
 def raise_thresholds(slots: SlotKeys, neg_text: torch.Tensor, neg_image: torch.Tensor, neg_has_image: torch.Tensor,

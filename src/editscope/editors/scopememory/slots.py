@@ -22,13 +22,15 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from editscope.core.site import EditSite
-from editscope.editors.scopememory.router import (NO_SLOT, Examples, Route, SlotKeys, Thresholds, match, prompt_ends,
-                                                  unit_keys)
+from editscope.editors.scopememory.router import (NO_SLOT, Examples, Route, Scan, SlotKeys, Thresholds, build_scan,
+                                                  half_scan_fits, match, prompt_ends, unit_keys)
 
 FACT_BYTES = 20
+SCAN_FROM = 256  # from this many slots on, routing first scans half-precision copies of the keys
 SITE_TABLES = ("local_u", "local_v", "shared_u", "shared_v")
 EXAMPLE_KINDS = ("also", "never")
 
@@ -39,6 +41,7 @@ class Table:
 
     def __init__(self, shapes: dict[str, tuple[tuple[int, ...], torch.dtype]], device: torch.device) -> None:
         self.shapes, self.device, self.n = shapes, device, 0
+        self.version = 0  # counts writes, so that copies derived from the rows know when to renew
         self.data = {k: torch.zeros((0, *s), dtype=d, device=device) for k, (s, d) in shapes.items()}
 
     def __getitem__(self, name: str) -> torch.Tensor:
@@ -62,9 +65,11 @@ class Table:
         for name, value in values.items():
             self.data[name][row] = value.to(self.data[name].dtype)
         self.n = max(self.n, row + 1)
+        self.version += 1
 
     def set_column(self, name: str, values: torch.Tensor) -> None:
         self.data[name][: self.n] = values.to(self.data[name].dtype)
+        self.version += 1
 
     def keep(self, rows: torch.Tensor) -> None:
         """Keep only the rows where the bool mask ``rows`` (n,) holds, in order."""
@@ -72,6 +77,7 @@ class Table:
             kept = self.data[name][: self.n][rows]
             self.data[name][: kept.shape[0]] = kept
         self.n = int(rows.sum())
+        self.version += 1
 
     def state(self) -> dict[str, torch.Tensor]:
         return {name: self[name].detach().clone() for name in self.data}
@@ -80,6 +86,7 @@ class Table:
         self.data = {name: state[name].to(device=self.device, dtype=d).clone()
                      for name, (_, d) in self.shapes.items()}
         self.n = rows
+        self.version += 1
 
     def nbytes_per_row(self) -> int:
         return sum(t[0].numel() * t.element_size() for t in self.data.values()) if self.n else sum(
@@ -96,6 +103,7 @@ class Call:
     route: Route | None = None
     any_hit: bool = False
     training: tuple[bool, bool] | None = None  # (local, shared) while a slot is being written
+    span: tuple[tuple[bool, int], int, torch.Tensor] | None = None  # see SlotMemory._span
 
 
 def _continues_cache(kwargs: dict[str, Any]) -> bool:
@@ -172,6 +180,9 @@ class SlotMemory:
         self._forced: tuple[bool, bool] | None = None
         self._keys: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
         self._keys_centred = True
+        self._scans: tuple[tuple[int, ...], dict[tuple[int, ...], Scan]] = ((), {})
+        # per site, A_local and A_shared stacked and transposed (d_in, r_l + r_s): one product gives both codes
+        self._bases = [torch.cat([site.A_local, site.A_shared]).T.contiguous() for site in sites.values()]
         self.modules = {path: SlotSite(site.base_layer, self, i) for i, (path, site) in enumerate(sites.items())}
         for path, module in self.modules.items():
             model.set_submodule(path, module)
@@ -212,7 +223,7 @@ class SlotMemory:
             call.route, call.any_hit = None, False
             return
         q, v, has = self.keys_of(x, call)
-        route = match(q, v, has, self.view(), self.limits)
+        route = match(q, v, has, self.view(), self.limits, self.scan())
         self.last_route = route
         call.route, call.any_hit = route, bool((route.slot != NO_SLOT).any())
 
@@ -254,38 +265,64 @@ class SlotMemory:
 
     # -- the writes -------------------------------------------------------------------------
     def delta(self, index: int, x: torch.Tensor) -> torch.Tensor | None:
+        """The write at site ``index`` for its input ``x`` (B, T, d_in), or ``None``. It is
+        computed only from the earliest position any written row starts at, and zero before."""
         call = self.call
         if call is None or not call.any_hit:
             return None
         site = self.sites[self.paths[index]]
-        length = x.shape[-2]
-        start = torch.zeros_like(call.start) if call.continuation else call.start
-        positions = torch.arange(length, device=x.device)
-        xs = x.to(site.A_local.dtype)
-        out = torch.zeros(*x.shape[:-1], site.B_local.shape[0], device=x.device, dtype=xs.dtype)
+        first, mask = self._span(call, x)
+        xs = x[..., first:, :].to(site.A_local.dtype)
         if call.training is not None:
             local, shared = call.training
+            out = torch.zeros(*xs.shape[:-1], site.B_local.shape[0], device=x.device, dtype=xs.dtype)
             if local:
                 out = out + (xs @ site.A_local.T) @ site.B_local.T
             if shared and site.rank_shared:
                 out = out + (xs @ site.A_shared.T) @ site.B_shared.T
-            mask = positions[None] >= start.to(x.device)[:, None]
         else:
-            route = call.route
-            assert route is not None
-            slot = route.slot.clamp(min=0)
-            # a branch no row of the batch routes to is skipped (its term would be multiplied by 0)
-            if bool(route.local.any()):
-                out = out + self._term(index, "local", xs @ site.A_local.T, slot) * route.local[:, None, None]
-            if site.rank_shared and bool(route.shared.any()):
-                out = out + self._term(index, "shared", xs @ site.A_shared.T, slot) * route.shared[:, None, None]
-            mask = (positions[None] >= start.to(x.device)[:, None]) & (route.slot != NO_SLOT)[:, None]
-        return site.scaling * out * mask[..., None]
+            out = self._routed(index, xs @ self._bases[index], call.route)
+        return F.pad(out * (site.scaling * mask)[..., None], (0, 0, first, 0))
 
-    def _term(self, index: int, branch: str, code: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
-        u = self.slots[f"{index}.{branch}_u"][slot]  # (B, d_out, q)
-        v = self.slots[f"{index}.{branch}_v"][slot]  # (B, r, q)
-        return torch.einsum("btq,boq->bto", torch.einsum("btr,brq->btq", code, v), u)
+    def _span(self, call: Call, x: torch.Tensor) -> tuple[int, torch.Tensor]:
+        """The first position any row of this call is written at, and from there on which
+        (row, position) pairs are written (B, T - first), kept on the call for its other sites."""
+        key = (call.continuation, x.shape[-2])
+        if call.span is None or call.span[0] != key:
+            start = torch.zeros_like(call.start) if call.continuation else call.start.to(x.device)
+            rows = torch.ones_like(start, dtype=torch.bool) if call.training is not None else call.route.slot != NO_SLOT
+            first = int(start[rows].min()) if bool(rows.any()) else x.shape[-2]
+            positions = torch.arange(first, x.shape[-2], device=x.device)
+            call.span = (key, first, ((positions[None] >= start[:, None]) & rows[:, None]).float())
+        return call.span[1], call.span[2]
+
+    def _routed(self, index: int, codes: torch.Tensor, route: Route) -> torch.Tensor:
+        """Each row's slot's write from its codes under the site's stacked bases (B, t, r_l + r_s):
+        the local term where the route applies it, the shared term likewise."""
+        slot = route.slot.clamp(min=0)
+        rank = self.sites[self.paths[index]].rank_local
+        z = [torch.bmm(codes[..., :rank], self.slots[f"{index}.local_v"][slot]) * route.local[:, None, None]]
+        u = [self.slots[f"{index}.local_u"][slot]]
+        if codes.shape[-1] > rank:
+            z.append(torch.bmm(codes[..., rank:], self.slots[f"{index}.shared_v"][slot]) * route.shared[:, None, None])
+            u.append(self.slots[f"{index}.shared_u"][slot])
+        return torch.bmm(torch.cat(z, -1), torch.cat(u, -1).transpose(1, 2))
+
+    def scan(self) -> Scan | None:
+        """Half-precision copies of the keys for :func:`~editscope.editors.scopememory.router.match`
+        (kept, per row count, until a table is written), or ``None`` below :data:`SCAN_FROM`
+        slots or on a device whose half-precision products are not close enough to float32."""
+        if self.slots.n < SCAN_FROM or not half_scan_fits(self.device, self.slots.shapes["text"][0][0]):
+            return None
+        tables = (self.slots, *self.examples.values())
+        versions, scans = self._scans
+        if versions != tuple(t.version for t in tables):
+            versions, scans = tuple(t.version for t in tables), {}
+            self._scans = (versions, scans)
+        rows = tuple(t.n for t in tables)
+        if rows not in scans:
+            scans[rows] = build_scan(self.view())
+        return scans[rows]
 
     def view(self) -> SlotKeys:
         s, also, never = self.slots, self.examples["also"], self.examples["never"]
