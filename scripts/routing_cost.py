@@ -10,7 +10,7 @@ per-repetition ratios). The issue's bars: at most 1.05x at 1,000 slots and 1.20x
 The unedited model is a second copy of the same weights (no editor installed); "0" is the editor
 installed with no slot. An input that matches no slot must give the unedited logits exactly.
 
-    python scripts/routing_cost.py --threads 1 --json runs/routing_cost.json
+    python scripts/routing_cost.py --threads 1 --json runs/routing_cost.json --plot runs/routing_cost.png
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ def main() -> None:
     parser.add_argument("--split", default="test", help="world split whose edit inputs are timed")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="write the figures here")
+    parser.add_argument("--plot", help="draw the ratios against the number of slots into this PNG")
     args = parser.parse_args()
     counts = sorted({int(s) for s in args.slots.split(",") if s.strip()})
     if not counts or counts[0] < 1:
@@ -182,6 +183,34 @@ def main() -> None:
                "bars": {str(n): bar for n, bar in BARS.items()}}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+    if args.plot:
+        plot(rows, args.plot, f"model {args.model}, {args.threads} thread(s)")
+
+
+def plot(rows: list[dict], path: str, title: str) -> None:
+    """The ratio to the unedited forward against the number of slots, both inputs, with the bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counted = [r for r in rows if r["slots"]]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for kind, label in (("no_match", "input matching no slot"), ("routed", "input routed to a slot")):
+        ax.plot([r["slots"] for r in counted], [r[kind]["ratio"] for r in counted], marker="o", label=label)
+    for n, bar in BARS.items():
+        ax.plot([n], [bar], marker="_", markersize=24, color="red", linestyle="none")
+    ax.plot([], [], marker="_", color="red", linestyle="none", label="bar")
+    ax.set_xscale("log")
+    ax.set_xlabel("slots")
+    ax.set_ylabel("forward time / unedited forward")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

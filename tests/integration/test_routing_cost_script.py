@@ -20,7 +20,7 @@ def test_routing_cost_script_tiny(tmp_path: Path) -> None:
     out = tmp_path / "cost.json"
     run = subprocess.run(
         [sys.executable, str(SCRIPT), "--model", "tiny", "--slots", "1,5,300", "--repeats", "3", "--warmup", "1",
-         "--json", str(out)],
+         "--json", str(out), "--plot", str(tmp_path / "cost.png")],
         capture_output=True, text=True, timeout=600,
     )
     assert run.returncode == 0, run.stderr[-3000:]
@@ -28,6 +28,7 @@ def test_routing_cost_script_tiny(tmp_path: Path) -> None:
     assert any(line.startswith("bytes per slot:") for line in lines)
     for n in (1, 5, 300):
         assert any(line.split()[:1] == [str(n)] for line in lines), run.stdout
+    assert (tmp_path / "cost.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     data = json.loads(out.read_text())
     assert [row["slots"] for row in data["rows"]] == [0, 1, 5, 300]
     assert data["scan"]["slots"] == 300 and data["scan"]["bytes"] > 0  # 300 slots route through the scan
