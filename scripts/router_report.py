@@ -14,6 +14,10 @@ config are used (the flags otherwise). Without it each edit is ``case.request`` 
 
     python scripts/router_report.py --split dev --edits 200 --json runs/router_dev200.json
     python scripts/router_report.py runs/sm/results.json
+
+It also prints, for the in-scope probes (edit, rephrase, other render, text-only) that miss their
+own slot, the first of that slot's rules each one fails (``REASONS``): whether the question or the
+image fell below the floor every slot starts from, or below a threshold that calibration raised.
 """
 
 from __future__ import annotations
@@ -49,6 +53,56 @@ KINDS = (
     ("m_loc", "unrelated image"),
 )
 CLASSES = ("own_local", "own_shared", "other", "none")
+IN_SCOPE = ("edit", "rephrase", "image_rephrase", "text_transfer")
+REASONS = (  # why an in-scope probe missed its own slot: the first of the slot's rules it fails
+    ("question floor", "question key below text_threshold, the floor every slot starts from "
+                       "(text-only: below text_only_threshold)"),
+    ("question raised", "question key at or above the floor, below the slot's calibrated tau_text"),
+    ("shared off", "the slot's shared write may not fire (an instance edit)"),
+    ("image floor", "nearest positive image below subject_threshold, the floor every slot starts from"),
+    ("image raised", "nearest positive at or above the floor, below the slot's calibrated tau_image"),
+    ("never", "not margin nearer its nearest positive than its nearest never example"),
+    ("lead", "another slot's image more than subject_lead nearer"),
+    ("outscored", "the own slot passes; another slot passes with a higher score"),
+)
+
+
+def miss_reason(editor, image, prompt, own: int) -> dict:
+    """Why an in-scope probe did not route to its own slot ``own``: its similarities to that slot
+    and the first rule it fails (see ``REASONS``)."""
+    from editscope.editors.scopememory.router import similarities
+
+    memory, limits = editor.memory, editor.memory.limits
+    q, v, has = editor._keys(editor.vlm.encode(image, prompt, None))
+    view = memory.view()
+    s = similarities(q, v, has, view)
+    text, near, never = float(s.text[0, own]), float(s.near[0, own]), float(s.never[0, own])
+    tau_text, tau_image = float(view.tau_text[own]), float(view.tau_image[own])
+    rival = float(torch.where(s.pair[0] & view.active, s.near[0], torch.full_like(s.near[0], -2.0)).max())
+    row = {"text": text, "tau_text": tau_text, "near": near, "tau_image": tau_image, "never": never, "rival": rival}
+    floor = editor.config.text_threshold
+    if not bool(has[0]):
+        floor = max(floor, limits.text_only)
+        tau_text = max(tau_text, limits.text_only)
+    if text < tau_text:
+        reason = "question floor" if text < floor else "question raised"
+    elif not bool(has[0]):
+        reason = "shared off" if not bool(view.shared[own]) else "outscored"
+    elif near >= limits.instance:
+        reason = "outscored"
+    elif not bool(view.shared[own]):
+        reason = "shared off"
+    elif near < editor.config.subject_threshold:
+        reason = "image floor"
+    elif near < tau_image:
+        reason = "image raised"
+    elif near < never + limits.margin:
+        reason = "never"
+    elif near < rival - limits.lead:
+        reason = "lead"
+    else:
+        reason = "outscored"
+    return {**row, "reason": reason}
 
 
 def probes_of(case, kind: str) -> list:
@@ -124,6 +178,7 @@ def main() -> None:
         facts = editor.memory.slots["fact"]
         active = editor.memory.slots["active"]
         counts = {kind: Counter() for kind, _ in KINDS}
+        reasons = {kind: Counter() for kind in IN_SCOPE}
         routes = []
         for case in latest_per_fact(stream):
             key = torch.tensor(list(editor.fact_of(case.request)), dtype=torch.uint8, device=facts.device)
@@ -139,9 +194,13 @@ def main() -> None:
                     else:
                         where = "other"
                     counts[kind][where] += 1
-                    routes.append({"fact_id": case.fact_id, "case_id": case.case_id, "kind": kind,
-                                   "prompt": prompt, "own_slot": own, "slot": slot, "local": local,
-                                   "shared": shared, "class": where})
+                    route = {"fact_id": case.fact_id, "case_id": case.case_id, "kind": kind,
+                             "prompt": prompt, "own_slot": own, "slot": slot, "local": local,
+                             "shared": shared, "class": where}
+                    if kind in IN_SCOPE and own is not None and where in ("other", "none"):
+                        route["miss"] = miss_reason(editor, image, prompt, own)
+                        reasons[kind][route["miss"]["reason"]] += 1
+                    routes.append(route)
     report_time = time.perf_counter() - start - edit_time
 
     latest = latest_per_fact(stream)
@@ -164,8 +223,23 @@ def main() -> None:
               f"{f(share['other'])} {f(share['none'])}")
     print("own = routed to the fact's own slot (local: its local write applies; shared: only its shared write); "
           "other = another fact's slot; none = no slot")
+    print("\nin-scope probes that missed their own slot, by the first rule of that slot they fail:")
+    print(f"{'probe kind':<16} " + " ".join(f"{name:>12}" for name, _ in REASONS))
+    for kind in IN_SCOPE:
+        label = dict(KINDS)[kind]
+        print(f"{label:<16} " + " ".join(f"{reasons[kind][name]:>12}" for name, _ in REASONS))
+    for name, meaning in REASONS:
+        print(f"  {name}: {meaning}")
+    for name, key, cos, floor in (("question raised", "tau_text", "text", cfg.text_threshold),
+                                  ("image raised", "tau_image", "near", cfg.subject_threshold)):
+        raised = [r["miss"] for r in routes if r.get("miss", {}).get("reason") == name]
+        if raised:
+            gap = sorted(m[key] - m[cos] for m in raised)
+            lift = sorted(m[key] - floor for m in raised)
+            print(f"{name} ({len(raised)}): median threshold - cosine {gap[len(gap) // 2]:.3f}, "
+                  f"median threshold - floor {lift[len(lift) // 2]:.3f}")
     if args.json:
-        out = {"model": args.model, "split": split, "edits": len(stream), "seed": seed,
+        out = {"reasons": {kind: dict(reasons[kind]) for kind in IN_SCOPE}, "model": args.model, "split": split, "edits": len(stream), "seed": seed,
                "record_anchors": protocol.record_anchors, "sibling_anchors": protocol.sibling_anchors,
                "facts": len(latest), "slots": editor.size, "rejected": rejected,
                "edit_time_s": edit_time, "config": cfg.to_dict(), "kinds": table, "routes": routes}

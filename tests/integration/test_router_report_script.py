@@ -38,3 +38,11 @@ def test_router_report_script_tiny(tmp_path: Path) -> None:
     for route in data["routes"]:
         assert route["class"] in ("own_local", "own_shared", "other", "none")
         assert (route["class"] == "none") == (route["slot"] == -1)
+    names = {"question floor", "question raised", "shared off", "image floor", "image raised", "never", "lead",
+             "outscored"}
+    missed = [r for r in data["routes"] if r["kind"] in ("edit", "rephrase", "image_rephrase", "text_transfer")
+              and r["own_slot"] is not None and r["class"] in ("other", "none")]
+    assert missed  # a 3-edit tiny stream misses its text-only probes at least
+    assert all(r["miss"]["reason"] in names for r in missed)
+    assert sum(sum(c.values()) for c in data["reasons"].values()) == len(missed)
+    assert "miss" not in next(r for r in data["routes"] if r["kind"] == "loc")
