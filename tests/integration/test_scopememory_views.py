@@ -94,3 +94,22 @@ def test_views_must_be_a_count() -> None:
         ScopeMemoryConfig(views=-1)
     with pytest.raises(ValueError, match="views"):
         ScopeMemoryConfig(views=1.5)  # type: ignore[arg-type]
+
+
+def test_train_views_fits_the_shared_write_to_the_views_too(builtin) -> None:
+    from editscope.editors.scopememory import ScopeMemoryConfig
+    from editscope.editors.baselines.common import target_loss
+
+    request = world_request("broad")
+    losses = {}
+    for trained in (0, 2):
+        editor = editor_on(builtin, views=2, train_views=trained)
+        editor.edit(request)
+        fact = editor.memory.slots["fact"][0]
+        view = image_views(request.image, 2, seed=view_seed(fact, editor.config.seed))[1]
+        with torch.no_grad():
+            losses[trained] = float(target_loss(builtin, builtin.encode(view, request.prompt, request.target)))
+        editor.remove()
+    assert losses[2] < losses[0]
+    with pytest.raises(ValueError, match="train_views"):
+        ScopeMemoryConfig(views=1, train_views=2)

@@ -56,6 +56,8 @@ class ScopeMemoryConfig:
                                   "goes to that subject (2: no such test)")
     views: int = _f(0, "generic views of the edit image (crops, shifts, small turns, light and colour jitter) "
                        "kept as further positives of the slot's shared rule, where the shared write may fire")
+    train_views: int = _f(0, "how many of those views the shared write is also trained on, with the edit's "
+                             "target (0: the edit input and any also examples only)")
     threshold_cap: float = _f(0.98, "calibration never raises a threshold above this (the edit itself must match)")
     image_whitening: float = _f(0.0, "image keys are whitened by the reference images' covariance, shrunk by "
                                      "this times its mean eigenvalue (0: centred only)")
@@ -72,11 +74,13 @@ class ScopeMemoryConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"ScopeMemoryConfig.{name} must be a positive integer, got {value!r}")
-        for name in ("rank_shared", "reference_size", "seed", "key_layer", "views"):
+        for name in ("rank_shared", "reference_size", "seed", "key_layer", "views", "train_views"):
             if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
                 raise ValueError(f"ScopeMemoryConfig.{name} must be an integer, got {getattr(self, name)!r}")
-        if self.rank_shared < 0 or self.reference_size < 0 or self.views < 0:
-            raise ValueError("ScopeMemoryConfig.rank_shared, reference_size and views must be >= 0")
+        if self.rank_shared < 0 or self.reference_size < 0 or self.views < 0 or self.train_views < 0:
+            raise ValueError("ScopeMemoryConfig.rank_shared, reference_size, views and train_views must be >= 0")
+        if self.train_views > self.views:
+            raise ValueError(f"ScopeMemoryConfig.train_views ({self.train_views}) cannot exceed views ({self.views})")
         if not isinstance(self.reference_agreement, bool):
             raise ValueError(f"ScopeMemoryConfig.reference_agreement must be true or false, "
                              f"got {self.reference_agreement!r}")

@@ -153,12 +153,14 @@ class ScopeMemory(Editor):
         gates, shared_on = self._gate(self._site_keys(inputs), request, inputs)
         shared_on = shared_on or forced
         floors = examples.Floors(cfg.text_threshold, cfg.subject_threshold, self.memory.limits)
+        views = image_views(request.image, cfg.views, seed=view_seed(fact, cfg.seed)) if shared_on else []
         slot = examples.calibrate(keys, shared_on, also_keys, beyond, self._negatives(anchors, fact, request), never_keys,
-                                  floors, request, self._views(request, fact) if shared_on else None)
+                                  floors, request, self._view_keys(request, views) if shared_on else None)
         self._reset_scratch()
         steps = 0
         if shared_on:
-            steps += self._phase([answer, *also], local=False, shared=True,
+            seen = [vlm.encode(view, request.prompt, request.target, end=True) for view in views[:cfg.train_views]]
+            steps += self._phase([answer, *also, *seen], local=False, shared=True,
                                  stop=(cfg.shared_stop_loss, cfg.shared_stop_margin))
         steps += self._phase([answer, *(a for a, b in zip(also, beyond.tolist()) if not b)], local=True,
                              shared=shared_on, stop=(cfg.stop_loss, cfg.stop_margin))
@@ -173,12 +175,11 @@ class ScopeMemory(Editor):
                           active_groups=tuple(self.groups), gates=gates,
                           wall_time_s=time.perf_counter() - start, steps=steps)
 
-    def _views(self, request: EditRequest, fact: torch.Tensor) -> torch.Tensor:
-        """Image keys (K, d) of ``views`` generic views of the edit image, drawn with a seed of the
-        fact (a replay draws the same views)."""
-        drawn = image_views(request.image, self.config.views, seed=view_seed(fact, self.config.seed))
-        rows = [self._keys(self.vlm.encode(view, request.prompt))[1] for view in drawn]
-        return torch.cat(rows) if rows else torch.zeros(0, self.memory.slots["image"].shape[-1], device=fact.device)
+    def _view_keys(self, request: EditRequest, views: list) -> torch.Tensor:
+        """Image keys (K, d) of the edit image's generic views (drawn with a seed of the fact, so
+        a replay draws the same views)."""
+        rows = [self._keys(self.vlm.encode(view, request.prompt))[1] for view in views]
+        return torch.cat(rows) if rows else torch.zeros(0, self.memory.slots["image"].shape[-1], device=self.memory.device)
 
     def _site_keys(self, inputs: ModelInputs):
         """Each slot site's code and evidence keys on the edit input (one forward, no slot)."""
