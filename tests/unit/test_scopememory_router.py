@@ -345,3 +345,27 @@ def test_the_scan_recomputes_what_half_precision_cannot_tell_apart() -> None:
     table.tau_text[0] -= 0.01
     assert int(match(q, v, has, table, lead).slot[0]) == NO_SLOT
     assert int(match(q, v, has, table, lead, scan).slot[0]) == NO_SLOT
+
+
+def test_an_input_showing_a_slots_own_image_takes_no_other_slots_shared_write() -> None:
+    from dataclasses import replace
+
+    from editscope.editors.scopememory.router import build_scan
+
+    # slot 1's image is within the lead of slot 0's (cos 0.90); only slot 0 matches the question asked
+    table = slots(text=[[1, 0, 0], [0.6, 0.8, 0]], image=[[1, 0, 0], [0.9, 0.4359, 0]], has_image=[True, True],
+                  shared=[True, True], tau_text=0.7, tau_image=0.5)
+    q = unit([1, 0, 0], [1, 0, 0], [1, 0, 0])
+    # 0: slot 1's own image; 1: a picture halfway between the two (cos 0.975 to each); 2: slot 0's own
+    v = torch.cat([table.image[1:2], unit([0.9748, 0.2233, 0]), table.image[:1]])
+    has = torch.ones(3, dtype=torch.bool)
+    assert match(q, v, has, table, LIMITS).slot.tolist() == [0, 0, 0]  # no lead: all take slot 0's write
+    lead = replace(LIMITS, lead=0.15)
+    route = match(q, v, has, table, lead)
+    # 0 shows slot 1's instance, so not slot 0's shared write, though it is within the lead
+    assert route.slot.tolist() == [NO_SLOT, 0, 0]
+    assert route.local.tolist() == [False, False, True]
+    assert torch.equal(match(q, v, has, table, lead, build_scan(table)).slot, route.slot)
+    # with slot 1 gone nothing claims the image, and slot 0's lead lets it in again
+    gone = replace(table, active=torch.tensor([True, False]))
+    assert match(q, v, has, gone, lead).slot.tolist() == [0, 0, 0]

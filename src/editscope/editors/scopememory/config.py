@@ -53,7 +53,8 @@ class ScopeMemoryConfig:
     margin: float = _f(0.02, "calibration: a threshold is raised to this much above the strongest negative")
     subject_lead: float = _f(2.0, "an input gets a slot's shared write only where its image is within this "
                                   "(cosine) of its nearest live slot's image: another edited subject's image "
-                                  "goes to that subject (2: no such test)")
+                                  "goes to that subject, and an input that shows a slot's own image (at "
+                                  "instance_threshold) goes only to slots it shows that closely (2: no such test)")
     views: int = _f(0, "generic views of the edit image (crops, shifts, small turns, light and colour jitter) "
                        "kept as further positives of the slot's shared rule, where the shared write may fire")
     train_views: int = _f(0, "how many of those views the shared write is also trained on, with the edit's "

@@ -69,6 +69,8 @@ def match(q, v, q_has, slots, instance, text_only, margin, lead=2.0):
     text_only_ok = sq >= torch.clamp(slots["tau_text"], min=text_only)
     rival = torch.where(pair, near, torch.full_like(near, -2.0)).max(dim=1).values  # the nearest slot's image
     subject = (near >= slots["tau_image"]) & (near >= never + margin) & (near >= rival[:, None] - lead)
+    if lead < 2:  # an input that shows a slot's own image belongs to the slots that show it
+        subject = subject & ((rival[:, None] < instance) | (near >= instance))
     shared = slots["shared"][None] & torch.where(
         with_image, pair & q_ok & subject,
         slots["has_image"][None] & text_only_ok

@@ -173,7 +173,9 @@ def _rules(s: Similarities, q_has: torch.Tensor, slots: SlotKeys, limits: Thresh
     nearest positive (the edit image or an ``also`` example) is at least ``tau_image``, at
     least ``margin`` nearer than its nearest ``never`` example and, where ``lead`` is set,
     within ``lead`` of the nearest positive of any live slot (an image of another edited
-    subject goes to that subject's slot, not to this one); a text-only input matches an image
+    subject goes to that subject's slot, not to this one), and at the instance threshold of
+    this slot's positives if it is at that of another's (an input that shows another slot's
+    own image is that slot's subject, however close it is to this one); a text-only input matches an image
     slot's question closely. ``rival`` (B,) is :func:`_rival` over all slots where ``slots``
     is a subset of them (see :func:`match`)."""
     q_ok = s.text >= slots.tau_text
@@ -184,6 +186,8 @@ def _rules(s: Similarities, q_has: torch.Tensor, slots: SlotKeys, limits: Thresh
     rival = _rival(s, slots) if rival is None else rival
     subject = ((s.near >= slots.tau_image) & (s.near >= s.never + limits.margin)
                & (s.near >= rival[:, None] - limits.lead))
+    if limits.lead < 2:  # an input that shows a live slot's own image belongs to the slots that show it
+        subject = subject & ((rival[:, None] < limits.instance) | (s.near >= limits.instance))
     shared = slots.shared[None] & torch.where(with_image, s.pair & q_ok & subject,
                                               slots.has_image[None] & text_only_ok)
     active = slots.active[None]
