@@ -33,7 +33,7 @@ from editscope.world import write_edits
 from editscope.world import builtin_path, load_world
 from editscope.world.edits import make_records
 from editscope.world.render import fixed_render
-from editscope.world.world import split_subjects
+from editscope.world.world import neighbours
 
 
 def main() -> None:
@@ -43,8 +43,6 @@ def main() -> None:
     torch.set_num_threads(1)
     world = load_world(builtin_path())
     seed = world.config.seed
-    splits = split_subjects(world)
-    pool = sorted(set(splits[args.split]) | set(splits["locality"]))
     vlm = editscope.load("builtin")
     config = load_memory_preset("builtin")
     editor = build_editor("scopememory", vlm, config, reference=load_reference("world", "builtin", config.reference_size))
@@ -58,11 +56,8 @@ def main() -> None:
         prompts = (record["src"], record["rephrase"])
         probes = [("own render", fixed_render(subject, "heldout", k, seed), p) for k in (1, 3) for p in prompts]
         probes.append(("look-alike", fixed_render(world.subject(subject.lookalike), "heldout", 0, seed), record["src"]))
-        for j in pool:
-            other = world.subject(j)
-            differs = [a for a in subject.look if subject.look[a] != other.look[a]]
-            if j != subject.lookalike and len(differs) == 1:
-                probes += [("neighbour", fixed_render(other, "heldout", 2, seed), p) for p in prompts]
+        for j, _ in neighbours(world, subject.index, args.split):
+            probes += [("neighbour", fixed_render(world.subject(j), "heldout", 2, seed), p) for p in prompts]
         editor.reset()  # no slot: the unedited model's answers, exactly
         before = vlm.answer(fixed_render(subject, "heldout", 0, seed), record["src"])
         same["edit image answers the truth"].append(before == record["pred"])

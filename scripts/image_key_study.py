@@ -35,7 +35,7 @@ from editscope.types import Probe
 from editscope.world import builtin_path, load_world, write_edits
 from editscope.world.edits import make_records
 from editscope.world.render import fixed_render
-from editscope.world.world import split_subjects
+from editscope.world.world import neighbours
 
 NEGATIVES = ("nearmiss", "other", "mloc", "neighbour")
 POOLS = {  # how the image tokens (n_image, d) of one layer become one vector
@@ -88,15 +88,10 @@ def main() -> None:
         probes["other"] += [(n, image_tokens(vlm, p, store)) for p in c.other_fact if p.image is not None]
         probes["mloc"].append((n, image_tokens(vlm, c.m_loc, store)))
     world = load_world(builtin_path())
-    splits = split_subjects(world)
-    pool_subjects = sorted(set(splits[args.split]) | set(splits["locality"]))
     for n, record in enumerate(make_records(world, args.split)):
-        subject = world.by_name(record["subject"])
-        for j in pool_subjects:
-            other = world.subject(j)
-            if j != subject.lookalike and sum(subject.look[a] != other.look[a] for a in subject.look) == 1:
-                image = fixed_render(other, "heldout", 2, world.config.seed)
-                probes["neighbour"].append((n, image_tokens(vlm, Probe(cases[n].request.prompt, "x", image), store)))
+        for j, _ in neighbours(world, world.by_name(record["subject"]).index, args.split):
+            image = fixed_render(world.subject(j), "heldout", 2, world.config.seed)
+            probes["neighbour"].append((n, image_tokens(vlm, Probe(cases[n].request.prompt, "x", image), store)))
     slots = len(edits)
     print(f"{args.split}: {slots} slots, {len(reference)} reference images; thresholds set for render pass "
           f"{args.target_tpr:.2f}\n")

@@ -32,7 +32,7 @@ from editscope.evaluation.protocol import ProtocolConfig, anchored_request
 from editscope.world import builtin_path, load_world, write_edits
 from editscope.world.edits import make_records
 from editscope.world.render import fixed_render
-from editscope.world.world import split_subjects
+from editscope.world.world import neighbours
 
 
 def main() -> None:
@@ -45,8 +45,6 @@ def main() -> None:
     torch.set_num_threads(1)
     world = load_world(builtin_path())
     seed = world.config.seed
-    splits = split_subjects(world)
-    pool = sorted(set(splits[args.split]) | set(splits["locality"]))
     records = make_records(world, args.split)[: args.records]
     vlm = editscope.load("builtin")
     path = write_edits(world, args.split, Path(tempfile.mkdtemp()) / args.split)
@@ -73,20 +71,17 @@ def main() -> None:
 
             for k in (1, 3):
                 routed["own"] += reaches(fixed_render(subject, "heldout", k, seed))
-            for j in pool:
+            for j, attribute in neighbours(world, subject.index, args.split):
                 other = world.subject(j)
-                differs = [a for a in subject.look if subject.look[a] != other.look[a]]
-                if j == subject.lookalike or len(differs) != 1:
-                    continue
                 hits = reaches(fixed_render(other, "heldout", 2, seed))
                 for prompt, hit in zip(prompts, hits):
                     if hit and args.pictures:
                         seen = sum(editor.route_of(fixed_render(other, "seen", k, seed), prompt)[2] for k in range(8))
                         held = sum(editor.route_of(fixed_render(other, "heldout", k, seed), prompt)[2] for k in range(4))
-                        print(f"{text} record {index} ({subject.name}) neighbour {other.name} ({differs[0]}): "
+                        print(f"{text} record {index} ({subject.name}) neighbour {other.name} ({attribute}): "
                               f"seen renders {seen} of 8, held-out {held} of 4 reach the slot", flush=True)
                 routed["neighbour"] += hits
-                routed[f"neighbour by {differs[0]}"] += hits
+                routed[f"neighbour by {attribute}"] += hits
         editor.remove()
         for kind, hits in sorted(routed.items()):
             print(f"{text} | {kind} | {len(hits)} | {sum(hits) / max(len(hits), 1):.3f}", flush=True)

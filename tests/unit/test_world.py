@@ -121,3 +121,24 @@ def test_questions_and_prompt_format(world):
     assert {q.kind for q in questions} == {"fact", "attribute"}
     assert all(q.image for q in questions if q.kind == "attribute")
     assert {q.image for q in questions if q.kind == "fact"} == {True, False}
+
+
+def test_neighbours_are_one_attribute_away_and_never_the_lookalike() -> None:
+    from editscope.world.world import ATTRIBUTES, build_world, neighbours, split_subjects
+
+    world = build_world()
+    splits = split_subjects(world)
+    pool = set(splits["dev"]) | set(splits["locality"])
+    found = 0
+    for index in splits["dev"]:
+        subject = world.subject(index)
+        near = neighbours(world, index, "dev")
+        for j, attribute in near:
+            other = world.subject(j)
+            assert j in pool and j != subject.lookalike
+            assert [a for a in ATTRIBUTES if subject.look[a] != other.look[a]] == [attribute]
+        expected = {j for j in pool if j != subject.lookalike
+                    and sum(subject.look[a] != world.subject(j).look[a] for a in ATTRIBUTES) == 1}
+        assert {j for j, _ in near} == expected
+        found += len(near)
+    assert found > 0  # the default world has such neighbours

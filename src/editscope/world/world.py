@@ -199,3 +199,18 @@ def split_subjects(world: World, seed: int | None = None) -> dict[str, tuple[int
     n = len(pairs)
     cuts = {"dev": pairs[: n // 4], "test": pairs[n // 4: n // 4 + n // 2], "locality": pairs[n // 4 + n // 2:]}
     return {k: tuple(sorted(i for pair in v for i in pair)) for k, v in cuts.items()}
+
+
+def neighbours(world: World, index: int, split: str) -> list[tuple[int, str]]:
+    """The subjects of ``split`` or of the locality split whose look differs from subject
+    ``index``'s in exactly one attribute, other than its look-alike, each with that attribute:
+    pictures an edit of ``index`` must leave alone that no edit record probes."""
+    splits = split_subjects(world)
+    subject = world.subject(index)
+    found = []
+    for j in sorted(set(splits[split]) | set(splits["locality"])):
+        other = world.subject(j)
+        differs = [a for a in ATTRIBUTES if subject.look[a] != other.look[a]]
+        if j != subject.lookalike and len(differs) == 1:
+            found.append((j, differs[0]))
+    return found
