@@ -2,10 +2,10 @@
 
     python scripts/edit_profile.py [--edits 40] [--split dev] [--top 25]
 
-Edits the first N records of a world split in order with the ``builtin`` preset (record anchors,
-as the bench; each record's fact is new), under ``cProfile``, and prints the median edit time of two kinds of edit, then the profile's top entries
-by cumulative time. The edits are split by their steps: those that ran the shared phase to its cap
-(``steps`` times the edit input and its ``train_views`` views) and the others.
+Edits the first N records of a world split in order with the ``builtin`` preset (record
+anchors, as the bench; each record's fact is new), under ``cProfile``. Prints the median edit
+time of the edits that ran the shared phase to its cap (``steps`` per input: the edit input and
+its ``train_views`` views) and of the others, then the profile's top entries by cumulative time.
 """
 
 from __future__ import annotations
