@@ -308,3 +308,25 @@ def test_build_tiny_is_seeded(arch: str) -> None:
     assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
     assert any(not torch.equal(state_a[k], state_c[k]) for k in state_a)
     assert not a.training and all(p.dtype == torch.float32 for p in a.parameters())
+
+
+def test_reused_image_features_give_the_same_logits(vlm: VisionLanguageModel) -> None:
+    vision = vlm.model.get_submodule(vlm.spec.vision_module)
+    first = vlm.encode(_image(0), PROMPT, TARGET)
+    second = vlm.encode(_image(1), PROMPT, TARGET)
+    with torch.no_grad():
+        expected = [vlm.forward(first), vlm.forward(second)]
+    flags = [(p, p.requires_grad) for p in vision.parameters()]
+    with pytest.raises(ValueError, match="require gradients"), vlm.reusing_image_features():
+        pass
+    vision.requires_grad_(False)
+    try:
+        with torch.no_grad(), vlm.reusing_image_features() as cache:
+            got = [vlm.forward(first), vlm.forward(first), vlm.forward(second), vlm.forward(first)]
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+    assert len(cache) == 2  # one computation per image, though the model ran four times
+    for logits, want in zip(got, [expected[0], expected[0], expected[1], expected[0]]):
+        assert torch.equal(logits, want)
+    assert "forward" not in vision.__dict__

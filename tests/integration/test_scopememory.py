@@ -280,3 +280,34 @@ def test_many_slots_route_through_the_half_precision_scan_as_without_it(vlm, mon
     editor.edit(EditRequest(image=image(2), prompt=PROMPT, target="red"))
     renewed = editor.memory.scan()
     assert renewed is not scan and renewed.text.shape[0] == editor.memory.slots.n
+
+
+def test_builtin_reusing_the_vision_tower_in_a_phase_changes_nothing(builtin, world_cases, monkeypatch) -> None:
+    """The training phases reuse the vision tower's outputs; the slots come out bit for bit as
+    when every step recomputes them."""
+    from contextlib import contextmanager, nullcontext
+
+    import editscope.models.vlm as vlm_module
+    from editscope.evaluation.protocol import ProtocolConfig, anchored_request
+
+    requests = [anchored_request(case, ProtocolConfig()) for case in world_cases[:2]]
+    computed: list[int] = []  # vision computations per phase
+    original = vlm_module.reusing_outputs
+
+    @contextmanager
+    def counted(module):
+        with original(module) as cache:
+            yield cache
+        computed.append(len(cache))
+
+    monkeypatch.setattr(vlm_module, "reusing_outputs", counted)
+    reused = builtin_editor(builtin)
+    steps = [reused.edit(r).steps for r in requests]
+    state = {k: v.clone() for k, v in reused.state_dict().items()}
+    reused.remove()
+    # at most the edit image and its 2 training views per phase, over many more forward passes
+    assert min(steps) > 1 and computed and max(computed) <= 3
+    monkeypatch.setattr(vlm_module, "reusing_outputs", lambda module: nullcontext())
+    recomputed = builtin_editor(builtin)
+    assert [recomputed.edit(r).steps for r in requests] == steps
+    assert same_state(state, recomputed.state_dict())

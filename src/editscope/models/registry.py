@@ -64,6 +64,9 @@ class ArchitectureSpec:
       (for processors that refuse text without images).
     - ``text_only_module``: dotted path of the submodule that runs inputs without pixels, for
       classes whose ``forward`` requires ``pixel_values`` (empty: the root runs them).
+    - ``vision_module``: dotted path of the module that turns pixel values into image features
+      (the vision tower; in Qwen2-VL it holds the projector too), whose outputs an editor that
+      writes only in the decoder may reuse across steps (empty: never reused).
     """
 
     name: str
@@ -77,6 +80,7 @@ class ArchitectureSpec:
     extra_inputs: tuple[str, ...] = ()
     text_only_with_tokenizer: bool = False
     text_only_module: str = ""
+    vision_module: str = ""
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -142,6 +146,7 @@ _QWEN_PROMPT = dict(
 BUILTIN_SPECS: tuple[ArchitectureSpec, ...] = (
     ArchitectureSpec(
         name="LlavaForConditionalGeneration",
+        vision_module="model.vision_tower",
         decoder_layers="model.language_model.layers",
         mlp_sites=_LLAMA_MLP,
         projector_sites=("model.multi_modal_projector.linear_1", "model.multi_modal_projector.linear_2"),
@@ -149,6 +154,7 @@ BUILTIN_SPECS: tuple[ArchitectureSpec, ...] = (
     ),
     ArchitectureSpec(
         name="LlavaNextForConditionalGeneration",
+        vision_module="model.vision_tower",
         decoder_layers="model.language_model.layers",
         mlp_sites=_LLAMA_MLP,
         projector_sites=("model.multi_modal_projector.linear_1", "model.multi_modal_projector.linear_2"),
@@ -156,6 +162,7 @@ BUILTIN_SPECS: tuple[ArchitectureSpec, ...] = (
     ),
     ArchitectureSpec(
         name="Qwen2VLForConditionalGeneration",
+        vision_module="model.visual",
         decoder_layers="model.language_model.layers",
         mlp_sites=_LLAMA_MLP,
         projector_sites=("model.visual.merger.mlp.0", "model.visual.merger.mlp.2"),
@@ -163,6 +170,7 @@ BUILTIN_SPECS: tuple[ArchitectureSpec, ...] = (
     ),
     ArchitectureSpec(
         name="Qwen2_5_VLForConditionalGeneration",
+        vision_module="model.visual",
         decoder_layers="model.language_model.layers",
         mlp_sites=_LLAMA_MLP,
         projector_sites=("model.visual.merger.mlp.0", "model.visual.merger.mlp.2"),
@@ -171,6 +179,7 @@ BUILTIN_SPECS: tuple[ArchitectureSpec, ...] = (
     ArchitectureSpec(
         # The processor puts ``num_query_tokens`` image tokens (the Q-Former queries) first.
         name="Blip2ForConditionalGeneration",
+        vision_module="vision_model",
         decoder_layers="language_model.model.decoder.layers",
         mlp_sites=("fc1", "fc2"),
         projector_sites=("language_projection",),
@@ -182,6 +191,7 @@ BUILTIN_SPECS: tuple[ArchitectureSpec, ...] = (
     ),
     ArchitectureSpec(
         name="Idefics3ForConditionalGeneration",
+        vision_module="model.vision_model",
         decoder_layers="model.text_model.layers",
         mlp_sites=_LLAMA_MLP,
         projector_sites=("model.connector.modality_projection.proj",),
@@ -192,6 +202,7 @@ BUILTIN_SPECS: tuple[ArchitectureSpec, ...] = (
         # The processor adds <bos> after the image tokens and "\n" after the prompt; without an
         # image the bare tokenizer runs (it adds no <bos>: the processor turned that off).
         name="PaliGemmaForConditionalGeneration",
+        vision_module="model.vision_tower",
         decoder_layers="model.language_model.layers",
         mlp_sites=_LLAMA_MLP,
         projector_sites=("model.multi_modal_projector.linear",),

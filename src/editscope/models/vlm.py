@@ -9,6 +9,7 @@ architecture-specific comes from the :class:`ArchitectureSpec`.
 from __future__ import annotations
 
 import logging
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
@@ -16,6 +17,7 @@ from torch import nn
 
 from editscope.images import load_image
 from editscope.models.registry import EXTRA_INPUT_BUILDERS, ArchitectureSpec, spec_for
+from editscope.models.reuse import reusing_outputs
 from editscope.types import ImageInput, ModelInputs, Score
 
 logger = logging.getLogger(__name__)
@@ -149,6 +151,16 @@ class VisionLanguageModel:
         """Logits (1, T, V) in the model's dtype, with autograd enabled (editors backpropagate)."""
         runner, tensors = self._runner(inputs)
         return runner(**tensors, use_cache=False).logits
+
+    def reusing_image_features(self) -> AbstractContextManager[Any]:
+        """A block within which the vision module (the spec's ``vision_module``) runs once per
+        distinct pixel tensor and hands its first output back after (see
+        :mod:`editscope.models.reuse`): for an editor that trains decoder writes on the same
+        images for many steps. Logits are unchanged. The module must be frozen; a spec without
+        a ``vision_module`` gives a block that reuses nothing (it yields ``None``)."""
+        if not self.spec.vision_module:
+            return nullcontext()
+        return reusing_outputs(self.model.get_submodule(self.spec.vision_module))
 
     def generate(self, inputs: ModelInputs, max_new_tokens: int = 16) -> torch.Tensor:
         """Greedy ``generate`` on prompt-only ``inputs``: ids (1, T + new), prompt first."""

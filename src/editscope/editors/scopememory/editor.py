@@ -226,7 +226,8 @@ class ScopeMemory(Editor):
         params = [s.B_local for s in sites] if local else [s.B_shared for s in sites if s.rank_shared]
         optimiser = torch.optim.Adam(params, lr=cfg.lr)
         taken = 0
-        with self.memory.writing(local, shared), trainable(params):
+        # the writes are all in the decoder: the vision tower's outputs hold for the whole phase
+        with self.memory.writing(local, shared), trainable(params), self.vlm.reusing_image_features():
             for step in range(cfg.steps * len(batch)):
                 losses, done = [], True
                 for inputs in batch:
