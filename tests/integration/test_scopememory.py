@@ -311,3 +311,20 @@ def test_builtin_reusing_the_vision_tower_in_a_phase_changes_nothing(builtin, wo
     recomputed = builtin_editor(builtin)
     assert [recomputed.edit(r).steps for r in requests] == steps
     assert same_state(state, recomputed.state_dict())
+
+
+def test_keys_end_the_pass_at_the_key_layer_and_equal_a_whole_pass(vlm) -> None:
+    editor = ScopeMemory(vlm, load_memory_preset("tiny"))
+    inputs = vlm.encode(image(1), PROMPT, "green fish")
+    last = vlm.decoder_layers()[-1]
+    ran: list[int] = []
+    handle = last.register_forward_pre_hook(lambda module, args: ran.append(1))
+    try:
+        with torch.no_grad(), editor.memory.capture_keys() as whole:
+            vlm.forward(inputs)
+        assert len(ran) == 1
+        early = editor._keys(inputs)
+    finally:
+        handle.remove()
+    assert len(ran) == 1  # the last decoder layer did not run for the keys
+    assert all(torch.equal(a, b) for a, b in zip(whole[0], early))

@@ -121,8 +121,8 @@ class ScopeMemory(Editor):
                                                for p in probes], dtype=torch.int64, device=self.memory.device)
 
     def _keys(self, inputs: ModelInputs, centred: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        with torch.no_grad(), self.memory.capture_keys(centred) as keys:
-            self.vlm.forward(inputs)
+        with torch.no_grad(), self.memory.capture_keys(centred, stop=True) as keys:
+            self.vlm.forward(inputs)  # ends at the key layer
         if not keys:
             raise ValueError("the forward pass did not reach the router's key layer")
         return keys[0]

@@ -116,6 +116,11 @@ def _continues_cache(kwargs: dict[str, Any]) -> bool:
     return False
 
 
+class KeysTaken(Exception):
+    """Ends a forward pass at the key layer, once its keys are all the caller wanted (see
+    :meth:`SlotMemory.capture_keys`)."""
+
+
 class SlotSite(nn.Module):
     """``base_layer`` plus the routed writes of the memory's slots at this site."""
 
@@ -180,6 +185,7 @@ class SlotMemory:
         self._forced: tuple[bool, bool] | None = None
         self._keys: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
         self._keys_centred = True
+        self._keys_stop = False
         self._scans: tuple[tuple[int, ...], dict[tuple[int, ...], Scan]] = ((), {})
         # per site, A_local and A_shared stacked and transposed (d_in, r_l + r_s): one product gives both codes
         self._bases = [torch.cat([site.A_local, site.A_shared]).T.contiguous() for site in sites.values()]
@@ -216,6 +222,8 @@ class SlotMemory:
         x = args[0]
         if self._keys is not None:  # a caller asked for this pass's keys
             self._keys.append(self.keys_of(x, call, centred=self._keys_centred))
+            if self._keys_stop:
+                raise KeysTaken
         if self._forced is not None:
             call.training, call.any_hit = self._forced, True
             return
@@ -245,13 +253,18 @@ class SlotMemory:
         return q, v * has[:, None], has
 
     @contextmanager
-    def capture_keys(self, centred: bool = True) -> Iterator[list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]:
-        """Collect the keys of every forward pass run inside the block (see :meth:`keys_of`)."""
-        self._keys, self._keys_centred = [], centred
+    def capture_keys(self, centred: bool = True, stop: bool = False
+                     ) -> Iterator[list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]:
+        """Collect the keys of every forward pass run inside the block (see :meth:`keys_of`).
+        With ``stop``, a pass ends at the key layer by raising :class:`KeysTaken` (the layers
+        after it cannot change the keys), which the block swallows."""
+        self._keys, self._keys_centred, self._keys_stop = [], centred, stop
         try:
             yield self._keys
+        except KeysTaken:
+            pass
         finally:
-            self._keys = None
+            self._keys, self._keys_stop = None, False
 
     @contextmanager
     def writing(self, local: bool, shared: bool) -> Iterator[None]:
