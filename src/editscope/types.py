@@ -153,6 +153,25 @@ class ModelInputs:
     def length(self) -> int:
         return int(self.tensors["input_ids"].shape[-1])
 
+    @property
+    def batch_key(self) -> tuple:
+        """Equal for encodings that :meth:`stack` can batch: the same token ids, and tensors of
+        the same names, dtypes and shapes past the first dimension."""
+        return (tuple(self.input_ids.flatten().tolist()), self.target_ids.numel(),
+                tuple((k, v.dtype, tuple(v.shape[1:])) for k, v in sorted(self.tensors.items())))
+
+    @classmethod
+    def stack(cls, items: "list[ModelInputs]") -> "ModelInputs":
+        """One batch of encodings with the same :attr:`batch_key` (the same prompt and target,
+        other images): every tensor concatenated along its first dimension, which is the batch
+        or, where an architecture flattens patches (Qwen2-VL), the patches of every image."""
+        if not items or any(i.batch_key != items[0].batch_key for i in items[1:]):
+            raise ValueError("ModelInputs.stack needs encodings of the same token ids and tensor shapes")
+        first = items[0]
+        return cls(tensors={k: torch.cat([i.tensors[k] for i in items]) for k in first.tensors},
+                   target_ids=first.target_ids, target_positions=first.target_positions,
+                   image_positions=first.image_positions)
+
     def to(self, device: torch.device | str) -> "ModelInputs":
         return ModelInputs(
             tensors={k: v.to(device) for k, v in self.tensors.items()},
@@ -160,6 +179,15 @@ class ModelInputs:
             target_positions=self.target_positions.to(device),
             image_positions=self.image_positions.to(device),
         )
+
+
+def stacked(items: "list[ModelInputs]") -> "list[ModelInputs]":
+    """``items`` as batches: one :meth:`ModelInputs.stack` per distinct ``batch_key``, in the
+    order each key first appears (rows keep their order within a batch)."""
+    groups: dict[tuple, list[ModelInputs]] = {}
+    for item in items:
+        groups.setdefault(item.batch_key, []).append(item)
+    return [group[0] if len(group) == 1 else ModelInputs.stack(group) for group in groups.values()]
 
 
 @dataclass(frozen=True)

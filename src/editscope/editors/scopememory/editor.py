@@ -15,6 +15,7 @@ match no slot are computed by the base model alone.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any, Sequence
 
@@ -36,7 +37,7 @@ from editscope.editors.scopememory.state import load_memory_state, memory_state
 from editscope.editors.scopememory.views import image_views, view_seed
 from editscope.editors.scopememory.facts import answer_id, fact_bytes, truncated
 from editscope.editors.transaction import Transaction, check_loss_after
-from editscope.types import EditRequest, EditResult, GateValues, ModelInputs, Probe
+from editscope.types import EditRequest, EditResult, GateValues, ModelInputs, Probe, stacked
 
 logger = logging.getLogger(__name__)
 
@@ -178,8 +179,9 @@ class ScopeMemory(Editor):
     def _view_keys(self, request: EditRequest, views: list) -> torch.Tensor:
         """Image keys (K, d) of the edit image's generic views (drawn with a seed of the fact, so
         a replay draws the same views)."""
-        rows = [self._keys(self.vlm.encode(view, request.prompt))[1] for view in views]
-        return torch.cat(rows) if rows else torch.zeros(0, self.memory.slots["image"].shape[-1], device=self.memory.device)
+        if not views:
+            return torch.zeros(0, self.memory.slots["image"].shape[-1], device=self.memory.device)
+        return self._keys(ModelInputs.stack([self.vlm.encode(view, request.prompt) for view in views]))[1]
 
     def _site_keys(self, inputs: ModelInputs):
         """Each slot site's code and evidence keys on the edit input (one forward, no slot)."""
@@ -226,36 +228,35 @@ class ScopeMemory(Editor):
         params = [s.B_local for s in sites] if local else [s.B_shared for s in sites if s.rank_shared]
         optimiser = torch.optim.Adam(params, lr=cfg.lr)
         taken = 0
+        groups = stacked(batch)  # inputs of the same tokens (the edit input and its views) run as one batch
         # the writes are all in the decoder: the vision tower's outputs hold for the whole phase
         with self.memory.writing(local, shared), trainable(params), self.vlm.reusing_image_features():
             for step in range(cfg.steps * len(batch)):
-                losses, done = [], True
-                for inputs in batch:
-                    loss, margin = self._loss_and_margin(inputs)
-                    value = float(loss.detach())
-                    if value != value or value in (float("inf"), float("-inf")):
-                        raise EditRejected(f"non-finite loss at step {step + 1}; the editor state is unchanged")
-                    done = done and (value < stop[0] or margin >= stop[1])
-                    losses.append(loss)
-                if done:
+                losses, margins = zip(*(self._loss_and_margin(inputs) for inputs in groups))
+                loss, margin = torch.cat(losses), [m for ms in margins for m in ms]
+                values = loss.detach().tolist()
+                if not all(math.isfinite(v) for v in values):
+                    raise EditRejected(f"non-finite loss at step {step + 1}; the editor state is unchanged")
+                if all(v < stop[0] or m >= stop[1] for v, m in zip(values, margin)):
                     break
                 optimiser.zero_grad(set_to_none=True)
-                (torch.stack(losses).sum() / len(losses)).backward()
+                loss.mean().backward()
                 if not all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params):
                     raise EditRejected(f"non-finite gradient at step {step + 1}; the editor state is unchanged")
                 optimiser.step()
                 taken += 1
         return taken
 
-    def _loss_and_margin(self, inputs: ModelInputs) -> tuple[torch.Tensor, float]:
-        """The target's mean NLL and its smallest logit margin (target minus best other token)."""
-        logits = self.vlm.forward(inputs)[0]
-        predicted = logits.index_select(0, inputs.target_positions.to(logits.device)).float()
-        target = inputs.target_ids.to(logits.device)
-        loss = torch.nn.functional.cross_entropy(predicted, target)
-        chosen = predicted.gather(1, target[:, None])[:, 0]
-        other = predicted.scatter(1, target[:, None], float("-inf")).max(dim=1).values
-        return loss, float((chosen - other).min().detach())
+    def _loss_and_margin(self, inputs: ModelInputs) -> tuple[torch.Tensor, list[float]]:
+        """Per row of the batch ``inputs``: the target's mean NLL (B,) and its smallest logit
+        margin (target minus best other token)."""
+        logits = self.vlm.forward(inputs)
+        predicted = logits.index_select(1, inputs.target_positions.to(logits.device)).float()  # (B, n, V)
+        target = inputs.target_ids.to(logits.device).expand(predicted.shape[0], -1)
+        loss = torch.nn.functional.cross_entropy(predicted.transpose(1, 2), target, reduction="none").mean(1)
+        chosen = predicted.gather(2, target[..., None])[..., 0]
+        other = predicted.scatter(2, target[..., None], float("-inf")).max(dim=2).values
+        return loss, (chosen - other).min(dim=1).values.detach().tolist()
 
     def _slot_row(self, slot: SlotKeys, fact: torch.Tensor) -> dict[str, torch.Tensor]:
         """The new slot's table row: its calibrated keys and thresholds, and the truncated writes."""
