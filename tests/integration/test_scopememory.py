@@ -328,3 +328,17 @@ def test_keys_end_the_pass_at_the_key_layer_and_equal_a_whole_pass(vlm) -> None:
         handle.remove()
     assert len(ran) == 1  # the last decoder layer did not run for the keys
     assert all(torch.equal(a, b) for a, b in zip(whole[0], early))
+
+
+def test_a_batch_of_the_same_tokens_scores_each_row_as_alone(vlm) -> None:
+    from editscope.types import ModelInputs
+
+    editor = ScopeMemory(vlm, load_memory_preset("tiny"))
+    rows = [vlm.encode(image(i), PROMPT, "green fish", end=True) for i in (1, 2, 3)]
+    with torch.no_grad():
+        alone = [editor._loss_and_margin(r) for r in rows]
+        loss, margins = editor._loss_and_margin(ModelInputs.stack(rows))
+    assert loss.shape == (3,) and len(margins) == 3
+    assert torch.allclose(loss, torch.cat([a[0] for a in alone]), atol=1e-5)
+    assert margins == pytest.approx([a[1][0] for a in alone], abs=1e-4)
+    assert len({round(m, 3) for m in margins}) > 1  # the images differ, so do the rows
