@@ -34,6 +34,11 @@ def main() -> None:
         steps = statistics.mean(r["steps"] for r in rows)
         print(f"{start + 1:>5}-{start + len(rows):<5} | {median(rows)} | {len(short):>4} {median(short)} | "
               f"{len(long):>4} {median(long)} | {steps:.1f}")
+    short = [r for r in edits if r["steps"] <= args.short]
+    long = [r for r in edits if r["steps"] >= args.long]
+    mean = 1000 * statistics.mean(r["edit_time_s"] for r in edits)
+    print(f"{'all':>11} | {median(edits)} | {len(short):>4} {median(short)} | {len(long):>4} {median(long)} | "
+          f"{statistics.mean(r['steps'] for r in edits):.1f}; mean edit {mean:.1f} ms")
 
 
 if __name__ == "__main__":
