@@ -38,6 +38,7 @@ class ScopeMemoryConfig:
     shared_stop_loss: float = _f(0.1, "the shared phase's stop_loss: a shared write fitted past the edit input "
                                       "still carries the answer to other images of the subject")
     shared_stop_margin: float = _f(2.0, "the shared phase's stop_margin")
+    shared_lr: float = _f(0.0, "the shared phase's Adam learning rate (0: lr)")
     tau: float = _f(0.2, "evidence gate: cosine threshold of the text and image keys")
     beta: float = _f(10.0, "evidence gate: sharpness")
     gate_eps: float = _f(1e-6, "evidence gate: epsilon in its denominators")
@@ -89,7 +90,7 @@ class ScopeMemoryConfig:
             if not _number(getattr(self, name)) or not getattr(self, name) > 0:
                 raise ValueError(f"ScopeMemoryConfig.{name} must be a number > 0, got {getattr(self, name)!r}")
         for name in ("stop_loss", "stop_margin", "shared_stop_loss", "shared_stop_margin", "gate_min", "margin",
-                     "beta", "gate_eps", "image_whitening",
+                     "beta", "gate_eps", "image_whitening", "shared_lr",
                      "subject_lead"):
             if not _number(getattr(self, name)) or getattr(self, name) < 0:
                 raise ValueError(f"ScopeMemoryConfig.{name} must be a number >= 0, got {getattr(self, name)!r}")

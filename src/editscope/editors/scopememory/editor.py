@@ -226,7 +226,7 @@ class ScopeMemory(Editor):
         cfg = self.config
         sites = list(self.memory.sites.values())
         params = [s.B_local for s in sites] if local else [s.B_shared for s in sites if s.rank_shared]
-        optimiser = torch.optim.Adam(params, lr=cfg.lr)
+        optimiser = torch.optim.Adam(params, lr=cfg.lr if local or not cfg.shared_lr else cfg.shared_lr)
         taken = 0
         groups = stacked(batch)  # inputs of the same tokens (the edit input and its views) run as one batch
         # the writes are all in the decoder: the vision tower's outputs hold for the whole phase
