@@ -1,6 +1,6 @@
 """How far a ScopeMemory shared phase gets, step by step, on the built-in model.
 
-    python scripts/shared_phase_trace.py [--edits 40] [--split dev] [--config '{"shared_lr": 0.03}']
+    python scripts/shared_phase_trace.py [--edits 40] [--split dev] [--config '{"shared_lr": 0.03}'] [--tokens]
 
 Edits the first N records of a world split in order with the ``builtin`` preset (with the
 ``--config`` JSON overrides; record anchors, as the bench) and records, at every step of the
@@ -8,7 +8,8 @@ shared phase, the target's mean NLL and smallest logit margin on each input it t
 edit input and its training views). Prints, for the edits that ran the phase to its cap and for
 the others, the median over edits of the worst input's NLL and margin at a few steps, and the
 phase's steps. The phase stops once every input is below ``shared_stop_loss`` or above
-``shared_stop_margin``.
+``shared_stop_margin``. With ``--tokens``, also each capped edit's target and the NLL of each of
+its tokens on the edit input under the shared write alone, as the phase left it.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def main() -> None:
     parser.add_argument("--edits", type=int, default=40)
     parser.add_argument("--split", default="dev")
     parser.add_argument("--config", default="{}", help="JSON overrides of the builtin preset")
+    parser.add_argument("--tokens", action="store_true", help="per-token NLL of each capped edit's target")
     args = parser.parse_args()
     torch.set_num_threads(1)
     vlm = editscope.load("builtin")
@@ -60,6 +62,13 @@ def main() -> None:
             editor._loss_and_margin = original_loss
         steps = original_phase(batch, local, shared, stop)
         editor._loss_and_margin = loss_and_margin
+        if not local and args.tokens and steps >= cap:
+            answer = batch[0]
+            with torch.no_grad(), editor.memory.writing(False, True):
+                logits = vlm.forward(answer)[0, answer.target_positions].float()
+            nll = torch.nn.functional.cross_entropy(logits, answer.target_ids, reduction="none")
+            pieces = [vlm.tokenizer.decode([i]) for i in answer.target_ids.tolist()]
+            print("  ".join(f"{piece!r} {value:.2f}" for piece, value in zip(pieces, nll.tolist())))
         return steps
 
     editor._phase, editor._loss_and_margin = phase, loss_and_margin
