@@ -39,6 +39,10 @@ def main() -> None:
     mean = 1000 * statistics.mean(r["edit_time_s"] for r in edits)
     print(f"{'all':>11} | {median(edits)} | {len(short):>4} {median(short)} | {len(long):>4} {median(long)} | "
           f"{statistics.mean(r['steps'] for r in edits):.1f}; mean edit {mean:.1f} ms")
+    for metric in ("t_gen", "m_gen"):  # each edit's online score (right after it), by kind
+        means = [statistics.mean(v) if (v := [r[metric] for r in rows if r.get(metric) is not None]) else float("nan")
+                 for rows in (short, long)]
+        print(f"online {metric}: short {means[0]:.3f}, long {means[1]:.3f}")
 
 
 if __name__ == "__main__":
