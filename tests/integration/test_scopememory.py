@@ -342,3 +342,21 @@ def test_a_batch_of_the_same_tokens_scores_each_row_as_alone(vlm) -> None:
     assert torch.allclose(loss, torch.cat([a[0] for a in alone]), atol=1e-5)
     assert margins == pytest.approx([a[1][0] for a in alone], abs=1e-4)
     assert len({round(m, 3) for m in margins}) > 1  # the images differ, so do the rows
+
+
+def test_an_input_whose_question_matches_no_slot_skips_the_image_key(vlm, monkeypatch) -> None:
+    editor = ScopeMemory(vlm, load_memory_preset("tiny"))
+    editor.edit(EditRequest(image=image(1), prompt=PROMPT, target="green fish"))
+    editor.memory.slots.data["tau_text"][0] = 0.9999  # only the edit's own question matches now
+    unrelated = (image(1), "who made it ?", "blue")
+    base_route = editor.route_of(*unrelated[:2])
+    logits = editor.logits(*unrelated)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the image key was computed for an input no slot's question matches")
+
+    monkeypatch.setattr(editor.memory, "image_keys", refuse)
+    assert editor.route_of(*unrelated[:2]) == base_route == (NO_SLOT, False, False)
+    assert torch.equal(editor.logits(*unrelated), logits)
+    with pytest.raises(AssertionError, match="image key"):
+        editor.route_of(image(1), PROMPT)  # this one matches the slot's question

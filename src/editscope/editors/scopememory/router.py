@@ -292,7 +292,7 @@ def _scan_rival(v: torch.Tensor, q_has_image: torch.Tensor, slots: SlotKeys, sca
 
 
 def match(q: torch.Tensor, v: torch.Tensor, q_has_image: torch.Tensor, slots: SlotKeys,
-          limits: Thresholds, scan: Scan | None = None) -> Route:
+          limits: Thresholds, scan: Scan | None = None, approx: torch.Tensor | None = None) -> Route:
     """Route inputs with question keys ``q`` (B, d) and image keys ``v`` (B, d) (rows of zeros
     where ``q_has_image`` is false) to at most one slot each: among the slots whose local or
     shared rule passes, the one with the highest summed similarity (question, and nearest
@@ -304,10 +304,12 @@ def match(q: torch.Tensor, v: torch.Tensor, q_has_image: torch.Tensor, slots: Sl
     scan's tolerance) are compared further, exactly; the nearest image of any live slot, which
     the ``lead`` rule needs, is found from the half-precision image keys and recomputed exactly
     among the rows close to the best. An input whose question matches no slot reads no image
-    key at all."""
+    key at all. ``approx`` (B, N): those half-precision question cosines, where the caller has
+    them already."""
     if scan is None:
         return _choose(similarities(q, v, q_has_image, slots), q_has_image, slots, limits)
-    approx = (q.to(scan.text.dtype) @ scan.text.T).float()
+    if approx is None:
+        approx = (q.to(scan.text.dtype) @ scan.text.T).float()
     cols = ((approx >= slots.tau_text[None] - scan.tolerance) & slots.active[None]).any(0).nonzero()[:, 0]
     if cols.numel() == 0:
         none = torch.full((q.shape[0],), NO_SLOT, dtype=torch.long, device=q.device)

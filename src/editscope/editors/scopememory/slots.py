@@ -230,8 +230,19 @@ class SlotMemory:
         if self.slots.n == 0:
             call.route, call.any_hit = None, False
             return
-        q, v, has = self.keys_of(x, call)
-        route = match(q, v, has, self.view(), self.limits, self.scan())
+        q, slots, scan = self.question_keys(x, call), self.slots, self.scan()
+        # every rule needs the question to match: where no slot's can, no image key and no more matching
+        if scan is None:
+            text, low = q @ slots["text"].T, slots["tau_text"]
+        else:  # the scan's half-precision cosines, within its tolerance (match reuses them)
+            text, low = (q.to(scan.text.dtype) @ scan.text.T).float(), slots["tau_text"] - scan.tolerance
+        if not bool(((text >= low) & slots["active"]).any()):
+            none = torch.full((q.shape[0],), NO_SLOT, dtype=torch.long, device=q.device)
+            self.last_route = call.route = Route(none, none >= 0, none >= 0)
+            call.any_hit = False
+            return
+        v, has = self.image_keys(x, call)
+        route = match(q, v, has, self.view(), self.limits, scan, None if scan is None else text)
         self.last_route = route
         call.route, call.any_hit = route, bool((route.slot != NO_SLOT).any())
 
@@ -240,17 +251,26 @@ class SlotMemory:
         """Question keys (B, d), image keys (B, d) (zeros without image tokens) and whether each
         row has image tokens (B,), from the key layer's MLP input ``x`` (B, T, d): unit vectors
         about the reference centres, or (``centred`` false) the raw activations."""
-        x = x.detach().float()
+        q = self.question_keys(x, call, centred)
+        return (q, *self.image_keys(x, call, centred))
+
+    def question_keys(self, x: torch.Tensor, call: Call, centred: bool = True) -> torch.Tensor:
+        """The question keys (B, d) of :meth:`keys_of`: the last prompt token's activation."""
         rows = torch.arange(x.shape[0], device=x.device)
-        q = x[rows, call.start.to(x.device)]
+        q = x.detach()[rows, call.start.to(x.device)].float()
+        return unit_keys(q, self.centre_text) if centred else q
+
+    def image_keys(self, x: torch.Tensor, call: Call, centred: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """The image keys (B, d) and ``has_image`` (B,) of :meth:`keys_of`: the mean activation
+        over the image tokens."""
+        x = x.detach().float()
         mask = call.image_mask.to(x.device)[..., None].float()
         count = mask.sum(1)
         has = count[:, 0] > 0
         v = (x * mask).sum(1) / count.clamp(min=1)
         if centred:
-            q = unit_keys(q, self.centre_text)
             v = unit_keys(v, self.centre_image, self.whiten_basis, self.whiten_scale)
-        return q, v * has[:, None], has
+        return v * has[:, None], has
 
     @contextmanager
     def capture_keys(self, centred: bool = True, stop: bool = False
