@@ -24,10 +24,10 @@ from torch import nn
 
 def _signature(value: Any, tensors: list[torch.Tensor]) -> Any:
     """A hashable signature of a call argument: a tensor by its shape, dtype and device (the
-    tensor itself goes to ``tensors``, compared by value on lookup), containers by their items,
+    tensor itself goes to ``tensors``, to be compared by value), containers by their items,
     anything else by itself (or its ``repr`` when it cannot be hashed)."""
     if isinstance(value, torch.Tensor):
-        tensors.append(value.detach().clone())
+        tensors.append(value)
         return ("tensor", tuple(value.shape), value.dtype, value.device)
     if isinstance(value, (list, tuple)):
         return (type(value).__name__, tuple(_signature(v, tensors) for v in value))
@@ -76,7 +76,8 @@ def reusing_outputs(module: nn.Module) -> Iterator[OutputCache]:
         found, output = cache.lookup(signature, tensors)
         if not found:
             output = original(*args, **kwargs)
-            cache.entries.setdefault(signature, []).append((tensors, output))
+            held = [t.detach().clone() for t in tensors]  # copies: a caller may change its tensors later
+            cache.entries.setdefault(signature, []).append((held, output))
         # callers may set fields of an output object (Qwen2-VL splits its pooler_output): each
         # gets its own shallow copy, and the kept one stays as computed
         return output if isinstance(output, (torch.Tensor, tuple)) else copy.copy(output)
