@@ -11,6 +11,7 @@ changed (teacher-forced top-1 on the answer tokens, as M-Loc counts it).
 
     python scripts/mloc_neighbours.py --split test '{}'
     python scripts/mloc_neighbours.py --split test --results docs/results/world-test-1000/merged/results.json
+    python scripts/mloc_neighbours.py --split test --cosines '{"view_margin": 0}'
 
 ``--results`` marks which confounded probes failed M-Loc after the stream of a bench run (its
 retention rows at the last checkpoint), to set beside the edited-alone outcome.
@@ -73,12 +74,26 @@ def answer_top1(vlm, probe) -> torch.Tensor:
     return M.probe_outputs(logits, inputs.target_positions).answer_top1
 
 
+def cosines(editor, vlm, probe, i: int, j: int) -> str:
+    """The probe's keys against slot 0 (the only one): question and tau_text, edit image and
+    tau_image, and the views."""
+    view = editor.memory.view()
+    q, v, _ = editor._keys(vlm.encode(probe.image, probe.prompt, None))
+    views = sorted((v[0] @ view.examples.also.T).tolist(), reverse=True) if view.examples is not None else []
+    return (f"  record {i} in slot of {j}: question {float(q[0] @ view.text[0]):.3f}, tau_text "
+            f"{float(view.tau_text[0]):.3f}; edit image {float(v[0] @ view.image[0]):.3f}, tau_image "
+            f"{float(view.tau_image[0]):.3f}; views " + " ".join(f"{c:.3f}" for c in views))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("configs", nargs="*", default=["{}"], help="JSON overrides of the builtin preset")
     parser.add_argument("--split", default="test")
     parser.add_argument("--results", help="a bench results.json on the same split: its M-Loc misses")
     parser.add_argument("--editor", default="scopememory", help="the run in --results to read")
+    parser.add_argument("--cosines", action="store_true",
+                        help="for each probe a slot takes, print its keys' cosines to the slot's question and "
+                             "edit image, the slot's thresholds and its cosines to the slot's views")
     args = parser.parse_args()
     torch.set_num_threads(1)
     world = load_world(builtin_path())
@@ -113,6 +128,8 @@ def main() -> None:
                 probe = cases[i].m_loc
                 slot, local, shared = editor.route_of(probe.image, probe.prompt)
                 moved = not torch.equal(answer_top1(vlm, probe), base[i])
+                if args.cosines and slot >= 0:
+                    print(cosines(editor, vlm, probe, i, j), flush=True)
                 outcomes.append((j, slot, shared, moved))
                 editor.remove()
             routed += any(slot >= 0 for _, slot, _, _ in outcomes)

@@ -34,6 +34,7 @@ from editscope.evaluation.protocol import CaseScorer, ProtocolConfig, anchored_r
 from editscope.models import load
 from editscope.world import builtin_path, load_world, write_edits
 
+LOCALITY = ("t_loc", "m_loc", "other_fact_loc", "near_miss_leak")
 KEYS = ("rel", "t_gen", "m_gen", "text_transfer", "t_loc", "m_loc", "other_fact_loc", "near_miss_leak")
 
 
@@ -53,6 +54,8 @@ def main() -> None:
     parser.add_argument("candidates", nargs="*", default=["{}"])
     parser.add_argument("--edits", type=int, default=30)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--misses", action="store_true",
+                        help="also print, per candidate, each record that misses a locality metric or leaks")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     vlm = load("builtin")
@@ -94,6 +97,12 @@ def main() -> None:
                 means["gate_g_min"] = round(min(g.g for g in gates), 3)
                 means["shared_share"] = round(statistics.mean(shares), 3)
             print(json.dumps({"candidate": candidate, **means}), flush=True)
+            if args.misses:
+                for case, row in zip(cases, rows):
+                    missed = {k: round(row[k], 3) for k in LOCALITY if row.get(k) is not None
+                              and (row[k] > 0 if k == "near_miss_leak" else row[k] < 1)}
+                    if missed:
+                        print(json.dumps({"record": case.fact_id, **missed}), flush=True)
 
 
 if __name__ == "__main__":

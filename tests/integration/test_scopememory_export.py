@@ -196,6 +196,15 @@ def test_template_match_equals_router_match() -> None:
     slot, local, shared = template.match(q, v, q_has, compact, led.instance, led.text_only, led.margin, led.lead)
     assert torch.equal(torch.where(slot >= 0, keep[slot.clamp(min=0)], slot), with_lead.slot)
     assert torch.equal(local, with_lead.local) and torch.equal(shared, with_lead.shared)
+    # offsets on the also examples (the editor's views): the same in both, and they move some routes
+    examples.also_offset = -0.3 * (torch.arange(80) % 2 == 0).float()
+    offset = match(q, v, q_has, slots, limits)
+    assert not torch.equal(offset.slot, expected.slot)
+    owner = renumber[examples.also_owner]
+    compact["also_offset"] = examples.also_offset[owner >= 0]
+    slot, local, shared = template.match(q, v, q_has, compact, limits.instance, limits.text_only, limits.margin)
+    assert torch.equal(torch.where(slot >= 0, keep[slot.clamp(min=0)], slot), offset.slot)
+    assert torch.equal(local, offset.local) and torch.equal(shared, offset.shared)
     assert (expected.slot != NO_SLOT).sum() > 10 and expected.local.any() and (expected.shared & ~expected.local).any()
     ids = torch.tensor([[5, 1, 2, 3, 7, 1, 2, 3, 9], [1, 2, 4, 4, 4, 4, 4, 4, 4]])
     from editscope.editors.scopememory.router import prompt_ends

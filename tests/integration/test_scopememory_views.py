@@ -80,6 +80,35 @@ def test_a_broad_edit_keeps_its_views_as_positives_and_a_replay_draws_the_same(b
     replay.remove()
 
 
+def test_a_view_counts_view_margin_less_near_and_older_states_load(builtin) -> None:
+    from editscope.editors.scopememory.router import similarities
+
+    request = world_request("broad")
+    editor = editor_on(builtin, views=3, view_margin=0.05)
+    editor.edit(request)
+    also = editor.memory.examples["also"]
+    assert torch.equal(also["offset"], torch.full((3,), -0.05))
+    fact = editor.memory.slots["fact"][0]
+    view = image_views(request.image, 3, seed=view_seed(fact, editor.config.seed))[1]
+    q, v, has = editor._keys(builtin.encode(view, request.prompt))
+    near = float(similarities(q, v, has, editor.memory.view()).near[0, 0])
+    edit_image = float(v[0] @ editor.memory.slots["image"][0])
+    assert float((v[0] @ also["image"].T).max()) > edit_image + 0.05  # the view is its own nearest positive
+    assert near == pytest.approx(float((v[0] @ also["image"].T).max()) - 0.05, abs=1e-5)
+    state = editor.state_dict()
+    editor.remove()
+    fresh = editor_on(builtin, views=3)  # the offsets are the slot's, not the config's
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.memory.examples["also"]["offset"], torch.full((3,), -0.05))
+    # a state written before the offsets: every positive at its cosine
+    fresh.load_state_dict({k: t for k, t in state.items() if not k.endswith(".also.offset")})
+    assert torch.equal(fresh.memory.examples["also"]["offset"], torch.zeros(3))
+    assert torch.equal(fresh.memory.examples["also"]["image"], state["scopememory.examples.also.image"])
+    with pytest.raises(ValueError, match="offsets"):
+        fresh.load_state_dict({**state, "scopememory.examples.also.offset": torch.full((3,), 0.5)})
+    fresh.remove()
+
+
 def test_an_instance_edit_keeps_no_views(builtin) -> None:
     editor = editor_on(builtin, views=3)
     editor.edit(world_request("instance"))

@@ -253,10 +253,12 @@ def test_answer_id_compares_answers_as_reference_agreement_does() -> None:
     assert all(0 < answer_id(a) < 2 ** 63 for a in ("", "x", "Paris"))
 
 
+@pytest.mark.parametrize("offset", [0.0, 0.05])
 @pytest.mark.parametrize("lead", [2.0, 0.1, 0.0005])
-def test_the_half_precision_scan_routes_as_the_exact_match(lead: float) -> None:
+def test_the_half_precision_scan_routes_as_the_exact_match(lead: float, offset: float) -> None:
     """Clustered keys, so that many slots pass their question and cosines crowd the thresholds
-    and each other (rival images a fraction of the half-precision error apart)."""
+    and each other (rival images a fraction of the half-precision error apart); with ``offset``,
+    every other ``also`` example counts that much less near (as the editor's views do)."""
     from editscope.editors.scopememory.router import Examples, build_scan
 
     gen = torch.Generator().manual_seed(0)
@@ -274,7 +276,8 @@ def test_the_half_precision_scan_routes_as_the_exact_match(lead: float) -> None:
         shared=torch.rand(n, generator=gen) < 0.6, active=torch.rand(n, generator=gen) < 0.9,
         tau_text=0.6 + 0.3 * torch.rand(n, generator=gen), tau_image=0.4 + 0.4 * torch.rand(n, generator=gen),
         examples=Examples(near(subjects, 900, 0.07), torch.randint(0, n, (900,), generator=gen),
-                          near(subjects, 200, 0.07), torch.randint(0, n, (200,), generator=gen)))
+                          near(subjects, 200, 0.07), torch.randint(0, n, (200,), generator=gen),
+                          -offset * (torch.arange(900) % 2).float()))
     scan = build_scan(table)
     q = torch.cat([table.text[:64], near(questions, batch - 64, 0.07)])
     v = torch.cat([table.image[:64], near(subjects, batch - 96, 0.07),

@@ -58,6 +58,9 @@ class ScopeMemoryConfig:
                                   "instance_threshold) goes only to slots it shows that closely (2: no such test)")
     views: int = _f(0, "generic views of the edit image (crops, shifts, small turns, light and colour jitter) "
                        "kept as further positives of the slot's shared rule, where the shared write may fire")
+    view_margin: float = _f(0.0, "a view counts as a positive this much (cosine) less near than it is: an input "
+                                 "that only a view admits must clear the image threshold by this much (the views "
+                                 "are the editor's own guesses at other pictures, less sure than the edit image)")
     train_views: int = _f(0, "how many of those views the shared write is also trained on, with the edit's "
                              "target (0: the edit input and any also examples only)")
     threshold_cap: float = _f(0.98, "calibration never raises a threshold above this (the edit itself must match)")
@@ -91,7 +94,7 @@ class ScopeMemoryConfig:
                 raise ValueError(f"ScopeMemoryConfig.{name} must be a number > 0, got {getattr(self, name)!r}")
         for name in ("stop_loss", "stop_margin", "shared_stop_loss", "shared_stop_margin", "gate_min", "margin",
                      "beta", "gate_eps", "image_whitening", "shared_lr",
-                     "subject_lead"):
+                     "subject_lead", "view_margin"):
             if not _number(getattr(self, name)) or getattr(self, name) < 0:
                 raise ValueError(f"ScopeMemoryConfig.{name} must be a number >= 0, got {getattr(self, name)!r}")
         for name in ("text_threshold", "instance_threshold", "subject_threshold", "text_only_threshold",

@@ -156,7 +156,8 @@ class ScopeMemory(Editor):
         floors = examples.Floors(cfg.text_threshold, cfg.subject_threshold, self.memory.limits)
         views = image_views(request.image, cfg.views, seed=view_seed(fact, cfg.seed)) if shared_on else []
         slot = examples.calibrate(keys, shared_on, also_keys, beyond, self._negatives(anchors, fact, request), never_keys,
-                                  floors, request, self._view_keys(request, views) if shared_on else None)
+                                  floors, request, self._view_keys(request, views) if shared_on else None,
+                                  cfg.view_margin)
         self._reset_scratch()
         steps = 0
         if shared_on:

@@ -76,11 +76,14 @@ def check_request(request: EditRequest, has_image: bool, rank_shared: int, beyon
 
 
 def calibrate(keys: Keys, shared: bool, also: Keys, beyond: torch.Tensor, negatives: Keys, never: Keys,
-              floors: Floors, request: EditRequest, views: torch.Tensor | None = None) -> SlotKeys:
+              floors: Floors, request: EditRequest, views: torch.Tensor | None = None,
+              view_margin: float = 0.0) -> SlotKeys:
     """A new slot's routing keys, examples and thresholds: the question threshold capped by its
     ``also`` examples, both raised against ``negatives`` and its ``never`` examples. ``views``
     (K, d) are image keys of the edit image's own views: positives like the ``also`` examples on
-    other images, but they neither cap a threshold nor turn the shared write on. Raises
+    other images, but they neither cap a threshold nor turn the shared write on, and each counts
+    ``view_margin`` less near than its cosine (an input that only a view admits must be nearer to
+    it than the threshold by that much). Raises
     :class:`ScopeConflict` naming the first ``never`` example that still passes, or that keeps
     an ``also`` example from passing."""
     q, v, has = keys
@@ -97,8 +100,11 @@ def calibrate(keys: Keys, shared: bool, also: Keys, beyond: torch.Tensor, negati
         cap_image = torch.minimum(cap_image, si_also[beyond].min()[None])
     positives = also[1][beyond] if views is None else torch.cat([also[1][beyond], views])
     owner = torch.zeros(positives.shape[0], dtype=torch.long, device=device)
+    offset = torch.zeros(positives.shape[0], device=device)
+    if views is not None and views.shape[0]:
+        offset[-views.shape[0]:] = -view_margin
     ex = Examples(also=positives, also_owner=owner, never=never[1][never[2]],
-                  never_owner=torch.zeros(int(never[2].sum()), dtype=torch.long, device=device))
+                  never_owner=torch.zeros(int(never[2].sum()), dtype=torch.long, device=device), also_offset=offset)
     slot = SlotKeys(text=q, image=v, has_image=has, shared=torch.tensor([shared], device=device),
                     active=torch.ones(1, dtype=torch.bool, device=device),
                     tau_text=torch.minimum(torch.tensor([floors.text], device=device), cap_text),

@@ -88,6 +88,8 @@ def slot_tensors(editor: ScopeMemory) -> tuple[dict[str, torch.Tensor], dict[str
         owner = renumber[table["owner"]] if table.n else torch.zeros(0, dtype=torch.long, device=memory.device)
         kept = owner >= 0
         tensors[kind], tensors[f"{kind}_owner"] = table["image"][kept], owner[kept]
+        if "offset" in table.shapes:
+            tensors[f"{kind}_offset"] = table["offset"][kept]
     scalings = set()
     for i, site in enumerate(memory.sites.values()):
         scalings.add(site.scaling)

@@ -49,18 +49,20 @@ def prompt_ends(input_ids, marker):
     return torch.where(best >= 0, best, last)
 
 
-def nearest(v, keys, owner, start):
-    """``start`` (B, N) raised to each slot's largest cosine between ``v`` and the example keys it owns."""
+def nearest(v, keys, owner, start, offset=None):
+    """``start`` (B, N) raised to each slot's largest cosine (plus the key's ``offset``) between ``v``
+    and the example keys it owns."""
     if keys.shape[0] == 0:
         return start
-    return start.scatter_reduce(1, owner[None].expand(v.shape[0], -1), v @ keys.T, reduce="amax")
+    cosines = v @ keys.T if offset is None else v @ keys.T + offset[None]
+    return start.scatter_reduce(1, owner[None].expand(v.shape[0], -1), cosines, reduce="amax")
 
 
 def match(q, v, q_has, slots, instance, text_only, margin, lead=2.0):
     """Route rows (keys ``q``, ``v`` (B, d), ``q_has`` (B,)) to at most one slot: (slot, local, shared), each (B,)."""
     sq = q @ slots["text"].T
     si = v @ slots["image"].T
-    near = nearest(v, slots["also"], slots["also_owner"], si)
+    near = nearest(v, slots["also"], slots["also_owner"], si, slots.get("also_offset"))
     never = nearest(v, slots["never"], slots["never_owner"], torch.full_like(si, -2.0))
     pair = q_has[:, None] & slots["has_image"][None]
     with_image = q_has[:, None]
@@ -106,6 +108,9 @@ class SlotRouter:
         for kind in ("also", "never"):  # scope examples (none in checkpoints written before them)
             self.slots[kind] = tensors.get(kind, torch.zeros(0, width)).to(device).float()
             self.slots[f"{kind}_owner"] = tensors.get(f"{kind}_owner", torch.zeros(0, dtype=torch.long)).to(device).long()
+        also_offset = tensors.get("also_offset")  # none in checkpoints written before the view margin
+        self.slots["also_offset"] = (torch.zeros(self.slots["also"].shape[0]) if also_offset is None
+                                     else also_offset).to(device).float()
         self.n = int(self.slots["text"].shape[0])
         self.centre_text, self.centre_image = tensors["centre_text"].to(device), tensors["centre_image"].to(device)
         width = self.centre_image.shape[0]

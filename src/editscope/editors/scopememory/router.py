@@ -82,12 +82,15 @@ class Thresholds:
 @dataclass
 class Examples:
     """The image keys of slots' scope examples, all slots' in one table: ``also`` (P, d) with
-    ``also_owner`` (P,) the slot each belongs to, and ``never`` (Q, d) with ``never_owner`` (Q,)."""
+    ``also_owner`` (P,) the slot each belongs to, and ``never`` (Q, d) with ``never_owner`` (Q,).
+    ``also_offset`` (P, at most 0) counts a positive as that much less near than its cosine (the
+    editor's own views of the edit image, ``ScopeMemoryConfig.view_margin``)."""
 
     also: torch.Tensor
     also_owner: torch.Tensor
     never: torch.Tensor
     never_owner: torch.Tensor
+    also_offset: torch.Tensor | None = None  # (P,) added to each ``also`` row's cosine (None: zeros)
 
 
 @dataclass
@@ -139,12 +142,15 @@ class Similarities:
     pair: torch.Tensor
 
 
-def _nearest(v: torch.Tensor, keys: torch.Tensor, owner: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+def _nearest(v: torch.Tensor, keys: torch.Tensor, owner: torch.Tensor, start: torch.Tensor,
+             offset: torch.Tensor | None = None) -> torch.Tensor:
     """``start`` (B, N) raised to each slot's largest cosine between ``v`` (B, d) and the rows of
-    ``keys`` (P, d) it owns (``owner`` (P,)): one product and one scatter, no loop over slots."""
+    ``keys`` (P, d) it owns (``owner`` (P,)), each plus its ``offset`` (P,) where given: one
+    product and one scatter, no loop over slots."""
     if keys.shape[0] == 0:
         return start
-    return start.scatter_reduce(1, owner[None].expand(v.shape[0], -1), v @ keys.T, reduce="amax")
+    cosines = v @ keys.T if offset is None else v @ keys.T + offset[None]
+    return start.scatter_reduce(1, owner[None].expand(v.shape[0], -1), cosines, reduce="amax")
 
 
 def similarities(q: torch.Tensor, v: torch.Tensor, q_has_image: torch.Tensor, slots: SlotKeys) -> Similarities:
@@ -153,7 +159,7 @@ def similarities(q: torch.Tensor, v: torch.Tensor, q_has_image: torch.Tensor, sl
     near, never = si, torch.full_like(si, -2.0)
     if slots.examples is not None:
         ex = slots.examples
-        near = _nearest(v, ex.also, ex.also_owner, si)
+        near = _nearest(v, ex.also, ex.also_owner, si, ex.also_offset)
         never = _nearest(v, ex.never, ex.never_owner, never)
     return Similarities(q @ slots.text.T, si, near, never, pair)
 
@@ -224,6 +230,7 @@ class Scan:
     text: torch.Tensor
     positive: torch.Tensor
     positive_owner: torch.Tensor
+    positive_offset: torch.Tensor | None = None  # (N + P,) added to each row's cosine (None: zeros)
     tolerance: float = SCAN_TOLERANCE
 
 
@@ -231,11 +238,13 @@ def build_scan(slots: SlotKeys) -> Scan:
     """The :class:`Scan` of ``slots`` (rebuild it whenever their keys change)."""
     n = slots.text.shape[0]
     owner = torch.arange(n, device=slots.text.device)
-    positive = slots.image
+    positive, offset = slots.image, None
     if slots.examples is not None:
         positive = torch.cat([positive, slots.examples.also])
         owner = torch.cat([owner, slots.examples.also_owner])
-    return Scan(slots.text.half(), positive.half(), owner)
+        if slots.examples.also_offset is not None:
+            offset = torch.cat([torch.zeros(n, device=positive.device), slots.examples.also_offset])
+    return Scan(slots.text.half(), positive.half(), owner, offset)
 
 
 _HALF_FITS: dict[tuple[str, int], bool] = {}
@@ -264,7 +273,9 @@ def _columns(slots: SlotKeys, cols: torch.Tensor) -> SlotKeys:
         where = torch.full((slots.text.shape[0],), -1, dtype=torch.long, device=cols.device)
         where[cols] = torch.arange(cols.numel(), device=cols.device)
         also, never = where[examples.also_owner], where[examples.never_owner]
-        examples = Examples(examples.also[also >= 0], also[also >= 0], examples.never[never >= 0], never[never >= 0])
+        offset = None if examples.also_offset is None else examples.also_offset[also >= 0]
+        examples = Examples(examples.also[also >= 0], also[also >= 0], examples.never[never >= 0], never[never >= 0],
+                            offset)
     return SlotKeys(text=slots.text[cols], image=slots.image[cols], has_image=slots.has_image[cols],
                     shared=slots.shared[cols], active=slots.active[cols], tau_text=slots.tau_text[cols],
                     tau_image=slots.tau_image[cols],
@@ -280,6 +291,8 @@ def _scan_rival(v: torch.Tensor, q_has_image: torch.Tensor, slots: SlotKeys, sca
     if not bool(live.any()):
         return low
     approx = (v.to(scan.positive.dtype) @ scan.positive.T).float()
+    if scan.positive_offset is not None:
+        approx = approx + scan.positive_offset[None]
     approx = torch.where(live[None], approx, torch.full_like(approx, -2.0))
     close = live[None] & (approx >= approx.max(dim=1).values[:, None] - 2 * scan.tolerance)
     rows = close.any(0).nonzero()[:, 0]
@@ -287,7 +300,8 @@ def _scan_rival(v: torch.Tensor, q_has_image: torch.Tensor, slots: SlotKeys, sca
     keys = slots.image[rows[rows < n]]
     if slots.examples is not None:
         keys = torch.cat([keys, slots.examples.also[rows[rows >= n] - n]])
-    exact = torch.where(close[:, rows], v @ keys.T, torch.full((v.shape[0], rows.numel()), -2.0, device=v.device))
+    cosines = v @ keys.T if scan.positive_offset is None else v @ keys.T + scan.positive_offset[rows][None]
+    exact = torch.where(close[:, rows], cosines, torch.full((v.shape[0], rows.numel()), -2.0, device=v.device))
     return torch.where(q_has_image, exact.max(dim=1).values, low)
 
 

@@ -174,7 +174,8 @@ class SlotMemory:
             shapes[f"{i}.shared_v"] = ((site.rank_shared, slot_rank), torch.float32)
         self.slots = Table(shapes, device)
         # the image keys of the slots' scope examples, with the slot (row of ``slots``) owning each
-        self.examples = {kind: Table({"image": ((text_dim,), torch.float32), "owner": ((), torch.long)}, device)
+        self.examples = {kind: Table({"image": ((text_dim,), torch.float32), "owner": ((), torch.long),
+                                      **({"offset": ((), torch.float32)} if kind == "also" else {})}, device)
                          for kind in EXAMPLE_KINDS}
         self.centre_text = torch.zeros(text_dim, device=device)
         self.centre_image = torch.zeros(text_dim, device=device)
@@ -359,7 +360,8 @@ class SlotMemory:
 
     def view(self) -> SlotKeys:
         s, also, never = self.slots, self.examples["also"], self.examples["never"]
-        examples = Examples(also["image"], also["owner"], never["image"], never["owner"]) if also.n or never.n else None
+        examples = (Examples(also["image"], also["owner"], never["image"], never["owner"], also["offset"])
+                    if also.n or never.n else None)
         return SlotKeys(text=s["text"], image=s["image"], has_image=s["has_image"], shared=s["shared"],
                         active=s["active"], tau_text=s["tau_text"], tau_image=s["tau_image"],
                         cap_text=s["cap_text"], cap_image=s["cap_image"], examples=examples)
@@ -374,8 +376,10 @@ class SlotMemory:
             if examples is None:
                 continue
             keys = getattr(examples, kind)
-            for key in keys:
-                table.write(table.n, {"image": key, "owner": torch.tensor(row)})
+            offsets = examples.also_offset if kind == "also" and examples.also_offset is not None else torch.zeros(len(keys))
+            for key, offset in zip(keys, offsets):
+                values = {"image": key, "owner": torch.tensor(row)}
+                table.write(table.n, {**values, "offset": offset} if kind == "also" else values)
 
     def remove(self) -> None:
         for handle in self._handles:

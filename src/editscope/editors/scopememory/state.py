@@ -119,6 +119,11 @@ def _load_examples(editor: "ScopeMemory", state: dict[str, torch.Tensor]) -> dic
         present = keys.keys() & state.keys()
         if not present:
             continue
+        offset = f"{PREFIX}examples.{kind}.offset"
+        if offset in keys and offset not in present and f"{PREFIX}examples.{kind}.owner" in present:
+            # a state written before the offsets: every positive counted at its cosine
+            state[offset] = torch.zeros(state[f"{PREFIX}examples.{kind}.owner"].shape[0])
+            present = present | {offset}
         if present != keys.keys():
             raise ValueError(f"editor state: the {kind} example table lacks {sorted(keys.keys() - present)}")
         rows = {name: state.pop(key) for key, name in keys.items()}
@@ -129,5 +134,8 @@ def _load_examples(editor: "ScopeMemory", state: dict[str, torch.Tensor]) -> dic
                              f"do not fit keys of width {width}")
         if not torch.isfinite(image).all() or (owner.numel() and int(owner.min()) < 0):
             raise ValueError(f"editor state: the {kind} example table holds non-finite keys or negative owners")
+        if "offset" in rows and (rows["offset"].shape != owner.shape or not torch.isfinite(rows["offset"]).all()
+                                 or bool((rows["offset"] > 0).any())):
+            raise ValueError(f"editor state: the {kind} example offsets must be finite, at most 0, one per example")
         out[kind] = rows
     return out
