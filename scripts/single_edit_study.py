@@ -4,6 +4,8 @@ Separates what one edit does (absorption, transfer, collateral change) from what
 edits does (tune_builtin.py). Never run on world:test.
 
 Usage: python scripts/single_edit_study.py --edits 30 '{}' '{"editor": "more"}' '{"eta": 0.2}'
+(``--unedited`` first prints the unedited model's scores, ``--misses`` each record a candidate
+misses a locality metric on.)
 Each argument is one candidate: a JSON object of overrides of the builtin preset, with an
 optional "editor" key (scopeedit, the default, more, or scopememory: then the overrides apply to
 ScopeMemory's builtin preset). Prints one line per candidate with the
@@ -54,6 +56,8 @@ def main() -> None:
     parser.add_argument("candidates", nargs="*", default=["{}"])
     parser.add_argument("--edits", type=int, default=30)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--unedited", action="store_true",
+                        help="first print the unedited model's scores on the same probes (no edit)")
     parser.add_argument("--misses", action="store_true",
                         help="also print, per candidate, each record that misses a locality metric or leaks")
     args = parser.parse_args()
@@ -64,6 +68,13 @@ def main() -> None:
         cases = load_records("world", Path(records), Path(records).parent)[: args.edits]
         refs = compute_references(vlm, cases, progress=False)
         protocol = ProtocolConfig(exact_match=False, progress=False)
+        if args.unedited:  # an empty ScopeMemory gives the unedited logits exactly
+            config = load_memory_preset("builtin")
+            editor = build_editor("scopememory", vlm, config, reference=load_reference("world", "builtin", config.reference_size))
+            rows = [CaseScorer(editor, refs, protocol).score(case) for case in cases]
+            editor.remove()
+            means = {k: round(statistics.mean(r[k] for r in rows if r.get(k) is not None), 3) for k in KEYS}
+            print(json.dumps({"candidate": "unedited", **means}), flush=True)
         for candidate in args.candidates:
             overrides = json.loads(candidate)
             name = overrides.pop("editor", "scopeedit")
