@@ -1,6 +1,6 @@
 """How far a ScopeMemory shared phase gets, step by step, on the built-in model.
 
-    python scripts/shared_phase_trace.py [--edits 40] [--split dev] [--config '{"shared_lr": 0.03}'] [--tokens]
+    python scripts/shared_phase_trace.py [--edits 40] [--split dev] [--config '{"shared_lr": 0.03}'] [--tokens] [--codes]
 
 Edits the first N records of a world split in order with the ``builtin`` preset (with the
 ``--config`` JSON overrides; record anchors, as the bench) and records, at every step of the
@@ -9,7 +9,9 @@ edit input and its training views). Prints, for the edits that ran the phase to 
 the others, the median over edits of the worst input's NLL and margin at a few steps, and the
 phase's steps. The phase stops once every input is below ``shared_stop_loss`` or above
 ``shared_stop_margin``. With ``--tokens``, also each capped edit's target and the NLL of each of
-its tokens on the edit input under the shared write alone, as the phase left it.
+its tokens on the edit input under the shared write alone, as the phase left it; with
+``--codes``, for every edit, how alike the shared codes of its target positions are (see
+:func:`codes`).
 """
 
 from __future__ import annotations
@@ -34,12 +36,40 @@ from editscope.world import builtin_path, load_world, write_edits
 AT = (0, 5, 10, 20, 30, 45)
 
 
+def codes(editor, vlm, answer) -> str:
+    """At each slot site, the shared codes ``A_shared x`` of the edit input's target positions
+    (unedited): their mean pairwise cosine and the ratio of their largest to smallest singular
+    value. Alike codes (cosine near 1, a large ratio) would make one write hard to fit to every
+    token."""
+    inputs: dict[int, torch.Tensor] = {}
+    modules = list(editor.memory.modules.values())
+    hooks = [m.base_layer.register_forward_hook(lambda _m, args, _o, i=i: inputs.__setitem__(i, args[0].detach()))
+             for i, m in enumerate(modules)]
+    try:
+        with torch.no_grad(), editor.memory.writing(False, False):
+            vlm.forward(answer)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    cells = []
+    for i, site in enumerate(editor.memory.sites.values()):
+        code = inputs[i][0, answer.target_positions].float() @ site.A_shared.float().T
+        unit = torch.nn.functional.normalize(code, dim=-1)
+        n = code.shape[0]
+        cosine = float((unit @ unit.T)[~torch.eye(n, dtype=torch.bool)].mean()) if n > 1 else 1.0
+        values = torch.linalg.svdvals(code)
+        cells.append(f"site {i}: {n} positions, mean cosine {cosine:.2f}, singular ratio {float(values[0] / values[-1]):.1f}")
+    return "; ".join(cells)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--edits", type=int, default=40)
     parser.add_argument("--split", default="dev")
     parser.add_argument("--config", default="{}", help="JSON overrides of the builtin preset")
     parser.add_argument("--tokens", action="store_true", help="per-token NLL of each capped edit's target")
+    parser.add_argument("--codes", action="store_true",
+                        help="for each edit, how alike its target positions' shared codes are at each site")
     args = parser.parse_args()
     torch.set_num_threads(1)
     vlm = editscope.load("builtin")
@@ -69,6 +99,9 @@ def main() -> None:
             nll = torch.nn.functional.cross_entropy(logits, answer.target_ids, reduction="none")
             pieces = [vlm.tokenizer.decode([i]) for i in answer.target_ids.tolist()]
             print("  ".join(f"{piece!r} {value:.2f}" for piece, value in zip(pieces, nll.tolist())))
+        if not local and args.codes:
+            kind = "capped" if steps >= cap else f"{steps} steps"
+            print(f"  {kind} {vlm.tokenizer.decode(batch[0].target_ids.tolist())!r}: " + codes(editor, vlm, batch[0]))
         return steps
 
     editor._phase, editor._loss_and_margin = phase, loss_and_margin
