@@ -106,13 +106,17 @@ def main() -> None:
 
     editor._phase, editor._loss_and_margin = phase, loss_and_margin
     traces: dict[str, list[list[tuple[float, float]]]] = {"at the cap": [], "under the cap": []}
+    spelt = {kind: 0 for kind in traces}  # targets with a word the tokenizer splits into pieces
     for case in cases:
         phases.clear()
         editor.edit(anchored_request(case, ProtocolConfig()))
         shared = [p for p in phases if p]
         if shared:
             trace = shared[0]
-            traces["at the cap" if len(trace) >= cap else "under the cap"].append(trace)
+            kind = "at the cap" if len(trace) >= cap else "under the cap"
+            traces[kind].append(trace)
+            spelt[kind] += any(len(vlm.tokenizer.encode(" " + word, add_special_tokens=False)) > 1
+                               for word in case.request.target.split())
     print(f"shared phase: cap {cap} steps, stop at NLL < {config.shared_stop_loss} or margin >= "
           f"{config.shared_stop_margin} on every input; lr {config.shared_lr or config.lr}")
     for kind, runs in traces.items():
@@ -128,7 +132,8 @@ def main() -> None:
         last = [t[-1] for t in runs]
         cells.append(f"last: NLL {statistics.median(r[0] for r in last):.3f} "
                      f"margin {statistics.median(r[1] for r in last):+.1f}")
-        print(f"{kind}: {len(runs)} edits, median {steps:.0f} steps")
+        print(f"{kind}: {len(runs)} edits, median {steps:.0f} steps; {spelt[kind]} of them have a target word "
+              f"the tokenizer splits into several pieces")
         for cell in cells:
             print(f"  {cell}")
 
