@@ -192,7 +192,7 @@ def test_table_grows_and_keeps_rows() -> None:
 
 
 def test_config_validation_and_reference() -> None:
-    for bad in ({"linears": "some"}, {"slot_rank": 0}, {"text_threshold": 1.5}, {"lr": 0}):
+    for bad in ({"linears": "some"}, {"slot_rank": 0}, {"text_threshold": 1.5}, {"lr": 0}, {"view_margin": -0.1}):
         try:
             ScopeMemoryConfig(**bad)
         except ValueError as error:
